@@ -1,0 +1,342 @@
+"""`simulate`: gradient flow dθ/dt = −∇L(θ) with Diffrax, or discrete training with optax."""
+
+from __future__ import annotations
+
+import collections
+import math
+import sys
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .models.base import AbstractModel, parameters
+from .tasks.base import AbstractTask
+from .trajectory import Trajectory
+
+# Number of times each compiled core was traced; tests use it to prove that seeds, init scales,
+# horizons and tolerances reuse one compilation.
+TRACE_COUNT: collections.Counter = collections.Counter()
+
+_DIVERGED_FACTOR = 1e20
+
+
+def _f64(x) -> jax.Array:
+    return jnp.asarray(x, dtype=jnp.float64)
+
+
+def _stop_condition(loss_of, L0, loss_floor, converge_tol):
+    def cond_fn(t, p, args, **kwargs):
+        L = loss_of(p)
+        converged = jnp.where(
+            jnp.isfinite(loss_floor), L - loss_floor <= converge_tol * (L0 - loss_floor), False
+        )
+        diverged = ~jnp.isfinite(L) | (L > _DIVERGED_FACTOR * (1.0 + jnp.abs(L0)))
+        return converged | diverged
+
+    return cond_fn
+
+
+def _flow_core(
+    params, static, task, init_scale, t_max, rtol, atol, loss_floor, converge_tol,
+    *, solver, n_save, n_snapshots, max_steps, progress_meter,
+):
+    TRACE_COUNT["flow"] += 1
+    del init_scale  # only carried so that a batch can vmap over it
+
+    def loss_of(p):
+        return task.loss(eqx.combine(p, static))
+
+    def vector_field(t, p, args):
+        return jax.tree.map(jnp.negative, jax.grad(loss_of)(p))
+
+    def record(t, p, args):
+        model = eqx.combine(p, static)
+        return task.loss(model), task.observables(model)
+
+    L0 = loss_of(params)
+    grid = jnp.linspace(0.0, 1.0, n_save) * t_max
+    snap_grid = jnp.linspace(0.0, 1.0, n_snapshots) * t_max
+    saveat = dfx.SaveAt(
+        subs=[
+            dfx.SubSaveAt(ts=grid, fn=record),
+            dfx.SubSaveAt(ts=snap_grid),
+            dfx.SubSaveAt(t1=True),
+        ]
+    )
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(vector_field),
+        solver,
+        t0=0.0,
+        t1=t_max,
+        dt0=None,
+        y0=params,
+        saveat=saveat,
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
+        event=dfx.Event(_stop_condition(loss_of, L0, loss_floor, converge_tol)),
+        adjoint=dfx.ForwardMode(),
+        max_steps=max_steps,
+        throw=False,
+        progress_meter=progress_meter,
+    )
+    (loss, obs), snaps, final = sol.ys
+    t_final = sol.ts[2][-1]
+    final_loss = loss_of(jax.tree.map(lambda x: x[-1], final))
+    code = _status_code(sol.result, final_loss, L0)
+    times = jnp.where(grid <= t_final, grid, jnp.nan)
+    snap_times = jnp.where(snap_grid <= t_final, snap_grid, jnp.nan)
+    stats = {
+        "steps": sol.stats["num_steps"],
+        "accepted": sol.stats["num_accepted_steps"],
+        "rejected": sol.stats["num_rejected_steps"],
+    }
+    return times, loss, obs, snap_times, snaps, final, t_final, code, stats
+
+
+def _status_code(result, final_loss, L0):
+    diverged = ~jnp.isfinite(final_loss) | (final_loss > _DIVERGED_FACTOR * (1.0 + jnp.abs(L0)))
+    code = jnp.where(
+        result == dfx.RESULTS.event_occurred,
+        0,
+        jnp.where(
+            result == dfx.RESULTS.successful,
+            1,
+            jnp.where(result == dfx.RESULTS.max_steps_reached, 2, 3),
+        ),
+    )
+    return jnp.where(diverged, 3, code)
+
+
+def _discrete_core(
+    params, static, task, init_scale, t_max, learning_rate, loss_floor, converge_tol,
+    *, optimizer, n_save, n_snapshots,
+):
+    TRACE_COUNT["discrete"] += 1
+    del init_scale
+
+    def loss_of(p):
+        return task.loss(eqx.combine(p, static))
+
+    grad = jax.grad(loss_of)
+    L0 = loss_of(params)
+    stop = _stop_condition(loss_of, L0, loss_floor, converge_tol)
+    total = jnp.ceil(t_max / learning_rate - 1e-9).astype(jnp.int64)
+    per_snap = (n_save - 1) // (n_snapshots - 1)
+
+    def one_step(carry):
+        p, opt_state, k, done = carry
+        g = grad(p)
+        if optimizer is None:
+            p = jax.tree.map(lambda x, y: x - learning_rate * y, p, g)
+        else:
+            updates, opt_state = optimizer.update(g, opt_state, p)
+            p = optax.apply_updates(p, updates)
+        k = k + 1
+        return p, opt_state, k, stop(None, p, None)
+
+    def advance(carry, j):
+        target = (j * total) // (n_save - 1)
+        carry = jax.lax.while_loop(
+            lambda c: (c[2] < target) & ~c[3], one_step, carry
+        )
+        model = eqx.combine(carry[0], static)
+        reached = carry[2] >= target
+        time = jnp.where(reached, target * learning_rate, jnp.nan)
+        return carry, (time, task.loss(model), task.observables(model))
+
+    def snapshot_block(carry, b):
+        carry, saved = jax.lax.scan(advance, carry, 1 + b * per_snap + jnp.arange(per_snap))
+        return carry, (saved, carry[0], jnp.where(
+            carry[2] >= ((b + 1) * per_snap * total) // (n_save - 1),
+            (((b + 1) * per_snap * total) // (n_save - 1)) * learning_rate, jnp.nan))
+
+    opt_state = None if optimizer is None else optimizer.init(params)
+    carry0 = (params, opt_state, jnp.asarray(0, jnp.int64), stop(None, params, None))
+    first = (jnp.asarray(0.0), L0, task.observables(eqx.combine(params, static)))
+    carry, (saved, snaps, snap_t) = jax.lax.scan(
+        snapshot_block, carry0, jnp.arange(n_snapshots - 1)
+    )
+    cat = lambda a, b: jnp.concatenate([a[None], b.reshape(-1, *b.shape[2:])])
+    times, loss, obs = jax.tree.map(cat, first, saved)
+    snaps = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), params, snaps)
+    snap_t = jnp.concatenate([jnp.zeros(1), snap_t])
+    p_final, _, k_final, done = carry
+    final_loss = loss_of(p_final)
+    t_final = k_final * learning_rate
+    diverged = ~jnp.isfinite(final_loss) | (final_loss > _DIVERGED_FACTOR * (1.0 + jnp.abs(L0)))
+    code = jnp.where(diverged, 3, jnp.where(done, 0, 1))
+    final = jax.tree.map(lambda x: x[None], p_final)
+    stats = {"steps": k_final, "accepted": k_final, "rejected": jnp.zeros_like(k_final)}
+    return times, loss, obs, snap_t, snaps, final, t_final, code, stats
+
+
+_flow_single = eqx.filter_jit(_flow_core)
+_discrete_single = eqx.filter_jit(_discrete_core)
+_BATCHED: dict[str, Any] = {}
+
+
+def _batched(core, name):
+    if name not in _BATCHED:
+        def run(params, static, task, *scalars, **kw):
+            inner = lambda p, *s: core(p, static, task, *s, **kw)
+            return jax.vmap(inner)(params, *scalars)
+
+        _BATCHED[name] = eqx.filter_jit(run)
+    return _BATCHED[name]
+
+
+def simulate(
+    model: AbstractModel,
+    task: AbstractTask,
+    *,
+    t_max: float,
+    solver: dfx.AbstractSolver | None = None,
+    rtol: float = 1e-6,
+    atol: float | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float | None = None,
+    n_save: int = 2001,
+    n_snapshots: int = 21,
+    max_steps: int = 200_000,
+    converge_tol: float = 1e-12,
+    loss_floor: float | None = None,
+    progress: bool | None = False,
+) -> Trajectory:
+    """Integrate the gradient flow of `model` on `task` from its (small) initialization.
+
+    With `learning_rate` (and optionally an optax `optimizer`), runs discrete full-batch
+    training instead and reports time as learning rate × steps, so both share one time axis.
+
+    A batch of models (built with `eqx.filter_vmap` over keys, so `model.init_scale` has a
+    batch axis) runs as one vmapped ensemble and returns a batched `Trajectory`.
+
+    **Arguments:**
+
+    - `model`: the network, at its initialization; its `init_scale` α sets the tolerances.
+    - `task`: the loss and observables.
+    - `t_max`: the horizon (physical time).
+    - `solver`: a Diffrax solver (default `Tsit5()`), adaptive with a PID controller.
+    - `rtol`, `atol`: tolerances; `atol` defaults to rtol·α, since the parameters start O(α) and
+      a plateau's escape time is set by their relative accuracy (reference/engineering.md §1.2).
+    - `optimizer`: an optax optimizer for discrete training (needs `learning_rate` for the time axis).
+    - `learning_rate`: step size of discrete training; alone, plain gradient descent.
+    - `n_save`: points of the save grid, uniform in t (and so in t/ln(1/α)).
+    - `n_snapshots`: parameters are kept at this many uniformly spaced times.
+    - `max_steps`: the solver's step budget.
+    - `converge_tol`: stop once L − L_floor ≤ converge_tol·(L(0) − L_floor).
+    - `loss_floor`: the infimum of the loss (default: the task's, when it knows one).
+    - `progress`: show a progress bar (default: only when stderr is a terminal and not batched).
+
+    **Returns:** a `Trajectory`.
+    """
+    if not isinstance(model, AbstractModel):
+        raise ValueError(f"model: expected a saddlestep model, got {type(model).__name__}")
+    if not isinstance(task, AbstractTask):
+        raise ValueError(f"task: expected a saddlestep task, got {type(task).__name__}")
+    init_scale = np.asarray(model.init_scale, dtype=float)
+    batched = init_scale.ndim == 1
+    if init_scale.ndim > 1 or not np.all((init_scale > 0) & np.isfinite(init_scale)):
+        raise ValueError(f"init_scale: expected positive finite values, got {init_scale}")
+    t_max = _positive("t_max", t_max)
+    rtol = _positive("rtol", rtol)
+    n_save = int(n_save)
+    n_snapshots = int(n_snapshots)
+    if n_save < 3 or n_snapshots < 2:
+        raise ValueError("n_save, n_snapshots: expected n_save ≥ 3 and n_snapshots ≥ 2")
+    probe = jax.tree.map(lambda x: x[0], model) if batched else model
+    task.validate(probe)
+    if loss_floor is None:
+        loss_floor = task.loss_floor(probe)
+    loss_floor = -math.inf if loss_floor is None else float(loss_floor)
+
+    params, static = eqx.partition(parameters(model), eqx.is_inexact_array)
+    discrete = optimizer is not None or learning_rate is not None
+    size = init_scale.shape[0] if batched else None
+    bcast = (lambda v: jnp.full((size,), v, dtype=jnp.float64)) if batched else _f64
+    if discrete:
+        if learning_rate is None:
+            raise ValueError("learning_rate: required with an optimizer (it sets the time axis)")
+        learning_rate = _positive("learning_rate", learning_rate)
+        n_snap = max(2, min(n_snapshots, n_save - 1))
+        per_snap = max(1, math.ceil((n_save - 1) / (n_snap - 1)))
+        n_save = per_snap * (n_snap - 1) + 1
+        core = _batched(_discrete_core, "discrete") if batched else _discrete_single
+        scalars = (init_scale, t_max, learning_rate, loss_floor, converge_tol)
+        out = core(
+            params, static, task, *map(bcast, scalars),
+            optimizer=optimizer, n_save=n_save, n_snapshots=n_snap,
+        )
+        method = "gd" if optimizer is None else "optax"
+    else:
+        solver = dfx.Tsit5() if solver is None else solver
+        if atol is None:
+            atol_arr = rtol * init_scale
+        else:
+            atol_arr = np.full_like(init_scale, _positive("atol", atol))
+        if progress is None:
+            progress = sys.stderr.isatty() and not batched
+        meter = dfx.TqdmProgressMeter(refresh_steps=50) if progress and not batched else dfx.NoProgressMeter()
+        core = _batched(_flow_core, "flow") if batched else _flow_single
+        scalars = (init_scale, t_max, rtol, atol_arr, loss_floor, converge_tol)
+        out = core(
+            params, static, task, *map(bcast, scalars),
+            solver=solver, n_save=n_save, n_snapshots=n_snapshots,
+            max_steps=int(max_steps), progress_meter=meter,
+        )
+        method = type(solver).__name__
+    times, loss, obs, snap_t, snaps, final, t_final, code, stats = jax.device_get(out)
+    codes = ["converged", "t_max", "max_steps", "diverged"]
+    status = [codes[int(c)] for c in np.atleast_1d(code)]
+    rebuild = lambda p: None if p is None else eqx.combine(p, static)
+    final_model = _take_last(final, batched)
+    labels = task.feature_labels(probe)
+    traj = Trajectory(
+        times=np.asarray(times),
+        loss=np.where(np.isfinite(np.asarray(times)), np.asarray(loss), np.nan),
+        observables={k: np.asarray(v) for k, v in obs.items()},
+        init_scale=init_scale if batched else float(init_scale),
+        status=status if batched else status[0],
+        t_final=np.asarray(t_final) if batched else float(t_final),
+        stats={k: np.asarray(v) if batched else int(v) for k, v in stats.items()},
+        method=method,
+        feature_labels=labels,
+        snapshot_times=np.asarray(snap_t),
+        snapshots=_with_alpha(rebuild(snaps), model),
+        final=_with_alpha(rebuild(final_model), model),
+        learning_rate=float(learning_rate) if discrete else None,
+    )
+    return traj if batched else _trim(traj)
+
+
+def _take_last(final, batched):
+    # SubSaveAt(t1=True) keeps a time axis of length one: drop it.
+    axis = 1 if batched else 0
+    return jax.tree.map(lambda x: np.take(np.asarray(x), -1, axis=axis), final)
+
+
+def _with_alpha(tree, model):
+    if tree is None:
+        return None
+    return eqx.tree_at(lambda m: m.init_scale, tree, model.init_scale, is_leaf=lambda x: x is None)
+
+
+def _trim(traj: Trajectory) -> Trajectory:
+    keep = np.isfinite(traj.times)
+    traj.times = traj.times[keep]
+    traj.loss = traj.loss[keep]
+    traj.observables = {k: v[keep] for k, v in traj.observables.items()}
+    return traj
+
+
+def _positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return v

@@ -1,0 +1,108 @@
+"""Abstract model families: every model is an Equinox module started at a small init scale."""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+
+class AbstractModel(eqx.Module):
+    """A network whose gradient flow saddlestep integrates.
+
+    Every concrete model takes `key` and `init_scale` (α) in its constructor and stores α as a
+    scalar array, so that a sweep over α traces once. The ODE state is the model without α
+    (see `parameters`).
+    """
+
+    init_scale: eqx.AbstractVar[Float[Array, ""]]
+
+    @abc.abstractmethod
+    def __call__(self, x: Float[Array, " d"]) -> Float[Array, " out"]:
+        """The network's output for one input."""
+
+    def conserved(self) -> PyTree[Float[Array, "..."]]:
+        """Quantities that gradient flow conserves exactly (balancedness); empty by default."""
+        return {}
+
+
+class AbstractLinearModel(AbstractModel):
+    """A model whose function is linear in its input, f(x) = β x (deep linear, diagonal)."""
+
+    @abc.abstractmethod
+    def matrix(self) -> Float[Array, "out d"]:
+        """The end-to-end map β."""
+
+
+class AbstractNeuronModel(AbstractModel):
+    """A model that is a sum of neurons, f(x) = Σ_i f_i(x; θ_i), each homogeneous of degree κ.
+
+    This is the view that Alternating Gradient Flows (Kunin et al., 2025) works on: `neurons`
+    stacks the per-neuron parameters along a leading axis, `neuron_outputs` evaluates every
+    neuron at once, and `with_neurons` rebuilds the model from a stack.
+    """
+
+    @property
+    @abc.abstractmethod
+    def kappa(self) -> int | None:
+        """Degree of homogeneity of one neuron in its own parameters (None if not homogeneous)."""
+
+    @abc.abstractmethod
+    def neurons(self) -> PyTree[Float[Array, "width ..."]]:
+        """The per-neuron parameters, stacked along a leading axis of size `width`."""
+
+    @abc.abstractmethod
+    def neuron_outputs(
+        self, neurons: PyTree[Float[Array, "width ..."]], x: Float[Array, " d"]
+    ) -> Float[Array, "width out"]:
+        """Each neuron's output f_i(x; θ_i) for the given stack of neuron parameters."""
+
+    @abc.abstractmethod
+    def with_neurons(self, neurons: PyTree[Float[Array, "width ..."]]) -> AbstractNeuronModel:
+        """This model with its neurons replaced by `neurons` (same structure)."""
+
+    def __call__(self, x: Float[Array, " d"]) -> Float[Array, " out"]:
+        return jnp.sum(self.neuron_outputs(self.neurons(), x), axis=0)
+
+    def neuron_norms(self) -> Float[Array, " width"]:
+        """‖θ_i‖ for every neuron."""
+        sq = jax.tree.map(
+            lambda p: jnp.sum(p.reshape(p.shape[0], -1) ** 2, axis=1), self.neurons()
+        )
+        return jnp.sqrt(sum(jax.tree.leaves(sq)))
+
+
+def parameters(model: AbstractModel) -> AbstractModel:
+    """The trainable part of a model: the model with `init_scale` removed (the ODE state)."""
+    return eqx.tree_at(lambda m: m.init_scale, model, None, is_leaf=lambda x: x is None)
+
+
+def check_init_scale(init_scale) -> Float[Array, ""]:
+    """Validate α and return it as a float64 scalar array."""
+    try:
+        value = float(init_scale)
+    except (TypeError, ValueError):
+        arr = jnp.asarray(init_scale)
+        if arr.ndim != 0:
+            raise ValueError(
+                f"init_scale: expected a positive finite number, got an array of shape {arr.shape}"
+            ) from None
+        return arr  # traced inside vmap/jit: validated by the caller
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"init_scale: expected a positive finite number, got {init_scale!r}")
+    return jnp.asarray(value, dtype=float)
+
+
+def check_positive_int(name: str, value) -> int:
+    """Validate a size argument (width, dimension, depth)."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+        hasattr(value, "__index__")
+    ):
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    value = int(value)
+    if value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {value}")
+    return value

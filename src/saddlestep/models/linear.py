@@ -1,0 +1,63 @@
+"""Deep linear networks f(x) = W_L ⋯ W_1 x (Saxe, McClelland & Ganguli, 2014)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .base import AbstractLinearModel, check_init_scale, check_positive_int
+
+
+class DeepLinear(AbstractLinearModel):
+    """Deep linear network f(x) = W_L ⋯ W_1 x.
+
+    Entries of W_l are drawn i.i.d. N(0, α²/d_{l-1}), so every row of every layer has norm ≈ α.
+    """
+
+    layers: tuple[Float[Array, "..."], ...]
+    init_scale: Float[Array, ""]
+
+    def __init__(self, dims: Sequence[int], *, key: PRNGKeyArray, init_scale=1e-6):
+        """**Arguments:**
+
+        - `dims`: layer widths (d_0, d_1, …, d_L): input, hidden widths, output; depth L ≥ 2.
+        - `key`: a JAX PRNG key.
+        - `init_scale`: α > 0.
+        """
+        dims = [check_positive_int(f"dims[{i}]", d) for i, d in enumerate(dims)]
+        if len(dims) < 3:
+            raise ValueError(
+                f"dims: expected at least 3 widths (input, hidden…, output; depth ≥ 2), got {dims}"
+            )
+        self.init_scale = check_init_scale(init_scale)
+        keys = jax.random.split(key, len(dims) - 1)
+        self.layers = tuple(
+            self.init_scale * jax.random.normal(k, (d_out, d_in)) / jnp.sqrt(d_in)
+            for k, d_in, d_out in zip(keys, dims[:-1], dims[1:])
+        )
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    def matrix(self) -> Float[Array, "out d"]:
+        out = self.layers[0]
+        for w in self.layers[1:]:
+            out = w @ out
+        return out
+
+    def __call__(self, x: Float[Array, " d"]) -> Float[Array, " out"]:
+        for w in self.layers:
+            x = w @ x
+        return x
+
+    def conserved(self):
+        """W_{l+1}ᵀ W_{l+1} − W_l W_lᵀ for each pair of adjacent layers (Arora et al., 2018)."""
+        return tuple(
+            nxt.T @ nxt - cur @ cur.T for cur, nxt in zip(self.layers[:-1], self.layers[1:])
+        )
+
+

@@ -1,0 +1,73 @@
+"""`Prediction`: the one shape of every predictor's output, AGF or closed form."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """Predicted staircase: one entry per loss step, in the order the steps happen.
+
+    **Fields:**
+
+    - `method`: `"agf"` or `"closed-form:NAME"`.
+    - `times`: physical jump times t_k (gradient-flow time, learning rate 1).
+    - `rescaled_times`: t_k / ln(1/α).
+    - `losses`: the loss on the plateau after step k.
+    - `order`: the feature label learned at step k (e.g. `"mode 2"`, `"β[0]"`).
+    - `initial_loss`: the loss on the first plateau (before any step).
+    - `init_scale`: the α the times refer to (`math.nan` when the prediction is α-free).
+    - `plateau_parameters`: optionally, the parameters (any pytree) on each plateau.
+    - `extra`: method-specific numbers (e.g. utility maxima, lower bounds).
+    """
+
+    method: str
+    times: np.ndarray
+    rescaled_times: np.ndarray
+    losses: np.ndarray
+    order: list[str]
+    initial_loss: float = math.nan
+    init_scale: float = math.nan
+    plateau_parameters: list[Any] | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("times", "rescaled_times", "losses"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=float).reshape(-1))
+        object.__setattr__(self, "order", [str(o) for o in self.order])
+        n = {len(self.times), len(self.rescaled_times), len(self.losses), len(self.order)}
+        if len(n) != 1:
+            raise ValueError(
+                "Prediction: times, rescaled_times, losses and order must have one entry per step"
+            )
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def from_rescaled(
+        cls, method, rescaled_times, losses, order, *, init_scale, **kwargs
+    ) -> Prediction:
+        """Build from rescaled times τ_k, with physical times t_k = τ_k ln(1/α)."""
+        tau = np.asarray(rescaled_times, dtype=float)
+        return cls(method, tau * math.log(1.0 / init_scale), tau, losses, order, init_scale=init_scale, **kwargs)
+
+    def to_json(self) -> dict:
+        """The `prediction.json` contract: method, times, rescaled_times, losses, order."""
+        return {
+            "method": self.method,
+            "times": [float(t) for t in self.times],
+            "rescaled_times": [float(t) for t in self.rescaled_times],
+            "losses": [float(v) for v in self.losses],
+            "order": list(self.order),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2)

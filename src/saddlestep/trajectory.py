@@ -1,0 +1,193 @@
+"""`Trajectory`: what one simulation (or a batch of them) recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+STATUSES = ("converged", "t_max", "max_steps", "diverged")
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """Loss, observables and parameters along a gradient flow or a discrete training run.
+
+    Arrays carry a leading batch axis when the run was an ensemble (`batch_size` is then not
+    None). Save-grid entries after a run stopped (converged, diverged) are NaN.
+
+    **Fields:**
+
+    - `times`: physical times of the save grid (learning rate × steps for discrete training).
+    - `loss`: the loss on the save grid.
+    - `observables`: name → values on the save grid (leading axes: [batch,] time).
+    - `init_scale`: α (a float, or an array over the batch).
+    - `status`: `"converged"`, `"t_max"`, `"max_steps"` or `"diverged"` (a list over the batch).
+    - `t_final`: the time at which the run stopped.
+    - `stats`: solver statistics: `steps`, `accepted`, `rejected` (arrays over the batch).
+    - `method`: the solver or optimizer that ran.
+    - `feature_labels`: labels of `observables["features"]`.
+    - `snapshot_times`, `snapshots`: parameters (the model, leaves stacked over time) on a coarse grid.
+    - `final`: the model at `t_final`.
+    """
+
+    times: np.ndarray
+    loss: np.ndarray
+    observables: dict[str, np.ndarray]
+    init_scale: Any
+    status: Any
+    t_final: Any
+    stats: dict[str, Any]
+    method: str
+    feature_labels: list[str] = dataclasses.field(default_factory=list)
+    snapshot_times: np.ndarray | None = None
+    snapshots: Any = None
+    final: Any = None
+    learning_rate: float | None = None
+
+    @property
+    def batch_size(self) -> int | None:
+        return None if self.loss.ndim == 1 else self.loss.shape[0]
+
+    @property
+    def rescaled_times(self) -> np.ndarray:
+        """t / ln(1/α) (learning rate already folded into t)."""
+        log_inv = np.log(1.0 / np.asarray(self.init_scale, dtype=float))
+        return self.times / (log_inv[..., None] if np.ndim(log_inv) else log_inv)
+
+    def __getitem__(self, i: int) -> Trajectory:
+        """Member `i` of a batched trajectory."""
+        if self.batch_size is None:
+            raise TypeError("Trajectory: only a batched trajectory can be indexed")
+        pick = lambda x: None if x is None else jax.tree.map(lambda a: np.asarray(a)[i], x)
+        return Trajectory(
+            times=self.times[i],
+            loss=self.loss[i],
+            observables={k: v[i] for k, v in self.observables.items()},
+            init_scale=float(np.asarray(self.init_scale)[i]),
+            status=self.status[i],
+            t_final=float(np.asarray(self.t_final)[i]),
+            stats={k: int(np.asarray(v)[i]) for k, v in self.stats.items()},
+            method=self.method,
+            feature_labels=self.feature_labels,
+            snapshot_times=None if self.snapshot_times is None else self.snapshot_times[i],
+            snapshots=pick(self.snapshots),
+            final=pick(self.final),
+            learning_rate=self.learning_rate,
+        )
+
+    def valid(self) -> np.ndarray:
+        """Mask of save-grid entries that were reached."""
+        return np.isfinite(self.times) & np.isfinite(self.loss)
+
+    # ---------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike) -> None:
+        """Write an `.npz` atomically (a temporary file in the same folder, then a rename)."""
+        arrays = {
+            "times": self.times,
+            "rescaled_times": self.rescaled_times,
+            "loss": self.loss,
+            "init_scale": np.asarray(self.init_scale, dtype=float),
+            "t_final": np.asarray(self.t_final, dtype=float),
+        }
+        for k, v in self.observables.items():
+            arrays[f"observables/{k}"] = np.asarray(v)
+        for k, v in self.stats.items():
+            arrays[f"stats/{k}"] = np.asarray(v)
+        if self.snapshot_times is not None:
+            arrays["snapshot_times"] = np.asarray(self.snapshot_times)
+        for prefix, tree in (("snapshots", self.snapshots), ("final", self.final)):
+            if tree is not None:
+                for j, leaf in enumerate(jax.tree.leaves(eqx.filter(tree, eqx.is_array))):
+                    arrays[f"{prefix}/{j}"] = np.asarray(leaf)
+        meta = {
+            "format": "saddlestep.trajectory/1",
+            "status": self.status,
+            "method": self.method,
+            "feature_labels": self.feature_labels,
+            "learning_rate": self.learning_rate,
+        }
+        arrays["meta"] = np.asarray(json.dumps(meta))
+        atomic_write_bytes(path, _npz_bytes(arrays))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, like: Any = None) -> Trajectory:
+        """Read a trajectory written by `save`; `like` (a model) restores `final` and `snapshots`.
+
+        Raises a `ValueError` naming the file if it is missing, truncated or not a trajectory.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file") from None
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+        try:
+            meta = json.loads(str(data["meta"]))
+            assert meta.get("format") == "saddlestep.trajectory/1"
+        except (KeyError, AssertionError, json.JSONDecodeError):
+            raise ValueError(f"{path}: not a saddlestep trajectory file") from None
+
+        def tree(prefix):
+            leaves = [data[f"{prefix}/{j}"] for j in range(sum(k.startswith(prefix + "/") for k in data))]
+            if not leaves:
+                return None
+            if like is None:
+                return leaves
+            params, static = eqx.partition(like, eqx.is_array)
+            return eqx.combine(jax.tree.unflatten(jax.tree.structure(params), leaves), static)
+
+        init_scale = data["init_scale"]
+        return cls(
+            times=data["times"],
+            loss=data["loss"],
+            observables={k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("observables/")},
+            init_scale=float(init_scale) if init_scale.ndim == 0 else init_scale,
+            status=meta["status"],
+            t_final=float(data["t_final"]) if data["t_final"].ndim == 0 else data["t_final"],
+            stats={k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("stats/")},
+            method=meta["method"],
+            feature_labels=meta["feature_labels"],
+            snapshot_times=data.get("snapshot_times"),
+            snapshots=tree("snapshots"),
+            final=tree("final"),
+            learning_rate=meta["learning_rate"],
+        )
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that the file appears whole or not at all."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+

@@ -1,0 +1,12 @@
+"""Named experiments from the papers; each family registers its presets on import."""
+
+from .base import (
+    all_presets as all_presets,
+    get_preset as get_preset,
+    load_npz as load_npz,
+    Preset as Preset,
+    register as register,
+    Setup as Setup,
+)
+
+# One import per family module (each registers its presets).

@@ -1,0 +1,15 @@
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def getkey():
+    """A fresh PRNG key on every call (deterministic per test)."""
+    counter = iter(range(10**6))
+    return lambda: jax.random.PRNGKey(next(counter))

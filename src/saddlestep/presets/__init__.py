@@ -10,3 +10,4 @@ from .base import (
 )
 
 # One import per family module (each registers its presets).
+from . import regression as regression  # noqa: E402

@@ -1,0 +1,211 @@
+"""The `saddlestep` command line (DESIGN.md: the commands and the files they write are a contract)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one readable line, status 2
+        self.exit(2, f"saddlestep: error: {message}\n")
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set: expected key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", help="a preset name (see `saddlestep list`)")
+    p.add_argument("--init-scale", dest="init_scale", default=None, help="init scale α (default: the preset's)")
+    p.add_argument("--seed", default="0", help="seed of the model's initialization (default 0)")
+    p.add_argument("--data", default=None, help="your data file (see `saddlestep list` for what each preset takes)")
+    p.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE", help="override a preset parameter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="saddlestep", description="Gradient flow from small initialization, beside its theory.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="the presets, one line each")
+
+    p = sub.add_parser("run", help="simulate the flow; predict too where the preset has a predictor")
+    _common(p)
+    p.add_argument("--out", default=None, help="run folder (default runs/PRESET-aALPHA-sSEED)")
+
+    p = sub.add_parser("predict", help="the prediction only (AGF or closed form), no simulation")
+    _common(p)
+    p.add_argument("--out", default=None, help="folder for prediction.json (default: print only)")
+
+    p = sub.add_parser("converge", help="the flow at several α against the prediction")
+    _common(p)
+    p.add_argument("--init-scales", dest="init_scales", required=True, help="comma-separated α values")
+    p.add_argument("--out", default=None, help="output folder (default runs/PRESET-converge)")
+
+    p = sub.add_parser("sweep", help="many runs over a grid; resumable")
+    _common(p)
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2|A:B", help="a grid axis")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--out", required=True, help="sweep folder")
+
+    p = sub.add_parser("bench", help="speed and accuracy against discrete GD")
+    p.add_argument("--quick", action="store_true", help="a reduced run (under 3 minutes on 2 CPU cores)")
+    p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+
+    p = sub.add_parser("figures", help="regenerate the gallery")
+    p.add_argument("--out", default="figures", help="folder (default figures/)")
+    return parser
+
+
+def _cmd_list(args) -> int:
+    from .presets import all_presets
+
+    presets = all_presets()
+    width = max(len(n) for n in presets)
+    for name in sorted(presets):
+        p = presets[name]
+        data = f"  [--data: {p.data_help}]" if p.data_help else ""
+        print(f"{name:<{width}}  α={p.init_scale:g}  {p.description}{data}")
+    return 0
+
+
+def _default_out(args, suffix: str = "") -> str:
+    alpha = args.init_scale if args.init_scale is not None else "default"
+    return os.path.join("runs", f"{args.preset}-a{alpha}-s{args.seed}{suffix}")
+
+
+def _cmd_run(args) -> int:
+    from .runs import run_preset
+
+    overrides = _parse_sets(args.sets)
+    out = args.out or _default_out(args)
+    result = run_preset(
+        args.preset, init_scale=args.init_scale, seed=args.seed, data=args.data, overrides=overrides,
+        out=out, progress=None,
+    )
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    from .steps import compare, steps_table
+
+    s = result.summary
+    solver = s["solver"]
+    print(
+        f"{s['preset']}: α={s['init_scale']:g} seed={s['seed']}  {solver['name']}: {solver['steps']} steps, "
+        f"status {solver['status']}, t_final={solver['t_final']:.6g}, {s['wall_time_s']:.2f} s"
+    )
+    table = steps_table(result.steps)
+    print(f"{len(result.steps)} steps:" if len(result.steps) else "no steps detected")
+    if len(result.steps):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    if result.prediction is not None:
+        print(f"\nprediction ({result.prediction.method}) vs simulation:")
+        cols = ["step", "feature_predicted", "feature_simulated", "rescaled_predicted", "rescaled_simulated",
+                "time_rel_error", "loss_predicted", "loss_simulated"]
+        print(compare(result.steps, result.prediction)[cols].to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    if result.folder:
+        print(f"\nwrote {result.folder}")
+
+
+def _cmd_predict(args) -> int:
+    from .runs import prepare
+    from .trajectory import atomic_write_text
+
+    overrides = _parse_sets(args.sets)
+    preset, params, setup, init_scale, seed = prepare(
+        args.preset, init_scale=args.init_scale, seed=args.seed, data=args.data, overrides=overrides
+    )
+    if setup.predict is None:
+        raise ValueError(f"preset: {args.preset!r} has no predictor (AGF needs a neuron view; see `saddlestep list`)")
+    pred = setup.predict()
+    print(f"{preset.name}: α={init_scale:g} seed={seed}  prediction ({pred.method}):")
+    print(f"  plateau 0: loss {pred.initial_loss:.6g}")
+    for k in range(pred.num_steps):
+        print(
+            f"  step {k + 1}: t={pred.times[k]:.6g}  t/ln(1/α)={pred.rescaled_times[k]:.6g}  "
+            f"loss after {pred.losses[k]:.6g}  feature {pred.order[k]}"
+        )
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "prediction.json")
+        atomic_write_text(path, pred.dumps() + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_converge(args) -> int:
+    try:
+        from .convergence import converge_preset
+    except ImportError:
+        raise ValueError("converge: the convergence study is not available in this version") from None
+    overrides = _parse_sets(args.sets)
+    alphas = []
+    for text in args.init_scales.split(","):
+        try:
+            alphas.append(float(text))
+        except ValueError:
+            raise ValueError(f"--init-scales: expected comma-separated numbers, got {text!r}") from None
+    out = args.out or os.path.join("runs", f"{args.preset}-converge")
+    converge_preset(args.preset, alphas, seed=args.seed, data=args.data, overrides=overrides, out=out)
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    try:
+        from .sweep import parse_grid, sweep
+    except ImportError:
+        raise ValueError("sweep: sweeps are not available in this version") from None
+    overrides = _parse_sets(args.sets)
+    grid = parse_grid(args.grid, args.preset)
+    sweep(args.preset, grid, overrides=overrides, executor=args.executor, out=args.out, data=args.data,
+          init_scale=args.init_scale, seed=args.seed)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    try:
+        from .bench import run_bench
+    except ImportError:
+        raise ValueError("bench: benchmarks are not available in this version") from None
+    run_bench(args.out, quick=args.quick)
+    return 0
+
+
+def _cmd_figures(args) -> int:
+    try:
+        from .figures import make_figures
+    except ImportError:
+        raise ValueError("figures: the gallery is not available in this version") from None
+    make_figures(args.out)
+    return 0
+
+
+_COMMANDS = {
+    "list": _cmd_list, "run": _cmd_run, "predict": _cmd_predict, "converge": _cmd_converge,
+    "sweep": _cmd_sweep, "bench": _cmd_bench, "figures": _cmd_figures,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ValueError as err:
+        print(f"saddlestep: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("saddlestep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

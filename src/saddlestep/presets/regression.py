@@ -1,0 +1,213 @@
+"""Presets on regression tasks: `linear`, `deep-linear`, `diagonal`, `relu`."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+from ..models import DeepLinear, DiagonalLinear, TwoLayer
+from ..tasks import PopulationRegression, relu_teacher, SampleRegression, sparse_regression, teacher_spectrum
+from ..tasks.base import check_finite
+from .base import load_npz, Preset, register, Setup
+
+
+def horizon(params: dict, auto: float) -> float:
+    """The preset's `t_max`: `auto` unless the user set a positive number."""
+    value = params["t_max"]
+    if value == "auto":
+        return float(auto)
+    try:
+        t = float(value)
+    except ValueError:
+        t = math.nan
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"--set t_max: expected a positive number or 'auto', got {value!r}")
+    return t
+
+
+def _population_from_data(path: str) -> PopulationRegression:
+    data = load_npz(path, one_of=(("Sxx", "Syx"), ("X", "Y")))
+    if "Sxx" in data:
+        return PopulationRegression(data["Sxx"], data["Syx"], data.get("Syy"))
+    X = check_finite("X", data["X"], 2)
+    Y = check_finite("Y", data["Y"], (1, 2))
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"--data: Y has {Y.shape[0]} rows but X has {X.shape[0]}")
+    n = X.shape[0]
+    # ½E‖y − βx‖² over the sample equals the population loss with the sample moments.
+    return PopulationRegression(X.T @ X / n, Y.T @ X / n, Y.T @ Y / n)
+
+
+def _linear_task(params, data) -> PopulationRegression:
+    if data is not None:
+        return _population_from_data(data)
+    d = params["d"]
+    return teacher_spectrum(jax.random.PRNGKey(params["teacher_seed"]), d, d, params["singular_values"])
+
+
+def _smallest_mode(task: PopulationRegression) -> float:
+    s = np.asarray(task.singular_values)
+    s = s[s > 1e-12 * max(1.0, s.max(initial=0.0))]
+    if s.size == 0:
+        raise ValueError("--data: the target has no signal (all singular values are zero)")
+    return float(s.min())
+
+
+def _build_linear(params, *, init_scale, seed, data):
+    task = _linear_task(params, data)
+    d, out = task.dims
+    model = TwoLayer(d, params["width"], out, "linear", key=jax.random.PRNGKey(seed), init_scale=init_scale)
+    s_min = _smallest_mode(task)
+    t_max = horizon(params, 2.0 * math.log(1.0 / init_scale) / s_min + 20.0 / s_min)
+    return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
+
+
+def _build_deep_linear(params, *, init_scale, seed, data):
+    task = _linear_task(params, data)
+    d, out = task.dims
+    depth = params["depth"]
+    if depth < 2:
+        raise ValueError(f"--set depth: expected an integer ≥ 2, got {depth}")
+    dims = [d] + [params["width"]] * (depth - 1) + [out]
+    model = DeepLinear(dims, key=jax.random.PRNGKey(seed), init_scale=init_scale)
+    s_min = _smallest_mode(task)
+    if depth == 2:
+        plateau = math.log(1.0 / init_scale) / s_min
+    else:  # u̇ = L s u^{2−2/L} from u₀ ≈ α^L escapes after ≈ α^{−(L−2)}/((L−2)s).
+        plateau = init_scale ** (-(depth - 2)) / ((depth - 2) * s_min)
+    t_max = horizon(params, 3.0 * plateau + 20.0 / s_min)
+    return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
+
+
+def _build_diagonal(params, *, init_scale, seed, data):
+    if data is not None:
+        arrays = load_npz(data, required=("X", "y"))
+        task = SampleRegression(arrays["X"], arrays["y"])
+        if task.dims[1] != 1:
+            raise ValueError(f"--data: y must be a vector (one target per row), got shape {arrays['y'].shape}")
+    else:
+        d, k = params["d"], len(params["beta_star"])
+        if k > d:
+            raise ValueError(f"--set beta_star: {k} nonzero coefficients exceed d = {d}")
+        rng = np.random.default_rng(params["teacher_seed"])
+        beta = np.zeros(d)
+        beta[rng.choice(d, size=k, replace=False)] = params["beta_star"]
+        task = sparse_regression(
+            jax.random.PRNGKey(params["teacher_seed"]), params["n"], d, beta, noise=params["noise"]
+        )
+    d = task.dims[0]
+    model = DiagonalLinear(d, key=jax.random.PRNGKey(seed), init_scale=init_scale, variant=params["variant"])
+    X, y = np.asarray(task.X), np.asarray(task.Y)[:, 0]
+    coef = np.linalg.lstsq(X, y, rcond=None)[0]
+    scale = np.abs(coef)[np.abs(coef) > 1e-3 * np.abs(coef).max(initial=0.0)]
+    if scale.size == 0:
+        raise ValueError("--data: y carries no signal that X can fit")
+    lam = np.linalg.eigvalsh(X.T @ X / X.shape[0])
+    lam_top = max(lam.max(), 1e-12)
+    t_max = horizon(params, 4.0 * math.log(1.0 / init_scale) / (scale.min() * lam_top ** 0.5 * 0.25) + 50.0)
+    return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
+
+
+def _build_relu(params, *, init_scale, seed, data):
+    if data is not None:
+        arrays = load_npz(data, required=("X", "Y"))
+        task = SampleRegression(arrays["X"], arrays["Y"])
+        scale = float(np.std(np.asarray(task.Y)))
+        if not scale > 0:
+            raise ValueError("--data: Y is constant; there is nothing to learn")
+    else:
+        task = relu_teacher(
+            jax.random.PRNGKey(params["teacher_seed"]),
+            params["d"],
+            params["teacher_norms"],
+            n=params["n"],
+            inputs=params["inputs"],
+        )
+        scale = min(params["teacher_norms"])
+    d, out = task.dims
+    model = TwoLayer(d, params["width"], out, "relu", key=jax.random.PRNGKey(seed), init_scale=init_scale)
+    t_max = horizon(params, 8.0 * math.log(1.0 / init_scale) / scale + 50.0 / scale)
+    return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
+
+
+_LINEAR_DATA = "an .npz with Sxx, Syx[, Syy] (second moments) or X, Y (samples; rows are examples)"
+
+register(
+    Preset(
+        name="linear",
+        description="two-layer linear network, whitened rank-5 teacher s = 10, 5, 2.5, 1.25, 0.625 (Saxe)",
+        defaults={
+            "d": 20,
+            "width": 20,
+            "singular_values": (10.0, 5.0, 2.5, 1.25, 0.625),
+            "teacher_seed": 0,
+            "rtol": 1e-6,
+            "t_max": "auto",
+        },
+        build=_build_linear,
+        init_scale=1e-6,
+        data_help=_LINEAR_DATA,
+    )
+)
+
+register(
+    Preset(
+        name="deep-linear",
+        description="deep linear network (depth 3), same teacher; plateaus ∝ α^{-(L-2)}",
+        defaults={
+            "d": 20,
+            "width": 20,
+            "depth": 3,
+            "singular_values": (10.0, 5.0, 2.5, 1.25, 0.625),
+            "teacher_seed": 0,
+            "rtol": 1e-6,
+            "t_max": "auto",
+        },
+        build=_build_deep_linear,
+        init_scale=1e-2,
+        data_help=_LINEAR_DATA,
+    )
+)
+
+register(
+    Preset(
+        name="diagonal",
+        description="diagonal linear network β = u⊙v on sparse regression (Pesme–Flammarion)",
+        defaults={
+            "n": 30,
+            "d": 50,
+            "beta_star": (3.0, -2.0, 1.0),
+            "noise": 0.0,
+            "variant": "uv",
+            "teacher_seed": 0,
+            "rtol": 1e-6,
+            "t_max": "auto",
+        },
+        build=_build_diagonal,
+        init_scale=1e-6,
+        data_help="an .npz with X (n, d) and y (n,)",
+    )
+)
+
+register(
+    Preset(
+        name="relu",
+        description="two-layer ReLU teacher–student: 3 orthogonal teacher neurons, Gaussian inputs",
+        defaults={
+            "d": 10,
+            "width": 20,
+            "teacher_norms": (3.0, 2.0, 1.0),
+            "n": 512,
+            "inputs": "gaussian",
+            "teacher_seed": 0,
+            "rtol": 1e-6,
+            "t_max": "auto",
+        },
+        build=_build_relu,
+        init_scale=1e-6,
+        data_help="an .npz with X (n, d) and Y (n, out)",
+    )
+)

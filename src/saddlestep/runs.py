@@ -1,0 +1,204 @@
+"""One preset run, end to end: build, simulate, detect steps, predict, write the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from .flow import simulate
+from .prediction import Prediction
+from .presets import get_preset, Setup
+from .steps import compare, detect_steps, steps_table, Step
+from .trajectory import atomic_write_text, Trajectory
+
+_PACKAGES = ("saddlestep", "jax", "jaxlib", "diffrax", "equinox", "optax", "optimistix", "lineax", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages a run depends on."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def check_init_scale_arg(value) -> float:
+    try:
+        a = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--init-scale: expected a positive number, got {value!r}") from None
+    if not (a > 0 and math.isfinite(a)):
+        raise ValueError(f"--init-scale: expected a positive finite number, got {value!r}")
+    return a
+
+
+def check_seed_arg(value) -> int:
+    try:
+        s = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--seed: expected a non-negative integer, got {value!r}") from None
+    if s < 0:
+        raise ValueError(f"--seed: expected a non-negative integer, got {value!r}")
+    return s
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `run_preset` produced (also written to the run folder)."""
+
+    setup: Setup
+    trajectory: Trajectory
+    steps: list[Step]
+    prediction: Prediction | None
+    summary: dict[str, Any]
+    folder: str | None
+
+
+def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=None):
+    """Resolve a preset's parameters and build its `Setup` (raises `ValueError` on bad input)."""
+    preset = get_preset(preset_name)
+    init_scale = preset.init_scale if init_scale is None else check_init_scale_arg(init_scale)
+    seed = check_seed_arg(seed)
+    if data is not None and preset.data_help is None:
+        raise ValueError(f"--data: preset {preset_name!r} takes no data file")
+    params = preset.parameters(overrides)
+    setup = preset.build(params, init_scale=init_scale, seed=seed, data=data)
+    params = {**params, "t_max": setup.t_max}
+    if data is not None:
+        params["data"] = os.path.abspath(data)
+    return preset, params, setup, init_scale, seed
+
+
+def run_preset(
+    preset_name: str,
+    *,
+    init_scale=None,
+    seed=0,
+    data=None,
+    overrides=None,
+    out: str | None = None,
+    progress: bool | None = None,
+) -> RunResult:
+    """Run a preset and, with `out`, write its run folder atomically.
+
+    **Arguments:**
+
+    - `preset_name`: a registered preset (`saddlestep list`).
+    - `init_scale`: α (default: the preset's).
+    - `seed`: the model's initialization seed.
+    - `data`: a user data file (what the preset accepts: see `saddlestep list`).
+    - `overrides`: `{parameter: text}` as given to `--set`.
+    - `out`: the run folder to write (replaced whole if it exists); None writes nothing.
+    - `progress`: progress bar (default: when stderr is a terminal).
+
+    **Returns:** a `RunResult`.
+    """
+    preset, params, setup, init_scale, seed = prepare(
+        preset_name, init_scale=init_scale, seed=seed, data=data, overrides=overrides
+    )
+    start = time.perf_counter()
+    traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=progress, **setup.simulate_kwargs)
+    wall = time.perf_counter() - start
+    steps = detect_steps(traj)
+    prediction = setup.predict() if setup.predict is not None else None
+    summary = {
+        "preset": preset.name,
+        "init_scale": init_scale,
+        "seed": seed,
+        "parameters": _jsonable(params),
+        "versions": versions(),
+        "wall_time_s": wall,
+        "solver": {
+            "name": traj.method,
+            "steps": int(traj.stats["steps"]),
+            "accepted": int(traj.stats["accepted"]),
+            "rejected": int(traj.stats["rejected"]),
+            "status": traj.status,
+            "t_final": float(traj.t_final),
+        },
+        "steps": [s.to_json() for s in steps],
+        "observables_final": _final_observables(traj, setup),
+    }
+    if prediction is not None:
+        summary["prediction"] = prediction.to_json()
+    folder = None
+    if out is not None:
+        folder = write_run_folder(out, summary, traj, steps, prediction, setup)
+    return RunResult(setup, traj, steps, prediction, summary, folder)
+
+
+def _final_observables(traj: Trajectory, setup: Setup) -> dict[str, Any]:
+    out: dict[str, Any] = {"loss": float(traj.loss[np.isfinite(traj.loss)][-1])}
+    for k, v in traj.observables.items():
+        v = np.asarray(v)
+        out[k] = v[-1].tolist() if v.ndim > 1 else float(v[-1])
+    if setup.summarize is not None:
+        out.update(_jsonable(setup.summarize(traj)))
+    return out
+
+
+def write_run_folder(
+    out: str, summary: dict, traj: Trajectory, steps: list[Step], prediction: Prediction | None, setup: Setup | None = None
+) -> str:
+    """Write a run folder whole or not at all: fill a temporary sibling, then rename it into place."""
+    from . import plot  # matplotlib only when a folder is written
+
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-")
+    try:
+        atomic_write_text(os.path.join(tmp, "summary.json"), json.dumps(summary, indent=2) + "\n")
+        traj.save(os.path.join(tmp, "trajectory.npz"))
+        steps_table(steps).to_csv(os.path.join(tmp, "steps.csv"), index=False)
+        fig = plot.staircase(traj, prediction=prediction, title=f"{summary['preset']}  α={summary['init_scale']:g}  seed={summary['seed']}")
+        fig.savefig(os.path.join(tmp, "staircase.png"), dpi=120)
+        plot.plt.close(fig)
+        if prediction is not None:
+            atomic_write_text(os.path.join(tmp, "prediction.json"), prediction.dumps() + "\n")
+            compare(steps, prediction).to_csv(os.path.join(tmp, "comparison.csv"), index=False)
+        if setup is not None and setup.write_extra is not None:
+            setup.write_extra(traj, tmp)
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def replace_folder(src: str, dst: str) -> None:
+    """Move the finished folder `src` to `dst`, replacing an older `dst` without a gap in which
+    neither exists whole."""
+    if os.path.exists(dst):
+        old = tempfile.mkdtemp(dir=os.path.dirname(dst), prefix=f".{os.path.basename(dst)}.old-")
+        os.rmdir(old)
+        os.rename(dst, old)
+        os.rename(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(src, dst)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj

@@ -1,0 +1,210 @@
+"""Find the staircase in a loss curve (`detect_steps`) and set it beside a prediction (`compare`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.signal import find_peaks
+
+from .prediction import Prediction
+from .trajectory import Trajectory
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One drop of the loss.
+
+    - `time`: when the loss crosses the midpoint (loss_before + loss_after)/2 of the drop.
+    - `rescaled_time`: time / ln(1/α).
+    - `loss_before`, `loss_after`: the plateau levels on either side, each read at the flattest
+      point of its plateau (where the tail of the previous drop and the rise of the next one
+      balance, so the level is accurate to O(α^{2/3}) for Saxe modes, not O(1/ln(1/α))).
+    - `feature`: label of the feature that changed most across the drop (None if unknown).
+    - `start`, `end`: times of the flattest points of the plateaus before and after.
+    """
+
+    time: float
+    rescaled_time: float
+    loss_before: float
+    loss_after: float
+    feature: str | None
+    start: float
+    end: float
+
+    def to_json(self) -> dict:
+        return {
+            "time": self.time,
+            "rescaled_time": self.rescaled_time,
+            "loss_before": self.loss_before,
+            "loss_after": self.loss_after,
+            "feature": self.feature,
+        }
+
+
+def detect_steps(
+    trajectory: Trajectory, *, threshold: float = 0.05, min_drop: float = 1e-3, separation: float = 0.5
+) -> list[Step] | list[list[Step]]:
+    """Plateaus and drops of a loss curve, for any number of (possibly overlapping) drops.
+
+    Drops are peaks of the log-log descent rate r = −d ln(L − L_end + ε)/d ln t, which is ≈ 0
+    on a plateau and O(ln(1/α)) during a drop whatever the drop's time scale, so one threshold
+    serves every step. Two peaks are separate drops when the rate between them falls below
+    `separation` × the smaller peak (overlapping drops leave such a shoulder). A plateau's level
+    is the loss at its flattest point; a drop's time is the crossing of the midpoint between
+    the plateaus around it.
+
+    **Arguments:**
+
+    - `trajectory`: a `Trajectory` (a batched one gives a list per member).
+    - `threshold`: the smallest peak rate counted as a drop.
+    - `min_drop`: drops smaller than this fraction of the total decrease are merged away.
+    - `separation`: valley-to-peak ratio below which two peaks are two drops.
+
+    **Returns:** a list of `Step`s in time order (a list of lists for a batch).
+    """
+    if trajectory.batch_size is not None:
+        return [
+            detect_steps(trajectory[i], threshold=threshold, min_drop=min_drop, separation=separation)
+            for i in range(trajectory.batch_size)
+        ]
+    keep = np.isfinite(trajectory.times) & np.isfinite(trajectory.loss)
+    t = np.asarray(trajectory.times)[keep]
+    L = np.asarray(trajectory.loss)[keep]
+    features = trajectory.observables.get("features")
+    F = None if features is None else np.asarray(features)[keep].reshape(len(t), -1)
+    labels = trajectory.feature_labels
+    log_inv = math.log(1.0 / float(trajectory.init_scale))
+    if len(t) < 5:
+        return []
+    L_end = float(np.min(L))
+    total = float(L[0] - L_end)
+    if not total > 0:
+        return []
+    eps = 1e-9 * total
+    pos = t > 0
+    t, L = t[pos], L[pos]
+    F = None if F is None else F[pos]
+    y = np.log(np.maximum(L - L_end, 0.0) + eps)
+    rate = -np.gradient(y, np.log(t))
+    peaks, _ = find_peaks(np.concatenate([[-np.inf], rate, [-np.inf]]), height=threshold)
+    peaks = list(peaks - 1)
+
+    def valley(i, j):
+        return i + int(np.argmin(rate[i : j + 1]))
+
+    # Merge peaks not separated by a deep enough valley (one drop with a noisy top).
+    merged: list[int] = []
+    for p in peaks:
+        if merged:
+            q = merged[-1]
+            v = valley(q, p)
+            if rate[v] > separation * min(rate[q], rate[p]):
+                merged[-1] = q if rate[q] >= rate[p] else p
+                continue
+        merged.append(p)
+    peaks = merged
+
+    while True:
+        bounds = [valley(0, peaks[0])] if peaks else []
+        bounds += [valley(a, b) for a, b in zip(peaks[:-1], peaks[1:])]
+        if peaks:
+            bounds.append(valley(peaks[-1], len(t) - 1))
+        sizes = [L[bounds[k]] - L[bounds[k + 1]] for k in range(len(peaks))]
+        small = [k for k, s in enumerate(sizes) if s < min_drop * total]
+        if not small:
+            break
+        peaks.pop(min(small, key=lambda k: sizes[k]))
+
+    steps = []
+    for k in range(len(peaks)):
+        a, b = bounds[k], bounds[k + 1]
+        before, after = float(L[a]), float(L[b])
+        mid = 0.5 * (before + after)
+        seg = L[a : b + 1]
+        j = a + int(np.argmax(seg <= mid))
+        j = max(j, a + 1)
+        t_mid = float(t[j - 1] + (t[j] - t[j - 1]) * (L[j - 1] - mid) / (L[j - 1] - L[j]))
+        feature = None
+        if F is not None and F.shape[1] and len(labels) == F.shape[1]:
+            change = np.abs(F[b] - F[a])
+            if np.max(change) > 0:
+                feature = labels[int(np.argmax(change))]
+        steps.append(Step(t_mid, t_mid / log_inv, before, after, feature, float(t[a]), float(t[b])))
+    return steps
+
+
+def crossing_time(times, values, level: float) -> float:
+    """First time `values` crosses `level` upward, by cubic interpolation on the save grid.
+
+    A cubic through the four grid points around the crossing makes the error O(Δt⁴), so a
+    moderately fine grid resolves drop times far below the solver's tolerance.
+    """
+    times = np.asarray(times, dtype=float)
+    values = np.asarray(values, dtype=float)
+    above = np.nonzero(values >= level)[0]
+    if len(above) == 0 or above[0] == 0:
+        return math.nan
+    j = above[0]
+    lo = max(0, min(j - 2, len(times) - 4))
+    tt, vv = times[lo : lo + 4], values[lo : lo + 4]
+    coef = np.polyfit(tt - tt[1], vv - level, 3)
+    roots = np.roots(coef)
+    t0, t1 = times[j - 1] - tt[1], times[j] - tt[1]
+    real = [r.real + tt[1] for r in roots if abs(r.imag) < 1e-12 and t0 - 1e-12 <= r.real <= t1 + 1e-12]
+    if real:
+        return float(min(real))
+    return float(times[j - 1] + (times[j] - times[j - 1]) * (level - values[j - 1]) / (values[j] - values[j - 1]))
+
+
+def compare(steps: Trajectory | list[Step], prediction: Prediction) -> pd.DataFrame:
+    """Predicted against simulated steps, one row per step (matched in order).
+
+    **Arguments:**
+
+    - `steps`: a single `Trajectory` (its steps are detected) or a list of `Step`s.
+    - `prediction`: a `Prediction`.
+
+    **Returns:** a DataFrame with columns `step`, `feature_predicted`, `feature_simulated`,
+    `time_predicted`, `time_simulated`, `time_rel_error`, `rescaled_predicted`,
+    `rescaled_simulated`, `loss_predicted`, `loss_simulated`, `loss_rel_error`.
+    """
+    if isinstance(steps, Trajectory):
+        if steps.batch_size is not None:
+            raise ValueError("steps: expected a single trajectory, got a batch (index it first)")
+        steps = detect_steps(steps)
+    n = max(len(steps), prediction.num_steps)
+    rows = []
+    for k in range(n):
+        s = steps[k] if k < len(steps) else None
+        p = k < prediction.num_steps
+        tp = float(prediction.times[k]) if p else math.nan
+        lp = float(prediction.losses[k]) if p else math.nan
+        ts = s.time if s else math.nan
+        ls = s.loss_after if s else math.nan
+        rows.append(
+            {
+                "step": k + 1,
+                "feature_predicted": prediction.order[k] if p else None,
+                "feature_simulated": s.feature if s else None,
+                "time_predicted": tp,
+                "time_simulated": ts,
+                "time_rel_error": (ts - tp) / tp if p and s and tp != 0 else math.nan,
+                "rescaled_predicted": float(prediction.rescaled_times[k]) if p else math.nan,
+                "rescaled_simulated": s.rescaled_time if s else math.nan,
+                "loss_predicted": lp,
+                "loss_simulated": ls,
+                "loss_rel_error": (ls - lp) / abs(lp) if p and s and lp != 0 else (ls - lp if p and s else math.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def steps_table(steps: list[Step]) -> pd.DataFrame:
+    """The detected steps as a DataFrame (the `steps.csv` columns)."""
+    cols = ["step", "time", "rescaled_time", "loss_before", "loss_after", "feature"]
+    return pd.DataFrame(
+        [{"step": k + 1, **s.to_json()} for k, s in enumerate(steps)], columns=cols
+    )

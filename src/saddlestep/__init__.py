@@ -16,7 +16,10 @@ from .models import (  # noqa: E402
     DiagonalLinear as DiagonalLinear,
     TwoLayer as TwoLayer,
 )
+from . import plot as plot  # noqa: E402
 from .prediction import Prediction as Prediction  # noqa: E402
+from .runs import run_preset as run_preset  # noqa: E402
+from .steps import compare as compare, detect_steps as detect_steps, Step as Step  # noqa: E402
 from .tasks import (  # noqa: E402
     AbstractTask as AbstractTask,
     PopulationRegression as PopulationRegression,

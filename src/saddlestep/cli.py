@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # So that `--init-scale -1e-3` reaches our validation instead of reading as an option.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
     def error(self, message):  # one readable line, status 2
         self.exit(2, f"saddlestep: error: {message}\n")
 

@@ -56,14 +56,17 @@ def staircase(
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     floor = np.inf
+    plateau_min = np.inf
     for k, (tr, name) in enumerate(zip(flat, names)):
         c = colors[k % len(colors)] if len(trajectories) > 1 or len(flat) == 1 else colors[0]
         keep = np.isfinite(tr.times) & np.isfinite(tr.loss) & (tr.loss > 0)
         floor = min(floor, np.min(tr.loss[keep], initial=np.inf))
         for ax, x in zip(axes, (tr.times, tr.rescaled_times)):
             ax.plot(x[keep], tr.loss[keep], color=c, lw=1.6, label=name, alpha=0.9 if len(flat) < 8 else 0.5)
+        steps = detect_steps(tr)
+        plateau_min = min([plateau_min] + [s.loss_before for s in steps if s.loss_before > 0])
         if mark_steps and len(flat) <= 8:
-            for s in detect_steps(tr):
+            for s in steps:
                 for ax, x in zip(axes, (s.time, s.rescaled_time)):
                     ax.plot([x], [0.5 * (s.loss_before + s.loss_after)], "o", ms=4, color=c, mec="k", mew=0.5)
     if prediction is not None and prediction.num_steps:
@@ -76,8 +79,12 @@ def staircase(
                 ax.axvline(t_k, color="k", lw=0.6, ls=":", alpha=0.6)
     axes[0].set_xlabel("time t")
     axes[1].set_xlabel("rescaled time t / ln(1/α)")
+    # Show the staircase, not decades of exponential convergence after the last step.
+    bottom = max(floor, 1e-2 * plateau_min) if np.isfinite(plateau_min) else None
     for ax in axes:
         ax.set_yscale("log")
+        if bottom is not None and np.isfinite(bottom) and bottom > 0:
+            ax.set_ylim(bottom=bottom)
         ax.set_ylabel("loss")
         ax.grid(alpha=0.25, which="both")
     axes[1].legend(fontsize=8, loc="lower left")

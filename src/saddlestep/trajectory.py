@@ -84,6 +84,15 @@ class Trajectory:
             learning_rate=self.learning_rate,
         )
 
+    def snapshot(self, i: int) -> Any:
+        """The model at `snapshot_times[i]` (single trajectories)."""
+        if self.batch_size is not None:
+            raise TypeError("Trajectory: index the batch first, e.g. trajectory[0].snapshot(i)")
+        alpha = self.snapshots.init_scale
+        params = eqx.tree_at(lambda m: m.init_scale, self.snapshots, None, is_leaf=lambda x: x is None)
+        picked = jax.tree.map(lambda a: a[i], params)
+        return eqx.tree_at(lambda m: m.init_scale, picked, alpha, is_leaf=lambda x: x is None)
+
     def valid(self) -> np.ndarray:
         """Mask of save-grid entries that were reached."""
         return np.isfinite(self.times) & np.isfinite(self.loss)

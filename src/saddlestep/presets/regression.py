@@ -129,7 +129,7 @@ def _build_relu(params, *, init_scale, seed, data):
         scale = min(params["teacher_norms"])
     d, out = task.dims
     model = TwoLayer(d, params["width"], out, "relu", key=jax.random.PRNGKey(seed), init_scale=init_scale)
-    t_max = horizon(params, 8.0 * math.log(1.0 / init_scale) / scale + 50.0 / scale)
+    t_max = horizon(params, 3.0 * math.log(1.0 / init_scale) / scale + 20.0 / scale)
     return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
 
 

@@ -1,0 +1,99 @@
+"""The command line: the run folder contract, the linear preset's staircase, and bad input."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from saddlestep.cli import main
+
+S = np.array([10.0, 5.0, 2.5, 1.25, 0.625])
+
+
+def test_linear_preset_draws_five_steps_at_the_reduced_rank_plateaus(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "linear", "--init-scale", "1e-12", "--out", str(out)]) == 0
+    assert {"summary.json", "trajectory.npz", "steps.csv", "staircase.png"} <= set(os.listdir(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "linear" and summary["init_scale"] == 1e-12 and summary["seed"] == 0
+    assert summary["solver"]["status"] == "converged"
+    assert {"d", "width", "singular_values", "t_max", "rtol"} <= set(summary["parameters"])
+    assert "jax" in summary["versions"] and summary["wall_time_s"] > 0
+    steps = summary["steps"]
+    assert len(steps) == 5
+    plateaus = [0.5 * np.sum(S[k + 1 :] ** 2) for k in range(4)]
+    np.testing.assert_allclose([s["loss_after"] for s in steps[:4]], plateaus, rtol=1e-6)
+    assert steps[-1]["loss_after"] < 1e-6
+    assert [s["feature"] for s in steps] == [f"mode {k}" for k in range(1, 6)]
+    for s in steps:
+        assert s["rescaled_time"] == pytest.approx(s["time"] / math.log(1e12))
+    table = pd.read_csv(out / "steps.csv")
+    assert list(table.columns) == ["step", "time", "rescaled_time", "loss_before", "loss_after", "feature"]
+    assert "5 steps" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_list_names_every_preset(capsys):
+    assert main(["list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"linear", "deep-linear", "diagonal", "relu"} <= set(names)
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def bad_cases(tmp):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 3))
+    truncated = tmp / "trunc.npz"
+    _npz(truncated, X=X, Y=X)
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    foreign = tmp / "foreign.npz"
+    foreign.write_text("this is not an npz file")
+    return {
+        "zero init scale": (["run", "linear", "--init-scale", "0"], "--init-scale"),
+        "negative init scale": (["run", "linear", "--init-scale", "-1e-3"], "--init-scale"),
+        "nan init scale": (["run", "linear", "--init-scale", "nan"], "--init-scale"),
+        "inf init scale": (["run", "linear", "--init-scale", "inf"], "--init-scale"),
+        "unknown preset": (["run", "nonesuch"], "nonesuch"),
+        "unknown --set key": (["run", "linear", "--set", "colour=blue"], "colour"),
+        "--set without =": (["run", "linear", "--set", "width"], "--set"),
+        "width zero": (["run", "linear", "--set", "width=0"], "width"),
+        "width not a number": (["run", "linear", "--set", "width=wide"], "width"),
+        "t_max zero": (["run", "linear", "--set", "t_max=0"], "t_max"),
+        "t_max negative": (["run", "diagonal", "--set", "t_max=-5"], "t_max"),
+        "mismatched X, Y": (["run", "linear", "--data", _npz(tmp / "mm.npz", X=X, Y=X[:7])], "rows"),
+        "NaN in data": (["run", "diagonal", "--data", _npz(tmp / "nan.npz", X=np.where(X > 1, np.nan, X), y=X[:, 0])], "NaN"),
+        "non-PSD covariance": (["run", "linear", "--data", _npz(tmp / "psd.npz", Sxx=np.diag([1.0, -2.0, 1.0]), Syx=np.ones((2, 3)))], "Sxx"),
+        "missing data file": (["run", "linear", "--data", str(tmp / "absent.npz")], "no such file"),
+        "truncated data file": (["run", "linear", "--data", str(truncated)], "trunc.npz"),
+        "foreign data file": (["run", "relu", "--data", str(foreign)], "foreign.npz"),
+        "wrong keys": (["run", "diagonal", "--data", _npz(tmp / "keys.npz", A=X)], "lacks key"),
+        "bad seed": (["run", "linear", "--seed", "-3"], "--seed"),
+    }
+
+
+def test_bad_input_exits_2_with_one_line_and_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, (argv, needle) in bad_cases(tmp_path).items():
+        out = tmp_path / "out" / name.replace(" ", "_")
+        code = main(argv + ["--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2, name
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, (name, err)
+        assert not out.exists(), name
+    assert not (tmp_path / "runs").exists()
+    assert not [p for p in (tmp_path / "out").iterdir()] if (tmp_path / "out").exists() else True
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run"])
+    assert info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -1,0 +1,177 @@
+"""Oracle tests of the gradient flow against Saxe's closed forms, invariants and GD."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import saddlestep as ss
+from saddlestep.flow import TRACE_COUNT
+from saddlestep.steps import crossing_time
+
+S = np.array([10.0, 5.0, 2.5, 1.25, 0.625])
+D = H = 20
+
+
+@pytest.fixture(scope="module")
+def task():
+    return ss.teacher_spectrum(jax.random.PRNGKey(0), D, D, S)
+
+
+def make_batch(alpha, seeds):
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+    return eqx.filter_vmap(lambda k: ss.TwoLayer(D, H, D, "linear", key=k, init_scale=alpha))(keys)
+
+
+def saxe_drop_times(model, task):
+    """t_k = ln(s_k/u0_k − 1)/(2s_k), with u0_k the squared growing part of the init projected
+    off the hidden directions of faster modes (reference/engineering.md §2.1)."""
+    U, V = np.asarray(task.left), np.asarray(task.right)
+    W1, W2 = np.asarray(model.W), np.asarray(model.a)
+    g = (W1 @ V + W2.T @ U) / 2
+    Q = np.zeros((H, 0))
+    u0 = []
+    for k in range(len(S)):
+        gk = g[:, k] - Q @ (Q.T @ g[:, k])
+        u0.append(gk @ gk)
+        Q = np.linalg.qr(np.column_stack([Q, g[:, k]]))[0]
+    return np.log(S / np.array(u0) - 1) / (2 * S)
+
+
+def mode_crossings(traj):
+    F = traj.observables["features"]
+    return np.array([crossing_time(traj.times, F[:, k], S[k] / 2) for k in range(len(S))])
+
+
+@pytest.mark.parametrize("alpha, tol", [(1e-6, 1e-5), (1e-9, 1e-5), (1e-3, 1e-3)])
+def test_drop_times_match_projected_saxe_formula(task, alpha, tol):
+    seeds = list(range(4))
+    batch = make_batch(alpha, seeds)
+    t_max = 1.3 * np.log(1 / alpha) / S[-1] + 5
+    traj = ss.simulate(batch, task, t_max=t_max, rtol=1e-8, n_save=4001)
+    assert traj.batch_size == len(seeds)
+    for i in range(len(seeds)):
+        member = jax.tree.map(lambda x: x[i], batch)
+        predicted = saxe_drop_times(member, task)
+        measured = mode_crossings(traj[i])
+        np.testing.assert_allclose(measured, predicted, rtol=tol)
+
+
+def test_single_balanced_mode_follows_saxe_logistic():
+    s, u0 = 3.0, 1e-6
+    task = ss.PopulationRegression(np.eye(1), [[s]])
+    model = ss.TwoLayer(1, 1, 1, "linear", key=jax.random.PRNGKey(0), init_scale=1e-3)
+    w0 = np.sqrt(u0)
+    model = eqx.tree_at(lambda m: (m.W, m.a), model, (jnp.full((1, 1), w0), jnp.full((1, 1), w0)))
+    traj = ss.simulate(model, task, t_max=8.0, rtol=1e-12, atol=1e-18, n_save=801, converge_tol=0.0)
+    u = traj.observables["features"][:, 0]
+    exact = s / (1 + (s / u0 - 1) * np.exp(-2 * s * traj.times))
+    np.testing.assert_allclose(u, exact, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "make, alpha, t_max",
+    [
+        (lambda k, a: ss.TwoLayer(D, H, D, "linear", key=k, init_scale=a), 1e-3, 30.0),
+        (lambda k, a: ss.DeepLinear([D, 8, 8, D], key=k, init_scale=a), 0.3, 40.0),
+    ],
+)
+def test_conserved_quantities(task, make, alpha, t_max):
+    model = make(jax.random.PRNGKey(3), alpha)
+    traj = ss.simulate(model, task, t_max=t_max, rtol=1e-10, n_save=101)
+    first = traj.snapshot(0)
+    c0, c1 = model.conserved(), traj.final.conserved()
+    scale = sum(float(jnp.sum(p**2)) for p in jax.tree.leaves(ss.models.parameters(traj.final)))
+    assert scale > 1.0  # the run left the saddle, so the test is not vacuous
+    drift = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(c0), jax.tree.leaves(c1)))
+    assert drift / scale < 1e-8
+    np.testing.assert_allclose(jax.tree.leaves(first.conserved())[0], jax.tree.leaves(c0)[0], atol=1e-300)
+
+
+def test_diagonal_conserves_u2_minus_v2():
+    task = ss.sparse_regression(jax.random.PRNGKey(0), 20, 8, [2.0, 0, -1.0, 0, 0, 0.5, 0, 0])
+    model = ss.DiagonalLinear(8, init_scale=1e-3)
+    traj = ss.simulate(model, task, t_max=60.0, rtol=1e-10, n_save=101)
+    u, v = traj.final.u, traj.final.v
+    drift = np.abs((u**2 - v**2) - 2e-6)
+    assert np.max(np.abs(u * v)) > 0.4
+    assert np.max(drift / (u**2 + v**2)) < 1e-8
+
+
+def test_gd_converges_to_the_flow_linearly_in_learning_rate(task):
+    model = jax.tree.map(lambda x: x[0], make_batch(1e-6, [5]))
+    flow = mode_crossings(ss.simulate(model, task, t_max=30.0, rtol=1e-9, n_save=4001))
+    errors = []
+    for lr in (0.01, 0.005):
+        gd = ss.simulate(model, task, t_max=30.0, learning_rate=lr, n_save=3001)
+        assert gd.method == "gd" and gd.stats["steps"] > 0
+        errors.append(mode_crossings(gd) - flow)
+    ratio = errors[0] / errors[1]
+    assert np.all(errors[0] > 0)  # GD lags: its growth rate is s(1 − ηs/2)
+    np.testing.assert_allclose(ratio, 2.0, rtol=0.1)
+    # The optax path is the same discrete map.
+    sgd = ss.simulate(model, task, t_max=30.0, learning_rate=0.01, optimizer=optax.sgd(0.01), n_save=3001)
+    np.testing.assert_allclose(mode_crossings(sgd), flow + errors[0], rtol=1e-9)
+
+
+def test_batched_equals_single_runs(task):
+    seeds = list(range(8))
+    batch = make_batch(1e-6, seeds)
+    traj = ss.simulate(batch, task, t_max=30.0, n_save=501)
+    for i in range(len(seeds)):
+        single = ss.simulate(jax.tree.map(lambda x: x[i], batch), task, t_max=30.0, n_save=501)
+        assert traj.status[i] == single.status
+        n = len(single.times)
+        np.testing.assert_allclose(traj.loss[i][:n], single.loss, rtol=1e-10)
+        np.testing.assert_allclose(traj.times[i][:n], single.times, rtol=0)
+        assert int(traj.stats["steps"][i]) == single.stats["steps"]
+
+
+def test_no_recompilation_across_seed_scale_horizon_tolerance(task):
+    def run(seed, alpha, t_max, rtol, atol=None):
+        m = ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(seed), init_scale=alpha)
+        return ss.simulate(m, task, t_max=t_max, rtol=rtol, atol=atol, n_save=333)
+
+    run(0, 1e-6, 30.0, 1e-6)
+    before = TRACE_COUNT["flow"]
+    run(1, 1e-6, 30.0, 1e-6)
+    run(2, 1e-9, 30.0, 1e-6)
+    run(3, 1e-4, 45.0, 1e-6)
+    run(4, 1e-4, 45.0, 1e-7, atol=1e-12)
+    assert TRACE_COUNT["flow"] == before
+    gd = lambda lr, tm: ss.simulate(run.__defaults__ and ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(0), init_scale=1e-3), task, t_max=tm, learning_rate=lr, n_save=333)
+    gd(0.01, 5.0)
+    before = TRACE_COUNT["discrete"]
+    gd(0.02, 7.0)
+    assert TRACE_COUNT["discrete"] == before
+
+
+def test_step_budget_and_divergence_are_reported(task):
+    model = ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(0), init_scale=1e-6)
+    short = ss.simulate(model, task, t_max=30.0, max_steps=20)
+    assert short.status == "max_steps"
+    assert 0 < short.t_final < 30.0
+    assert np.all(np.isfinite(short.loss)) and short.times[-1] <= short.t_final
+    big = ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(0), init_scale=0.5)
+    blown = ss.simulate(big, task, t_max=30.0, learning_rate=0.5)
+    assert blown.status == "diverged"
+    assert blown.t_final < 30.0
+    done = ss.simulate(model, task, t_max=60.0)
+    assert done.status == "converged" and done.t_final < 60.0
+    assert ss.simulate(model, task, t_max=3.0).status == "t_max"
+
+
+def test_bad_simulate_arguments(task):
+    model = ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(0), init_scale=1e-6)
+    with pytest.raises(ValueError, match="t_max"):
+        ss.simulate(model, task, t_max=0.0)
+    with pytest.raises(ValueError, match="t_max"):
+        ss.simulate(model, task, t_max=float("nan"))
+    with pytest.raises(ValueError, match="rtol"):
+        ss.simulate(model, task, t_max=1.0, rtol=-1.0)
+    with pytest.raises(ValueError, match="model"):
+        ss.simulate(ss.TwoLayer(3, H, D, "linear", key=jax.random.PRNGKey(0)), task, t_max=1.0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        ss.simulate(model, task, t_max=1.0, optimizer=optax.sgd(0.1))

@@ -1,0 +1,54 @@
+import jax
+import numpy as np
+import pytest
+
+import saddlestep as ss
+
+
+def test_population_loss_matches_sample_moments(getkey):
+    X = np.asarray(jax.random.normal(getkey(), (200, 4))) @ np.diag([1.0, 2.0, 0.5, 1.5])
+    Y = X @ np.asarray(jax.random.normal(getkey(), (4, 3))) + 0.1 * np.asarray(jax.random.normal(getkey(), (200, 3)))
+    n = len(X)
+    pop = ss.PopulationRegression(X.T @ X / n, Y.T @ X / n, Y.T @ Y / n)
+    sample = ss.SampleRegression(X, Y)
+    model = ss.TwoLayer(4, 5, 3, "linear", key=getkey(), init_scale=0.7)
+    np.testing.assert_allclose(pop.loss(model), sample.loss(model), rtol=1e-12)
+    # The floor is the least-squares residual.
+    coef = np.linalg.lstsq(X, Y, rcond=None)[0]
+    np.testing.assert_allclose(pop.loss_floor(model), 0.5 * np.mean(np.sum((Y - X @ coef) ** 2, 1)), rtol=1e-10)
+
+
+def test_teacher_modes_whitened(getkey):
+    s = [4.0, 2.0, 1.0]
+    task = ss.teacher_spectrum(getkey(), 6, 5, s)
+    np.testing.assert_allclose(task.singular_values, s, rtol=1e-12)
+    model = ss.TwoLayer(6, 6, 5, "linear", key=getkey(), init_scale=1e-3)
+    np.testing.assert_allclose(task.loss(model), 0.5 * np.sum(np.square(s)), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.eye(3), np.ones((2, 4))), "Syx"),
+        ((np.diag([1.0, -1.0, 1.0]), np.ones((2, 3))), "Sxx"),
+        ((np.array([[1.0, 2.0], [0.0, 1.0]]), np.ones((1, 2))), "Sxx"),
+        ((np.eye(2) * np.nan, np.ones((1, 2))), "Sxx"),
+        ((np.eye(2), np.ones((1, 2)), np.zeros((1, 1))), "joint covariance"),
+        ((np.eye(2), np.ones((1, 2)), np.eye(3)), "Syy"),
+    ],
+)
+def test_bad_population_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        ss.PopulationRegression(*args)
+
+
+def test_bad_sample_arguments(getkey):
+    with pytest.raises(ValueError, match="Y"):
+        ss.SampleRegression(np.ones((5, 2)), np.ones((4,)))
+    with pytest.raises(ValueError, match="X"):
+        ss.SampleRegression(np.full((5, 2), np.inf), np.ones((5,)))
+    task = ss.SampleRegression(np.ones((5, 2)), np.ones((5,)))
+    with pytest.raises(ValueError, match="model"):
+        task.validate(ss.TwoLayer(3, 2, 1, key=getkey()))
+    with pytest.raises(ValueError, match="rank"):
+        ss.teacher_spectrum(getkey(), 2, 2, [1.0, 1.0, 1.0])

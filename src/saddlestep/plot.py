@@ -62,7 +62,8 @@ def staircase(
         keep = np.isfinite(tr.times) & np.isfinite(tr.loss) & (tr.loss > 0)
         floor = min(floor, np.min(tr.loss[keep], initial=np.inf))
         for ax, x in zip(axes, (tr.times, tr.rescaled_times)):
-            ax.plot(x[keep], tr.loss[keep], color=c, lw=1.6, label=name, alpha=0.9 if len(flat) < 8 else 0.5)
+            style = "--" if tr.learning_rate is not None else "-"  # discrete training dashed over the flow
+            ax.plot(x[keep], tr.loss[keep], style, color=c, lw=1.6, label=name, alpha=0.9 if len(flat) < 8 else 0.5)
         steps = detect_steps(tr)
         plateau_min = min([plateau_min] + [s.loss_before for s in steps if s.loss_before > 0])
         if mark_steps and len(flat) <= 8:

@@ -149,10 +149,8 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_converge(args) -> int:
-    try:
-        from .convergence import converge_preset
-    except ImportError:
-        raise ValueError("converge: the convergence study is not available in this version") from None
+    from .runs import converge_preset
+
     overrides = _parse_sets(args.sets)
     alphas = []
     for text in args.init_scales.split(","):
@@ -161,7 +159,11 @@ def _cmd_converge(args) -> int:
         except ValueError:
             raise ValueError(f"--init-scales: expected comma-separated numbers, got {text!r}") from None
     out = args.out or os.path.join("runs", f"{args.preset}-converge")
-    converge_preset(args.preset, alphas, seed=args.seed, data=args.data, overrides=overrides, out=out)
+    df = converge_preset(args.preset, alphas, seed=args.seed, data=args.data, overrides=overrides, out=out)
+    per_step = df.groupby("step").first()[["feature", "predicted", "slope", "slope_error"]]
+    print(f"{args.preset}: slopes dt_k/dln(1/α) over α = {', '.join(f'{a:g}' for a in sorted(set(df['init_scale'])))}")
+    print(per_step.to_string(float_format=lambda v: f"{v:.5g}"))
+    print(f"\nwrote {os.path.abspath(out)}")
     return 0
 
 

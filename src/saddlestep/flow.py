@@ -222,14 +222,33 @@ _discrete_single = eqx.filter_jit(_discrete_core)
 _BATCHED: dict[str, Any] = {}
 
 
-def _batched(core, name):
-    if name not in _BATCHED:
+def _batched(core, name, mesh=None):
+    if (name, mesh) not in _BATCHED:
         def run(params, static, task, *scalars, **kw):
             inner = lambda p, *s: core(p, static, task, *s, **kw)
-            return jax.vmap(inner)(params, *scalars)
+            ensemble = jax.vmap(inner)
+            if mesh is not None:
+                # shard_map, not jit's automatic sharding: each device runs its own adaptive
+                # loop and stops at its own slowest member (reference/engineering.md §5.1).
+                # check_vma=False: diffrax's while loop mixes varying and replicated carries.
+                batch = jax.sharding.PartitionSpec(mesh.axis_names[0])
+                ensemble = jax.shard_map(
+                    ensemble, mesh=mesh, in_specs=batch, out_specs=batch, check_vma=False
+                )
+            return ensemble(params, *scalars)
 
-        _BATCHED[name] = eqx.filter_jit(run)
-    return _BATCHED[name]
+        _BATCHED[(name, mesh)] = eqx.filter_jit(run)
+    return _BATCHED[(name, mesh)]
+
+
+def _pad_batch(tree, size: int, multiple: int):
+    """Repeat the first member so the batch divides evenly over the devices."""
+    extra = -size % multiple
+    if extra == 0:
+        return tree
+    return jax.tree.map(
+        lambda x: jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)]), tree
+    )
 
 
 def simulate(
@@ -248,6 +267,7 @@ def simulate(
     converge_tol: float = 1e-12,
     loss_floor: float | None = None,
     progress: bool | None = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Trajectory:
     """Integrate the gradient flow of `model` on `task` from its (small) initialization.
 
@@ -273,6 +293,8 @@ def simulate(
     - `converge_tol`: stop once L − L_floor ≤ converge_tol·(L(0) − L_floor).
     - `loss_floor`: the infimum of the loss (default: the task's, when it knows one).
     - `progress`: show a progress bar (default: only when stderr is a terminal and not batched).
+    - `mesh`: a one-axis device mesh; a batch is split over its devices with `shard_map`, each
+      device running its own adaptive loop (the batch is padded to a multiple of the devices).
 
     **Returns:** a `Trajectory`.
     """
@@ -301,6 +323,15 @@ def simulate(
     discrete = optimizer is not None or learning_rate is not None
     size = init_scale.shape[0] if batched else None
     bcast = (lambda v: jnp.full((size,), v, dtype=jnp.float64)) if batched else _f64
+    if mesh is not None and not batched:
+        raise ValueError("mesh: sharding needs a batch of models (a leading batch axis)")
+    n_shards = 1 if mesh is None else mesh.devices.size
+    if n_shards > 1:
+        params = _pad_batch(params, size, n_shards)
+        padded = lambda v: _pad_batch(jnp.asarray(v, dtype=jnp.float64), size, n_shards)
+        bcast = lambda v, b=bcast: padded(b(v))
+    elif mesh is not None:
+        mesh = None  # one device: plain vmap
     if discrete:
         if learning_rate is None:
             raise ValueError("learning_rate: required with an optimizer (it sets the time axis)")
@@ -308,7 +339,7 @@ def simulate(
         n_snap = max(2, min(n_snapshots, n_save - 1))
         per_snap = max(1, math.ceil((n_save - 1) / (n_snap - 1)))
         n_save = per_snap * (n_snap - 1) + 1
-        core = _batched(_discrete_core, "discrete") if batched else _discrete_single
+        core = _batched(_discrete_core, "discrete", mesh) if batched else _discrete_single
         scalars = (init_scale, t_max, learning_rate, loss_floor, converge_tol)
         out = core(
             params, static, task, *map(bcast, scalars),
@@ -324,7 +355,7 @@ def simulate(
         if progress is None:
             progress = sys.stderr.isatty() and not batched
         meter = dfx.TqdmProgressMeter(refresh_steps=50) if progress and not batched else dfx.NoProgressMeter()
-        core = _batched(_flow_core, "flow") if batched else _flow_single
+        core = _batched(_flow_core, "flow", mesh) if batched else _flow_single
         scalars = (init_scale, t_max, rtol, atol_arr, loss_floor, converge_tol)
         out = core(
             params, static, task, *map(bcast, scalars),
@@ -332,7 +363,10 @@ def simulate(
             max_steps=int(max_steps), progress_meter=meter,
         )
         method = type(solver).__name__
-    times, loss, obs, snap_t, snaps, final, t_final, code, stats = jax.device_get(out)
+    out = jax.device_get(out)
+    if n_shards > 1:
+        out = jax.tree.map(lambda x: x[:size], out)
+    times, loss, obs, snap_t, snaps, final, t_final, code, stats = out
     codes = ["converged", "t_max", "max_steps", "diverged"]
     status = [codes[int(c)] for c in np.atleast_1d(code)]
     rebuild = lambda p: None if p is None else eqx.combine(p, static)

@@ -202,3 +202,43 @@ def _jsonable(obj):
     if isinstance(obj, (np.floating, np.integer)):
         return obj.item()
     return obj
+
+
+def converge_preset(
+    preset_name: str, init_scales, *, seed=0, data=None, overrides=None, out: str | None = None
+):
+    """`saddlestep converge`: the preset's flow at several α against its prediction.
+
+    Writes `convergence.csv` (one row per step and α, with slopes dt_k/d ln(1/α)) and
+    `convergence.png` into `out`, whole or not at all.
+
+    **Returns:** the DataFrame of `saddlestep.convergence.converge`.
+    """
+    from .convergence import converge, convergence_figure
+    from .plot import plt
+
+    try:
+        scales = [float(a) for a in init_scales]
+    except (TypeError, ValueError):
+        raise ValueError(f"--init-scales: expected comma-separated numbers, got {init_scales!r}") from None
+    for a in scales:
+        check_init_scale_arg(a)
+
+    def make_setup(alpha):
+        return prepare(preset_name, init_scale=alpha, seed=seed, data=data, overrides=overrides)[2]
+
+    df = converge(make_setup, scales)
+    if out is not None:
+        out = os.path.abspath(out)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{os.path.basename(out)}.tmp-")
+        try:
+            df.to_csv(os.path.join(tmp, "convergence.csv"), index=False)
+            fig = convergence_figure(df)
+            fig.savefig(os.path.join(tmp, "convergence.png"), dpi=120)
+            plt.close(fig)
+            replace_folder(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return df

@@ -8,3 +8,5 @@ from .diagonal import DiagonalLinear as DiagonalLinear
 from .linear import DeepLinear as DeepLinear
 from .mlp import DeepReLU as DeepReLU
 from .two_layer import TwoLayer as TwoLayer
+from .attention import LinearAttention as LinearAttention
+from .quadratic import QuadraticNetwork as QuadraticNetwork

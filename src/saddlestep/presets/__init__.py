@@ -11,3 +11,5 @@ from .base import (
 
 # One import per family module (each registers its presets).
 from . import regression as regression  # noqa: E402
+from . import ssl as ssl  # noqa: E402
+from . import degree3 as degree3  # noqa: E402

@@ -10,6 +10,7 @@ import numpy as np
 from ..models import DeepLinear, DiagonalLinear, TwoLayer
 from ..tasks import PopulationRegression, relu_teacher, SampleRegression, sparse_regression, teacher_spectrum
 from ..tasks.base import check_finite
+from .. import agf as _agf, theory as _theory
 from .base import load_npz, Preset, register, Setup
 
 
@@ -62,7 +63,7 @@ def _build_linear(params, *, init_scale, seed, data):
     model = TwoLayer(d, params["width"], out, "linear", key=jax.random.PRNGKey(seed), init_scale=init_scale)
     s_min = _smallest_mode(task)
     t_max = horizon(params, 2.0 * math.log(1.0 / init_scale) / s_min + 20.0 / s_min)
-    return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
+    return Setup(model, task, t_max, predict=lambda: _theory.linear_network(task, init_scale=init_scale), simulate_kwargs={"rtol": params["rtol"]})
 
 
 def _build_deep_linear(params, *, init_scale, seed, data):
@@ -108,7 +109,7 @@ def _build_diagonal(params, *, init_scale, seed, data):
     lam = np.linalg.eigvalsh(X.T @ X / X.shape[0])
     lam_top = max(lam.max(), 1e-12)
     t_max = horizon(params, 4.0 * math.log(1.0 / init_scale) / (scale.min() * lam_top ** 0.5 * 0.25) + 50.0)
-    return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
+    return Setup(model, task, t_max, predict=lambda: _agf.predict(model, task), simulate_kwargs={"rtol": params["rtol"]})
 
 
 def _build_relu(params, *, init_scale, seed, data):
@@ -130,7 +131,7 @@ def _build_relu(params, *, init_scale, seed, data):
     d, out = task.dims
     model = TwoLayer(d, params["width"], out, "relu", key=jax.random.PRNGKey(seed), init_scale=init_scale)
     t_max = horizon(params, 3.0 * math.log(1.0 / init_scale) / scale + 20.0 / scale)
-    return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
+    return Setup(model, task, t_max, predict=lambda: _agf.predict(model, task), simulate_kwargs={"rtol": params["rtol"]})
 
 
 _LINEAR_DATA = "an .npz with Sxx, Syx[, Syy] (second moments) or X, Y (samples; rows are examples)"

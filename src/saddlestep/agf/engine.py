@@ -1,0 +1,258 @@
+"""The AGF loop (Kunin et al., *Alternating Gradient Flows*, 2025): utility phases over dormant
+neurons, ended by the first activation, alternating with cost phases over active ones."""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, Bool, Float
+
+from ..prediction import Prediction
+from .problems import AbstractAGFProblem, make_problem
+
+# Traces of the utility-phase solve; tests use it to check that phases reuse one compilation.
+TRACE_COUNT: collections.Counter = collections.Counter()
+
+_BIG = 1e300
+_KEYS = ("times", "losses", "order", "activated", "deactivated", "active", "plateau")
+
+
+def thresholds(log_norm0: Float[np.ndarray, " width"], kappa: int) -> Float[np.ndarray, " width"]:
+    """Activation thresholds c_i on the accumulated utility S_i (η = 1): ln(1/‖θ_i(0)‖) for κ = 2,
+    (‖θ_i(0)‖^{2−κ} − 1)/(κ − 2) for κ > 2, i.e. where the neuron's norm reaches 1."""
+    if kappa == 2:
+        return -log_norm0
+    return (np.exp((2 - kappa) * log_norm0) - 1.0) / (kappa - 2)
+
+
+def _speed(S, log_norm0, kappa):
+    # ‖θ‖^{κ−2}: the rate at which a dormant direction moves on the sphere.
+    if kappa == 2:
+        return jnp.ones_like(S)
+    inv = jnp.exp((2 - kappa) * log_norm0) - (kappa - 2) * S  # ‖θ‖^{2−κ}
+    return 1.0 / jnp.maximum(inv, 1e-300)
+
+
+@eqx.filter_jit
+def _utility_phase(problem: AbstractAGFProblem, x, S, c, log_norm0, dormant, rstate, t0, t1, rtol, dtmin):
+    TRACE_COUNT["utility"] += 1
+    kappa = problem.kappa
+    mask = dormant.astype(x.dtype)
+
+    def field(t, y, args):
+        x, S = y
+        xn = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+        U = problem.utility(xn, rstate)
+        G = jax.grad(lambda z: jnp.sum(problem.utility(z, rstate)))(xn)
+        radial = jnp.sum(xn * G, axis=1, keepdims=True)
+        speed = _speed(S, log_norm0, kappa)[:, None]
+        dx = mask[:, None] * speed * (G - radial * xn)
+        return dx, mask * kappa * U
+
+    def cond(t, y, args, **kwargs):
+        _, S = y
+        return jnp.max(jnp.where(dormant, S - c, -_BIG))
+
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(field),
+        dfx.Tsit5(),
+        t0=t0,
+        t1=t1,
+        dt0=None,
+        y0=(x, S),
+        saveat=dfx.SaveAt(t1=True),
+        # ReLU-like neurons have kinks where a direction can slide (chatter): a floor on the
+        # step keeps the solve moving there, at an O(dtmin) error in S.
+        stepsize_controller=dfx.PIDController(
+            rtol=rtol, atol=problem.atol, dtmin=dtmin, force_dtmin=True
+        ),
+        event=dfx.Event(cond, root_finder=optx.Newton(rtol=1e-13, atol=1e-13)),
+        max_steps=100_000,
+        throw=False,
+    )
+    x1, S1 = jax.tree.map(lambda a: a[-1], sol.ys)
+    return sol.ts[-1], x1, S1, sol.result == dfx.RESULTS.event_occurred, sol.stats["num_steps"]
+
+
+def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps, loss_tol, tie_tol, min_drop):
+    """One AGF run with every initial norm multiplied by e^shift (same directions)."""
+    x, log_norm0 = problem.initial()
+    log_norm0 = log_norm0 + shift
+    kappa = problem.kappa
+    c = thresholds(log_norm0, kappa)
+    width, p = x.shape
+    S = np.zeros(width)
+    active = np.zeros(width, bool)
+    params = np.zeros((width, p))
+    order = np.full(width, np.iinfo(np.int64).max)
+    x_at_activation = x.copy()
+    rstate, loss0 = problem.start(params, active)
+    floor = problem.loss_floor
+    if horizon is None:
+        horizon = 1e3 * max(float(np.max(np.abs(c))), 1.0)
+    t, loss = 0.0, loss0
+    dtmin = problem.min_step * float(np.max(np.abs(c)))
+    if rtol is None:
+        rtol = problem.rtol
+    record = collections.defaultdict(list)
+    solver_steps = 0
+    for _ in range(max_steps):
+        dormant = ~active
+        if not dormant.any() or problem.exhausted(x, dormant, rstate):
+            break
+        if math.isfinite(floor) and loss - floor <= loss_tol * max(loss0 - floor, 1e-300):
+            break
+        t_new, x1, S1, hit, nsteps = _utility_phase(
+            problem, jnp.asarray(x), jnp.asarray(S), jnp.asarray(c), jnp.asarray(log_norm0),
+            jnp.asarray(dormant), rstate, jnp.asarray(float(t)), jnp.asarray(float(t + horizon)), jnp.asarray(rtol), jnp.asarray(dtmin),
+        )
+        solver_steps += int(nsteps)
+        if not bool(hit):
+            break  # no activation within the horizon, or the step budget ran out
+        t = float(t_new)
+        x = np.asarray(x1)
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        S1 = np.asarray(S1)
+        # Neurons that reached their threshold together; a neuron returned to dormant just below
+        # it, and still losing utility, is not one of them.
+        crossed = dormant & (S1 - c >= -tie_tol * np.maximum(1.0, np.abs(c))) & (S1 > S)
+        S = np.where(dormant, S1, S)
+        crossed = problem.ties(x, crossed, dormant)
+        x, S = problem.absorb(x, S, log_norm0, crossed, dormant, rstate)
+        x_at_activation[crossed] = x[crossed]
+        order[crossed] = len(record["times"])
+        before = np.where(active[:, None], params, 0.0)
+        start = before.copy()
+        start[crossed] = problem.to_params(x[crossed], rstate)
+        new_params, still = problem.cost(start, active | crossed, order)
+        left = (active | crossed) & ~still
+        # A neuron that leaves returns to dormant just below its threshold, keeping its
+        # accumulated utility and the direction it activated with (Kunin et al. 2025, §1.7).
+        x[left] = x_at_activation[left]
+        S[left] = c[left] - 1e-12 * np.maximum(1.0, np.abs(c[left]))
+        active = still
+        params = np.where(active[:, None], new_params, 0.0)
+        new_rstate, loss = problem.start(params, active)
+        x = problem.rebase(x, rstate, new_rstate)
+        x_at_activation = problem.rebase(x_at_activation, rstate, new_rstate)
+        rstate = new_rstate
+        record["events"].append((t, loss, np.flatnonzero(crossed).tolist(), np.flatnonzero(left).tolist()))
+        if record["times"] and record["losses"][-1] - loss < min_drop * max(loss0 - floor if math.isfinite(floor) else loss0, 1e-300):
+            # An activation that hardly moves the loss (a second neuron on a learned feature)
+            # is part of the step before it, as `detect_steps` would see it.
+            record["losses"][-1] = loss
+            record["activated"][-1] += np.flatnonzero(crossed).tolist()
+            record["deactivated"][-1] += np.flatnonzero(left).tolist()
+            record["active"][-1] = np.flatnonzero(active).tolist()
+            record["plateau"][-1] = problem.model(params)
+            continue
+        record["times"].append(t)
+        record["losses"].append(loss)
+        record["order"].append(problem.label(before, params, crossed & active if (crossed & active).any() else crossed))
+        record["activated"].append(np.flatnonzero(crossed).tolist())
+        record["deactivated"].append(np.flatnonzero(left).tolist())
+        record["active"].append(np.flatnonzero(active).tolist())
+        record["plateau"].append(problem.model(params))
+    return record, loss0, c, solver_steps
+
+
+def predict(
+    model,
+    task,
+    *,
+    t_max: float | None = None,
+    rtol: float | None = None,
+    max_steps: int = 64,
+    loss_tol: float = 1e-10,
+    tie_tol: float = 1e-7,
+    min_drop: float = 1e-3,
+    limit: bool = False,
+) -> Prediction:
+    """Alternating Gradient Flows (Kunin et al. 2025) from the model's actual initialization.
+
+    All neurons start dormant at their initial norms. In a utility phase every dormant direction
+    ascends its normalized utility on the unit sphere at speed ‖θ_i‖^{κ−2} while accumulating
+    S_i = ∫κŪ_i dt (one Diffrax solve over all dormant neurons); the first neuron to reach its
+    threshold c_i (norm 1) activates, with any that tie. In a cost phase the active neurons
+    minimize the restricted loss (least squares, reduced-rank regression, or BFGS), instantly on
+    the AGF clock; a neuron that collapses or flips sign returns to dormant with its utility.
+    The state is directions and S_i, never the O(α) parameters, so any α > 0 works.
+
+    **Arguments:**
+
+    - `model`: an `AbstractNeuronModel` (κ ≥ 2) at its initialization.
+    - `task`: a `SampleRegression`, or a `PopulationRegression` for linear two-layer networks.
+    - `t_max`: how long one utility phase may wait for an activation (default 10³·max c_i).
+    - `rtol`: relative tolerance of the utility-phase solve (default: 1e-10 for diagonal and
+      linear networks, 1e-8 otherwise).
+    - `max_steps`: the most activations to follow.
+    - `loss_tol`: stop once L − L_min ≤ loss_tol·(L(0) − L_min).
+    - `tie_tol`: neurons within tie_tol·c_i of their threshold at an activation activate together.
+    - `min_drop`: an activation that lowers the loss by less than this fraction of
+      L(0) − L_min joins the step before it (all activations are listed in `extra["events"]`).
+    - `limit`: return the α → 0 limit of the rescaled times instead (the slope of AGF's times in
+      ln(1/α) between two tiny scales with the same initial directions); physical times are then
+      that limit times ln(1/α).
+
+    **Returns:** a `Prediction` (`method="agf"`) with jump times, plateau losses, the feature
+    learned at each step, and the model on each plateau (`plateau_parameters`); `extra` holds the
+    neurons activated and deactivated at each step, the thresholds, and the solver's step count.
+    """
+    problem = make_problem(model, task)
+    if rtol is not None and not (rtol > 0):
+        raise ValueError(f"rtol: expected a positive number, got {rtol!r}")
+    if t_max is not None and not (float(t_max) > 0):
+        raise ValueError(f"t_max: expected a positive number, got {t_max!r}")
+    if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+        raise ValueError(f"max_steps: expected a positive integer, got {max_steps!r}")
+    alpha = float(model.init_scale)
+    L = math.log(1.0 / alpha)
+    kw = dict(horizon=t_max, rtol=rtol, max_steps=int(max_steps), loss_tol=loss_tol, tie_tol=tie_tol, min_drop=min_drop)
+    if problem.kappa != 2 and limit:
+        raise ValueError("limit: the ln(1/α) limit of rescaled times exists only for κ = 2")
+    if not limit:
+        record, loss0, c, steps = _run(problem, 0.0, **kw)
+        events = list(record["events"])
+        record = {k: record[k] for k in _KEYS}
+        times = np.asarray(record["times"])
+        rescaled = times / L
+    else:
+        # AGF's times are affine in ln(1/α) once α is tiny: their slope is the α → 0 limit.
+        lo, hi = 100.0, 200.0
+        if t_max is not None:
+            kw["horizon"] = float(t_max) * hi / L
+        rec1, _, _, s1 = _run(problem, L - lo, **kw)
+        record, loss0, c, s2 = _run(problem, L - hi, **kw)
+        steps = s1 + s2
+        n = min(len(rec1["times"]), len(record["times"]))
+        if rec1["order"][:n] != record["order"][:n]:
+            raise ValueError("limit: AGF learns features in a different order at the two tiny scales")
+        rescaled = (np.asarray(record["times"][:n]) - np.asarray(rec1["times"][:n])) / (hi - lo)
+        events = list(record["events"])
+        record = {k: record[k][:n] for k in _KEYS}
+        times = rescaled * L
+    return Prediction(
+        "agf",
+        times,
+        rescaled,
+        np.asarray(record["losses"], dtype=float),
+        list(record["order"]),
+        initial_loss=float(loss0),
+        init_scale=alpha,
+        plateau_parameters=list(record["plateau"]),
+        extra={
+            "activated": list(record["activated"]),
+            "deactivated": list(record["deactivated"]),
+            "active": list(record["active"]),
+            "thresholds": np.asarray(c).tolist(),
+            "solver_steps": int(steps),
+            "events": events,
+        },
+    )

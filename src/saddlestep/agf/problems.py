@@ -1,0 +1,481 @@
+"""What the AGF engine needs from a model–task pair: utilities of dormant directions, the cost
+phase over active neurons, and the coordinates the directions live in.
+
+Directions are stored in problem coordinates x = Qᵀθ̄ with Q orthogonal. For neurons whose
+utility is a quadratic form (diagonal and linear networks), Q diagonalizes it, so a component
+that is tiny next to the others (a not-yet-learned mode, the α² tilt of a diagonal neuron) has
+an entry of its own and keeps its relative precision at any α (reference agf.md §5.1(b, c)).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, Bool, Float, PyTree
+
+from ..models.base import AbstractNeuronModel
+from ..models.diagonal import DiagonalLinear
+from ..models.two_layer import TwoLayer
+from ..tasks.regression import PopulationRegression, SampleRegression
+
+_SNAP = 1e-9
+
+
+def _flatten(neurons: PyTree) -> tuple[np.ndarray, tuple, tuple]:
+    leaves, treedef = jax.tree.flatten(neurons)
+    width = leaves[0].shape[0]
+    shapes = tuple(tuple(leaf.shape[1:]) for leaf in leaves)
+    flat = np.concatenate([np.asarray(leaf, dtype=float).reshape(width, -1) for leaf in leaves], axis=1)
+    return flat, treedef, shapes
+
+
+def _unflatten(flat, treedef, shapes) -> PyTree:
+    width = flat.shape[0]
+    out, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        out.append(flat[:, start : start + size].reshape((width,) + shape))
+        start += size
+    return jax.tree.unflatten(treedef, out)
+
+
+class AbstractAGFProblem(eqx.Module):
+    """A model–task pair seen as a sum of neurons, in the coordinates the AGF engine integrates.
+
+    `utility` is traced (it runs inside the Diffrax solve); the other methods run in NumPy
+    between phases. Parameters are (width, p) arrays of flattened neurons.
+    """
+
+    kappa: eqx.AbstractVar[int]
+    loss_floor: eqx.AbstractVar[float]
+
+    @property
+    def atol(self) -> float:
+        """Absolute tolerance of the utility-phase solve on the directions."""
+        return 1e-12
+
+    @property
+    def rtol(self) -> float:
+        """Default relative tolerance of the utility-phase solve."""
+        return 1e-8
+
+    @property
+    def min_step(self) -> float:
+        """Smallest step of the utility-phase solve, as a fraction of max_i c_i (0: none)."""
+        return 1e-5
+
+    @abc.abstractmethod
+    def utility(self, x: Float[Array, "width p"], rstate: PyTree[Array]) -> Float[Array, " width"]:
+        """U_i(x_i; r) = E⟨f_i(x; θ_i), r(x)⟩ for each row of directions `x` (problem coordinates)."""
+
+    @abc.abstractmethod
+    def initial(self) -> tuple[np.ndarray, np.ndarray]:
+        """(directions x (width, p) in problem coordinates, ln‖θ_i(0)‖ (width,))."""
+
+    @abc.abstractmethod
+    def start(self, params: np.ndarray, active: np.ndarray) -> tuple[PyTree, float]:
+        """(residual state for `utility`, restricted loss) given the active neurons' parameters."""
+
+    @abc.abstractmethod
+    def cost(self, params: np.ndarray, active: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Minimize the restricted loss over the active neurons from `params` (the new ones at
+        norm 1). `order` ranks neurons by activation. **Returns:** (parameters, still active)."""
+
+    @abc.abstractmethod
+    def to_params(self, x: np.ndarray, rstate) -> np.ndarray:
+        """Unit-norm parameters θ̄ = Q x of directions in problem coordinates."""
+
+    @abc.abstractmethod
+    def model(self, params: np.ndarray) -> AbstractNeuronModel:
+        """The model with these neuron parameters."""
+
+    @abc.abstractmethod
+    def label(self, before: np.ndarray, after: np.ndarray, crossed: np.ndarray) -> str:
+        """The feature learned in a step, from the parameters on the plateaus before and after."""
+
+    def rebase(self, x: np.ndarray, old, new) -> np.ndarray:
+        """Re-express directions when the utility's basis changes (default: fixed basis)."""
+        return x
+
+    def absorb(self, x, S, log_norm0, crossed, dormant, rstate):
+        """Hook for hidden-unit symmetries (linear networks); default: nothing to absorb."""
+        return x, S
+
+    def ties(self, x, crossed, dormant) -> np.ndarray:
+        """Neurons that activate with those that `crossed` (default: only those)."""
+        return crossed
+
+    def exhausted(self, x, dormant, rstate) -> bool:
+        """True when no dormant neuron can ever gain utility (known only for quadratic utilities)."""
+        return False
+
+
+# ----------------------------------------------------------------------------- quadratic utilities
+class _AbstractQuadratic(AbstractAGFProblem):
+    """Neurons whose utility is a quadratic form, U_i = ½ θᵀK_iθ; rstate holds K_i's eigenvalues
+    `lam` (width, p) in the basis `Q` where the directions are stored."""
+
+    @property
+    def atol(self) -> float:
+        # Each coordinate only scales within a phase (it never crosses zero), and an entry far
+        # below the others (a mode not yet learned) must keep its relative accuracy.
+        return 1e-300
+
+    @property
+    def rtol(self) -> float:
+        return 1e-10
+
+    @property
+    def min_step(self) -> float:
+        return 0.0
+
+    def utility(self, x, rstate):
+        return 0.5 * jnp.sum(rstate["lam"] * x**2, axis=1)
+
+    def exhausted(self, x, dormant, rstate):
+        lam = np.asarray(rstate["lam"])
+        scale = max(np.abs(lam).max(initial=0.0), 1e-300)
+        grow = (lam > 1e-10 * scale) & (np.abs(np.asarray(x)) > 0)
+        return not np.any(grow[dormant])
+
+
+class DiagonalProblem(_AbstractQuadratic):
+    """Diagonal linear network on a sample: neuron i = (u_i, v_i), U_i = g_i u_i v_i (or
+    g_i(u_i² − v_i²)) with g = Xᵀr/n; the cost phase is least squares on the active coordinates,
+    then coordinates whose sign flipped leave (Kunin et al. 2025, diagonal-linear-network code)."""
+
+    template: DiagonalLinear
+    X: Float[Array, "n d"]
+    y: Float[Array, " n"]
+    Q: Float[Array, "2 2"]
+    kappa: int = eqx.field(static=True, default=2)
+    loss_floor: float = eqx.field(static=True, default=-math.inf)
+    labels: tuple = eqx.field(static=True, default=())
+
+    def __init__(self, model: DiagonalLinear, task: SampleRegression):
+        self.template = model
+        self.X = jnp.asarray(task.X)
+        self.y = jnp.asarray(task.Y)[:, 0]
+        # u⊙v = ((u+v)² − (u−v)²)/4: the 45° basis diagonalizes the utility; u² − v² is already diagonal.
+        r = 1.0 / math.sqrt(2.0)
+        self.Q = jnp.asarray([[r, r], [r, -r]]) if model.variant == "uv" else jnp.eye(2)
+        self.kappa = 2
+        floor = task.loss_floor(model)
+        self.loss_floor = -math.inf if floor is None else float(floor)
+        self.labels = tuple(task.feature_labels(model))
+
+    def _beta(self, params):
+        u, v = params[:, 0], params[:, 1]
+        return u * v if self.template.variant == "uv" else u**2 - v**2
+
+    def initial(self):
+        theta = np.stack([np.asarray(self.template.u), np.asarray(self.template.v)], axis=1)
+        norm = np.linalg.norm(theta, axis=1)
+        return (theta / norm[:, None]) @ np.asarray(self.Q), np.log(norm)
+
+    def start(self, params, active):
+        X, y = np.asarray(self.X), np.asarray(self.y)
+        r = y - X @ np.where(active, self._beta(params), 0.0)
+        g = X.T @ r / X.shape[0]
+        return {"lam": jnp.asarray(np.stack([g, -g], axis=1))}, 0.5 * float(np.mean(r**2))
+
+    def cost(self, params, active, order):
+        X, y = np.asarray(self.X), np.asarray(self.y)
+        ref = np.sign(self._beta(params))
+        active = active.copy()
+        while True:
+            beta = np.zeros(X.shape[1])
+            idx = np.flatnonzero(active)
+            if idx.size:
+                beta[idx] = np.linalg.lstsq(X[:, idx], y, rcond=None)[0]
+            flipped = active & (np.sign(beta) != ref) & (ref != 0)
+            if not flipped.any():
+                break
+            active &= ~flipped
+        root = np.sqrt(np.abs(beta))
+        if self.template.variant == "uv":
+            out = np.stack([np.sign(beta) * root, root], axis=1)
+        else:
+            out = np.stack([np.where(beta > 0, root, 0.0), np.where(beta < 0, root, 0.0)], axis=1)
+        return out, active
+
+    def to_params(self, x, rstate):
+        return np.asarray(x) @ np.asarray(self.Q).T
+
+    def model(self, params):
+        return self.template.with_neurons({"u": jnp.asarray(params[:, 0]), "v": jnp.asarray(params[:, 1])})
+
+    def label(self, before, after, crossed):
+        return "+".join(self.labels[i] for i in np.flatnonzero(crossed))
+
+
+class LinearProblem(_AbstractQuadratic):
+    """Two-layer linear network f = Σ_i a_i w_iᵀx on second moments: U_i = a_iᵀ M w_i with
+    M = Σyx − βΣxx, the quadratic form K = [[0, M], [Mᵀ, 0]] on θ_i = (a_i, w_i); the cost phase
+    is reduced-rank regression (Kunin et al. 2025, §4).
+
+    The hidden units can be rotated into each other without changing the function, so when a
+    neuron activates, the other neurons' share of the same growing mode joins it (`absorb`):
+    this is what leaves each dormant neuron with only its not-yet-learned modes (Conjecture 4.1).
+    """
+
+    template: TwoLayer
+    task: PopulationRegression
+    Sxx: Float[Array, "d d"]
+    Syx: Float[Array, "out d"]
+    kappa: int = eqx.field(static=True, default=2)
+    loss_floor: float = eqx.field(static=True, default=-math.inf)
+
+    def __init__(self, model: TwoLayer, task):
+        if isinstance(task, SampleRegression):
+            X, Y = np.asarray(task.X), np.asarray(task.Y)
+            n = X.shape[0]
+            task = PopulationRegression(X.T @ X / n, Y.T @ X / n, Y.T @ Y / n)
+        self.template = model
+        self.task = task
+        C, T = np.asarray(task.sqrt_cov), np.asarray(task.target)
+        self.Sxx = jnp.asarray(C @ C.T)
+        self.Syx = jnp.asarray(T @ C.T)
+        self.kappa = 2
+        self.loss_floor = float(task.loss_min)
+
+    @property
+    def _out(self) -> int:
+        return self.Syx.shape[0]
+
+    def _basis(self, M):
+        out, d = M.shape
+        K = np.zeros((out + d, out + d))
+        K[:out, out:] = M
+        K[out:, :out] = M.T
+        lam, Q = np.linalg.eigh(K)
+        return lam, Q
+
+    def _beta(self, params, active):
+        a, w = params[:, : self._out], params[:, self._out :]
+        return (a * active[:, None]).T @ w
+
+    def initial(self):
+        theta = np.concatenate([np.asarray(self.template.a).T, np.asarray(self.template.W)], axis=1)
+        norm = np.linalg.norm(theta, axis=1)
+        _, Q = self._basis(np.asarray(self.Syx))
+        return (theta / norm[:, None]) @ Q, np.log(norm)
+
+    def start(self, params, active):
+        T, C = np.asarray(self.task.target), np.asarray(self.task.sqrt_cov)
+        k = int(active.sum())
+        u, s, _ = np.linalg.svd(T, full_matrices=False)
+        r = min(k, int(np.sum(s > 1e-12 * max(1.0, s.max(initial=0.0)))))
+        # The cost phase is exact RRR, so the residual is P⊥_{U_r} Σyx (no rounding from βΣxx).
+        M = np.asarray(self.Syx) - u[:, :r] @ (u[:, :r].T @ np.asarray(self.Syx))
+        lam, Q = self._basis(M)
+        width = params.shape[0]
+        loss = 0.5 * float(np.sum(s[r:] ** 2)) + float(self.task.loss_min)
+        return {"lam": jnp.asarray(np.broadcast_to(lam, (width, lam.size)).copy()), "Q": Q}, loss
+
+    def cost(self, params, active, order):
+        T, C = np.asarray(self.task.target), np.asarray(self.task.sqrt_cov)
+        u, s, vt = np.linalg.svd(T, full_matrices=False)
+        idx = np.flatnonzero(active)
+        idx = idx[np.argsort(order[idx])]
+        r = min(idx.size, int(np.sum(s > 1e-12 * max(1.0, s.max(initial=0.0)))))
+        beta = (u[:, :r] * s[:r]) @ vt[:r] @ np.linalg.pinv(C)
+        # A balanced factorization of β over the active neurons, in activation order.
+        pb, sb, qbt = np.linalg.svd(beta, full_matrices=False)
+        out = np.zeros_like(params)
+        for j, i in enumerate(idx[:r]):
+            out[i, : self._out] = np.sqrt(sb[j]) * pb[:, j]
+            out[i, self._out :] = np.sqrt(sb[j]) * qbt[j]
+        return out, active.copy()
+
+    def to_params(self, x, rstate):
+        return np.asarray(x) @ rstate["Q"].T
+
+    def rebase(self, x, old, new):
+        P = new["Q"].T @ old["Q"]
+        # Overlaps that vanish in exact arithmetic (modes shared by both bases) come out
+        # O(1e-16): zero them, or they would swamp components far smaller than that.
+        P = np.where(np.abs(P) < _SNAP, 0.0, P)
+        return np.asarray(x) @ P.T
+
+    def absorb(self, x, S, log_norm0, crossed, dormant, rstate):
+        x, S = np.array(x), np.array(S)
+        pool = dormant.copy()
+        for i in np.flatnonzero(crossed):
+            m = int(np.argmax(np.abs(x[i])))
+            logn = log_norm0 + S
+            n = np.exp(np.minimum(logn - logn[i], 50.0))
+            v = np.where(pool, n * x[:, m], 0.0)
+            g = v / np.linalg.norm(v)
+            combined = (g * n) @ x  # the rotated hidden unit that carries mode m
+            pool[i] = False
+            for j in np.flatnonzero(pool):
+                z = n[j] * x[j] - g[j] * combined
+                z[m] = 0.0
+                size = np.linalg.norm(z)
+                if size == 0.0:
+                    continue
+                x[j] = z / size
+                S[j] = math.log(size) + logn[i] - log_norm0[j]
+        return x, S
+
+    def model(self, params):
+        out = self._out
+        return self.template.with_neurons({"w": jnp.asarray(params[:, out:]), "a": jnp.asarray(params[:, :out])})
+
+    def label(self, before, after, crossed):
+        labels = self.task.feature_labels(self.template)
+        f0 = np.asarray(self.task.mode_strengths(self.model(before)))
+        f1 = np.asarray(self.task.mode_strengths(self.model(after)))
+        return labels[int(np.argmax(np.abs(f1 - f0)))] if labels else "mode"
+
+
+# ----------------------------------------------------------------------------- general neurons
+class NeuronProblem(AbstractAGFProblem):
+    """Any neuron model on a sample: U_i = mean_x ⟨f_i(x; θ_i), r(x)⟩; the cost phase minimizes the
+    restricted loss with BFGS (optimistix) over the active neurons, dormant ones held at zero.
+
+    An active neuron leaves when it collapses (norm below `collapse`) or its output turns against
+    what it was when the phase began (negative correlation): it becomes dormant again and keeps
+    its accumulated utility.
+    """
+
+    template: AbstractNeuronModel
+    task: SampleRegression
+    treedef: object = eqx.field(static=True)
+    shapes: tuple = eqx.field(static=True)
+    kappa: int = eqx.field(static=True)
+    loss_floor: float = eqx.field(static=True)
+    collapse: float = eqx.field(static=True, default=1e-3)
+    align: float = eqx.field(static=True, default=1e-4)
+
+    def __init__(self, model: AbstractNeuronModel, task: SampleRegression, *, collapse: float = 1e-3, align: float = 1e-4):
+        self.template = model
+        self.task = task
+        _, self.treedef, self.shapes = _flatten(model.neurons())
+        self.kappa = int(model.kappa)
+        floor = task.loss_floor(model)
+        self.loss_floor = -math.inf if floor is None else float(floor)
+        self.collapse = collapse
+        self.align = align
+
+    def _outputs(self, flat):
+        neurons = _unflatten(flat, self.treedef, self.shapes)
+        return jax.vmap(lambda xi: self.template.neuron_outputs(neurons, xi))(self.task.X)  # (n, H, out)
+
+    def utility(self, x, rstate):
+        return jnp.einsum("nho,no->h", self._outputs(x), rstate["r"]) / self.task.X.shape[0]
+
+    def initial(self):
+        flat, _, _ = _flatten(self.template.neurons())
+        norm = np.linalg.norm(flat, axis=1)
+        return flat / norm[:, None], np.log(norm)
+
+    def start(self, params, active):
+        r, loss = _residual(self, jnp.asarray(params), jnp.asarray(active, dtype=float))
+        return {"r": r}, float(loss)
+
+    def cost(self, params, active, order):
+        ref = np.asarray(_outputs_jit(self, jnp.asarray(params)))
+        active = active.copy()
+        for _ in range(params.shape[0] + 1):
+            out = np.asarray(_minimize(self, jnp.asarray(params), jnp.asarray(active, dtype=float)))
+            out = out * active[:, None]
+            now = np.asarray(_outputs_jit(self, jnp.asarray(out)))
+            corr = np.einsum("nho,nho->h", now, ref)
+            gone = active & ((np.linalg.norm(out, axis=1) < self.collapse) | (corr < 0))
+            if not gone.any():
+                return out, active
+            active &= ~gone
+        return out, active
+
+    def to_params(self, x, rstate):
+        return np.asarray(x)
+
+    def ties(self, x, crossed, dormant):
+        # Dormant neurons pointing where a crossing one points grew at the same rate since they
+        # aligned, so in rescaled time they cross together: in gradient flow they join the same
+        # drop (two neurons with one direction are one neuron, by homogeneity).
+        x = np.asarray(x)
+        cos = x[dormant] @ x[crossed].T
+        out = crossed.copy()
+        out[np.flatnonzero(dormant)[np.any(cos > 1 - self.align, axis=1)]] = True
+        return out
+
+    def model(self, params):
+        return self.template.with_neurons(_unflatten(jnp.asarray(params), self.treedef, self.shapes))
+
+    def label(self, before, after, crossed):
+        # The task feature that grows most across the step (as `detect_steps` labels a drop).
+        labels = self.task.feature_labels(self.template)
+        f0 = self.task.observables(self.model(before)).get("features")
+        f1 = self.task.observables(self.model(after)).get("features")
+        if labels and f0 is not None:
+            change = np.abs(np.asarray(f1) - np.asarray(f0))
+            if change.max() > 0:
+                return labels[int(np.argmax(change))]
+        return "+".join(f"neuron {i}" for i in np.flatnonzero(crossed))
+
+
+@eqx.filter_jit
+def _outputs_jit(problem: NeuronProblem, flat):
+    return problem._outputs(flat)
+
+
+@eqx.filter_jit
+def _residual(problem: NeuronProblem, params, mask):
+    f = jnp.sum(problem._outputs(params * mask[:, None]), axis=1)
+    r = problem.task.Y - f
+    return r, 0.5 * jnp.mean(jnp.sum(r**2, axis=-1))
+
+
+@eqx.filter_jit
+def _minimize(problem: NeuronProblem, params, mask):
+    def loss(p, m):
+        f = jnp.sum(problem._outputs(p * m[:, None]), axis=1)
+        return 0.5 * jnp.mean(jnp.sum((problem.task.Y - f) ** 2, axis=-1))
+
+    sol = optx.minimise(
+        loss, optx.BFGS(rtol=1e-12, atol=1e-14), params * mask[:, None], args=mask,
+        max_steps=20_000, throw=False,
+    )
+    return sol.value
+
+
+def make_problem(model, task) -> AbstractAGFProblem:
+    """The AGF view of a model–task pair, or a `ValueError` naming what does not fit."""
+    if not isinstance(model, AbstractNeuronModel):
+        raise ValueError(
+            f"model: AGF needs a model with a neuron view (an AbstractNeuronModel such as "
+            f"TwoLayer or DiagonalLinear), got {type(model).__name__}"
+        )
+    if np.ndim(np.asarray(model.init_scale)) != 0:
+        raise ValueError("model: expected one model, got a batch (predict each member separately)")
+    kappa = model.kappa
+    if kappa is None or kappa < 2:
+        raise ValueError(
+            f"model: AGF needs neurons homogeneous of degree κ ≥ 2, got κ = {kappa} "
+            f"({getattr(model, 'activation', type(model).__name__)})"
+        )
+    task.validate(model)
+    if isinstance(model, TwoLayer) and model.activation == "linear" and model.b is None:
+        if isinstance(task, (PopulationRegression, SampleRegression)):
+            return LinearProblem(model, task)
+    if isinstance(task, PopulationRegression):
+        raise ValueError(
+            "task: a population (covariance) task gives AGF utilities only for linear two-layer "
+            "networks; use a SampleRegression for this model"
+        )
+    if not isinstance(task, SampleRegression):
+        raise ValueError(f"task: AGF supports regression tasks, got {type(task).__name__}")
+    if isinstance(model, DiagonalLinear):
+        if task.dims[1] != 1:
+            raise ValueError("task: a diagonal network needs one output (y a vector)")
+        return DiagonalProblem(model, task)
+    return NeuronProblem(model, task)

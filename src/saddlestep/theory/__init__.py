@@ -1,0 +1,32 @@
+"""Closed-form predictions of the staircase: Saxe modes, fully connected linear networks, Pesme–Flammarion."""
+
+from .linear import (
+    conjecture_jump_times as conjecture_jump_times,
+    linear_network as linear_network,
+    reduced_rank_regression as reduced_rank_regression,
+)
+from .pesme_flammarion import pesme_flammarion as pesme_flammarion
+from .saxe import saxe as saxe, saxe_mode as saxe_mode, saxe_time as saxe_time
+from .barlow_twins import (
+    barlow_twins_aligned as barlow_twins_aligned,
+    barlow_twins_final as barlow_twins_final,
+    predict_barlow_twins as predict_barlow_twins,
+)
+from .qwem import (
+    predict_qwem as predict_qwem,
+    qwem_aligned as qwem_aligned,
+    qwem_closed_form as qwem_closed_form,
+    qwem_final as qwem_final,
+)
+from .degree3 import (
+    alignment_time as alignment_time,
+    attention_coefficients as attention_coefficients,
+    attention_levels as attention_levels,
+    attention_utility_maxima as attention_utility_maxima,
+    modular_levels as modular_levels,
+    modular_lower_bounds as modular_lower_bounds,
+    modular_utility_max as modular_utility_max,
+    modular_utility_maxima as modular_utility_maxima,
+    predict_attention as predict_attention,
+    predict_modular as predict_modular,
+)

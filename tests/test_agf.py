@@ -1,0 +1,130 @@
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import saddlestep as ss
+from saddlestep import agf, theory
+
+from _agf_cases import r1_task, r3_task, ten_by_ten
+
+
+# --------------------------------------------------------------------------- diagonal (R1)
+@pytest.mark.parametrize("alpha", [1e-6, 1e-100])
+def test_diagonal_r1_equals_pesme_flammarion(alpha):
+    task = r1_task()
+    pf = theory.pesme_flammarion(task)
+    p = agf.predict(ss.DiagonalLinear(2, init_scale=alpha), task)
+    assert p.method == "agf"
+    np.testing.assert_allclose(p.rescaled_times, pf.rescaled_times, atol=1e-6)
+    np.testing.assert_allclose(p.times, p.rescaled_times * math.log(1 / alpha))
+    np.testing.assert_allclose(p.losses, pf.losses, atol=1e-10)
+    assert p.order == pf.order == ["β[0]", "β[1]", "β[0]"]
+    # Step 2 switches coordinate 0 off; step 3 switches it back on with the opposite sign.
+    assert p.extra["deactivated"] == [[], [0], []]
+    betas = [np.asarray(m.beta()) for m in p.plateau_parameters]
+    for beta, saddle in zip(betas, pf.plateau_parameters):
+        np.testing.assert_allclose(beta, saddle, atol=1e-10)
+    assert betas[0][0] > 0 > betas[2][0]
+
+
+def test_diagonal_r1_printed_times():
+    # The official notebook's AGF at α = 1e-6 prints 2.667, 8.292, 47.765 (reference R1).
+    p = agf.predict(ss.DiagonalLinear(2, init_scale=1e-6), r1_task())
+    np.testing.assert_allclose(p.times, [2.667, 8.292, 47.765], atol=1e-3)
+
+
+# --------------------------------------------------------------------------- linear (R3, 10×10)
+_CASES = {"R3": r3_task, "commuting": lambda: ten_by_ten(True), "noncommuting": lambda: ten_by_ten(False)}
+
+
+def _linear_prediction(name, alpha, **kw):
+    task = _CASES[name]()
+    d, out = task.dims
+    model = ss.TwoLayer(d, d, out, "linear", key=jax.random.PRNGKey(1), init_scale=alpha)
+    return agf.predict(model, task, min_drop=0.0, **kw), theory.linear_network(task, init_scale=alpha)
+
+
+@pytest.mark.parametrize("name,steps", [("R3", 4), ("commuting", 9)])
+def test_linear_agf_matches_closed_form(name, steps):
+    errors = []
+    for alpha in (1e-10, 1e-30, 1e-100):
+        p, cf = _linear_prediction(name, alpha)
+        assert p.order[:steps] == cf.order[:steps]
+        np.testing.assert_allclose(p.losses[:steps], cf.losses[:steps], atol=1e-10)
+        errors.append(np.abs(p.rescaled_times[:steps] / cf.rescaled_times[:steps] - 1))
+    assert errors[-1].max() < 0.01  # within 1% at α = 1e-100
+    # The error is AGF's O(1) offset over ln(1/α): error·ln(1/α) stays put as α shrinks.
+    scaled = [e * math.log(1 / a) for e, a in zip(errors, (1e-10, 1e-30, 1e-100))]
+    assert np.all(errors[0] > errors[1]) and np.all(errors[1] > errors[2])
+    np.testing.assert_allclose(scaled[1], scaled[2], rtol=0.15)
+    np.testing.assert_allclose(scaled[0], scaled[2], rtol=0.5)
+
+
+@pytest.mark.parametrize("name", ["R3", "commuting"])
+def test_linear_agf_limit_is_exact(name):
+    p, cf = _linear_prediction(name, 1e-6, limit=True)
+    k = min(p.num_steps, cf.num_steps)
+    assert k >= 4
+    np.testing.assert_allclose(p.rescaled_times[:k], cf.rescaled_times[:k], rtol=1e-5)
+
+
+def test_linear_agf_noncommuting_first_steps():
+    # Conjecture 4.1 is a conjecture; AGF's neuron-level timing matches its first steps.
+    p, cf = _linear_prediction("noncommuting", 1e-30)
+    np.testing.assert_allclose(p.rescaled_times[:3], cf.rescaled_times[:3], rtol=0.015)
+    np.testing.assert_allclose(p.losses[:6], cf.losses[:6], atol=1e-10)
+    assert p.order[:6] == cf.order[:6]
+
+
+# --------------------------------------------------------------------------- ReLU teacher–student
+def test_relu_orthogonal_order_and_times():
+    # On the 2d points ±√d e_i, teacher j (w*_j = e_j) offers utility |a*_j|/4 on the unit
+    # sphere, so it is learned at rescaled time 2/|a*_j|; opposite signs need separate neurons.
+    task = ss.relu_teacher(jax.random.PRNGKey(0), 4, [3.0, -1.5], inputs="orthogonal")
+    model = ss.TwoLayer(4, 6, 1, "relu", key=jax.random.PRNGKey(3), init_scale=1e-6)
+    p = agf.predict(model, task, limit=True)
+    assert p.order == ["teacher 1", "teacher 2"]
+    np.testing.assert_allclose(p.rescaled_times, [2 / 3.0, 2 / 1.5], rtol=1e-4)
+    assert p.losses[-1] < 1e-10
+    assert p.initial_loss == pytest.approx(0.5 * (9 + 2.25) * 4 / 8)
+
+
+def test_relu_gaussian_order():
+    task = ss.relu_teacher(jax.random.PRNGKey(0), 4, [3.0, 2.0, 1.0], inputs="gaussian", n=256)
+    model = ss.TwoLayer(4, 6, 1, "relu", key=jax.random.PRNGKey(3), init_scale=1e-6)
+    p = agf.predict(model, task)
+    assert p.order == ["teacher 1", "teacher 2", "teacher 3"]
+    assert np.all(np.diff(p.times) > 0) and np.all(np.diff(p.losses) < 0)
+
+
+# --------------------------------------------------------------------------- κ = 3 and errors
+def test_quadratic_neurons_kappa3():
+    # κ = 3 plugs in through the same neuron view: one neuron aligned with a quadratic teacher.
+    X = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (64, 3)))
+    task = ss.SampleRegression(X, 2.0 * X[:, 0] ** 2)
+    model = ss.TwoLayer(3, 3, 1, "quadratic", key=jax.random.PRNGKey(2), init_scale=1e-3)
+    p = agf.predict(model, task)
+    assert p.num_steps >= 1
+    c = agf.thresholds(np.log(np.asarray(model.neuron_norms())), 3)
+    np.testing.assert_allclose(p.extra["thresholds"], c)
+    # Jump after the perfect-alignment lower bound c/(κ Ū*) (reference §1.3).
+    u_max = np.mean(2.0 * X[:, 0] ** 4) * (1 / math.sqrt(3)) * (2 / 3)
+    assert p.times[0] >= c.min() / (3 * u_max) * 0.999
+    assert p.losses[0] < p.initial_loss
+
+
+def test_predict_bad_input():
+    task = r3_task()
+    with pytest.raises(ValueError, match="model"):
+        agf.predict(ss.DeepLinear([4, 4, 4], key=jax.random.PRNGKey(0)), task)
+    X = np.ones((5, 2))
+    with pytest.raises(ValueError, match="model"):
+        agf.predict(ss.TwoLayer(2, 3, 1, "tanh", key=jax.random.PRNGKey(0)), ss.SampleRegression(X, X[:, 0]))
+    with pytest.raises(ValueError, match="task"):
+        agf.predict(ss.TwoLayer(4, 3, 4, "relu", key=jax.random.PRNGKey(0)), task)
+    with pytest.raises(ValueError, match="rtol"):
+        agf.predict(ss.DiagonalLinear(2), r1_task(), rtol=-1.0)
+    with pytest.raises(ValueError, match="max_steps"):
+        agf.predict(ss.DiagonalLinear(2), r1_task(), max_steps=0)

@@ -1,0 +1,144 @@
+"""Barlow Twins with a linear or kernel encoder: closed forms of Simon et al. (2023), R6–R8."""
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import saddlestep as ss
+from saddlestep.theory.barlow_twins import barlow_twins_aligned, barlow_twins_final, predict_barlow_twins
+
+GAM = np.array([1.0, 0.5, 0.25, 0.1, -0.2])
+
+
+@pytest.fixture(scope="module")
+def r6():
+    R, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((5, 5)))
+    return R, (R * GAM) @ R.T
+
+
+def _half_rise(times, values):
+    return np.array([times[np.argmax(values[:, k] >= 0.5)] for k in range(values.shape[1])])
+
+
+def test_r6_aligned_closed_form(r6):
+    R, G = r6
+    task = ss.BarlowTwins(gamma=G)
+    model = ss.LinearEncoder(5, 3, key=jax.random.PRNGKey(0), init_scale=1e-4, directions=R[:, :3].T)
+    traj = ss.simulate(model, task, t_max=20.0, rtol=1e-11, n_save=4001)
+    theory = barlow_twins_aligned(GAM[:3], GAM[:3] * 1e-8, traj.times)
+    np.testing.assert_allclose(traj.observables["features"], theory, atol=5e-9)
+    np.testing.assert_allclose(traj.observables["eigs_C"], np.sort(theory, axis=1)[:, ::-1], atol=5e-9)
+    pred = predict_barlow_twins(task, model)
+    np.testing.assert_allclose(pred.times, [2.302585, 4.778457, 9.903488], atol=1e-6)
+    np.testing.assert_allclose(_half_rise(traj.times, traj.observables["features"]), pred.times, atol=6e-3)
+    assert pred.initial_loss == pytest.approx(3.0, abs=1e-7)
+    np.testing.assert_array_equal(pred.losses, [2.0, 1.0, 0.0])
+    for t, level in [(1.0, 3.0), (3.5, 1.988), (7.0, 0.994), (15.0, 0.0)]:
+        assert traj.loss[np.argmin(abs(traj.times - t))] == pytest.approx(level, abs=2e-3)
+    W = np.asarray(traj.final.W)
+    np.testing.assert_allclose(W @ G @ W.T, np.eye(3), atol=1e-5)  # the flow stops at L ≈ 1e-12·L(0)
+    np.testing.assert_allclose(np.linalg.svd(W, compute_uv=False), [2.0, np.sqrt(2), 1.0], atol=1e-5)
+    # Final whitened projection: W* up to a left rotation, i.e. the same WᵀW.
+    Wf = barlow_twins_final(G, 3)
+    np.testing.assert_allclose(W.T @ W, Wf.T @ Wf, atol=1e-5)
+
+
+def test_r7_small_random_init(r6):
+    _, G = r6
+    sigma = 1e-5
+    W0 = sigma * np.random.default_rng(3).standard_normal((3, 5))
+    model = eqx.tree_at(lambda m: m.W, ss.LinearEncoder(5, 3, key=jax.random.PRNGKey(0), init_scale=sigma), jnp.asarray(W0))
+    task = ss.BarlowTwins(gamma=G)
+    traj = ss.simulate(model, task, t_max=25.0, rtol=1e-10, n_save=5001)
+    sim = _half_rise(traj.times, traj.observables["features"])
+    pred = predict_barlow_twins(task, model)
+    assert pred.order == ["mode 1", "mode 2", "mode 3"]
+    np.testing.assert_allclose(sim, pred.times, rtol=0.05)
+    assert np.all(np.diff(sim) > 0)
+    # Plateaus 3, 2, 1, 0: one unit per step.
+    for k, t in enumerate(list(0.5 * (np.r_[0.0, sim[:-1]] + sim)) + [24.0]):
+        assert traj.loss[np.argmin(abs(traj.times - t))] == pytest.approx(3 - k, abs=0.02)
+
+
+def test_negative_modes_are_never_learned(r6):
+    R, G = r6
+    model = ss.LinearEncoder(5, 5, key=jax.random.PRNGKey(1), init_scale=1e-5)
+    task = ss.BarlowTwins(gamma=G)
+    pred = predict_barlow_twins(task, model)
+    assert pred.num_steps == 4 and task.loss_floor(model) == 1.0
+    np.testing.assert_array_equal(pred.losses, [4.0, 3.0, 2.0, 1.0])
+    traj = ss.simulate(model, task, t_max=1.3 * pred.times[-1] + 30.0, rtol=1e-9, n_save=2001)
+    c = traj.observables["features"]
+    assert np.all(c[:, 4] <= 1e-9)  # c_5 = γ_5‖Wv_5‖² stays at (negative) O(σ²) and decays
+    assert abs(c[-1, 4]) < abs(c[0, 4])
+    np.testing.assert_allclose(c[-1, :4], 1.0, atol=1e-3)
+    assert traj.loss[-1] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_latent_pairs_have_the_prescribed_spectrum():
+    xa, xb, G = ss.latent_pairs(GAM, 40000, 7, noise=0.3, seed=0)
+    assert xa.shape == xb.shape == (40000, 7)
+    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(G))[::-1][:5], np.r_[GAM[:4], 0.0], atol=1e-12)
+    emp = np.sort(np.linalg.eigvalsh(ss.cross_correlation_matrix(xa, xb)))[::-1]
+    np.testing.assert_allclose(emp[[0, 1, 2, 3, -1]], GAM, atol=0.03)
+
+
+def test_digit_pairs_and_kernel_form():
+    xa, xb, labels = ss.digit_pairs(60, shift=1, noise=0.05, seed=0)
+    assert xa.shape == xb.shape == (60, 64) and labels.shape == (60,)
+    # The kernel form with a linear kernel has the nonzero eigenvalues of the feature-space Γ (R8).
+    X = np.vstack([xa, xb])
+    psi = ss.kernel_features(X @ X.T)
+    kernel_task = ss.BarlowTwins(psi[:60], psi[60:])
+    feature_task = ss.BarlowTwins(xa, xb)
+    np.testing.assert_allclose(kernel_task.gamma_eigenvalues[:10], feature_task.gamma_eigenvalues[:10], rtol=1e-8)
+    # and embeds new points like the feature-space encoder: ψ(x)ᵀψ(y) = k(x, y).
+    new = np.random.default_rng(0).standard_normal((3, 64))
+    np.testing.assert_allclose(ss.kernel_features(X @ X.T, X @ new.T) @ psi.T, new @ X.T, atol=1e-8)
+    K = ss.rbf_kernel(X, X, bandwidth=3.0)
+    enc = ss.KernelEncoder(120, 4, key=jax.random.PRNGKey(0))
+    task = ss.BarlowTwins(*np.split(ss.kernel_features(K), 2))
+    task.validate(enc)
+    assert predict_barlow_twins(task, enc).num_steps == 4
+
+
+def test_barlow_twins_synthetic_preset(tmp_path):
+    res = ss.run_preset("barlow-twins-synthetic", overrides={"n": "400", "m": "5"}, out=str(tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["parameters"]["d"] == 3
+    np.testing.assert_allclose(summary["observables_final"]["eigs_C"], 1.0, atol=1e-4)
+    assert [s["feature"] for s in summary["steps"]] == ["mode 1", "mode 2", "mode 3"]
+    t_sim = [s["time"] for s in summary["steps"]]
+    np.testing.assert_allclose(t_sim, summary["prediction"]["times"], rtol=0.06)
+    assert (tmp_path / "run" / "eigenvalues.png").exists()
+
+
+def test_original_loss_ablation_runs():
+    xa, xb, _ = ss.latent_pairs(GAM[:4], 200, 5, noise=0.1, seed=1)
+    task = ss.BarlowTwins(xa, xb, loss="original", off_diagonal=0.0051)
+    model = ss.LinearEncoder(5, 3, key=jax.random.PRNGKey(0), init_scale=1e-3)
+    traj = ss.simulate(model, task, t_max=5.0, rtol=1e-6, n_save=101)
+    assert traj.loss[-1] < 0.5 * traj.loss[0]
+    with pytest.raises(ValueError, match=r"^task: "):
+        predict_barlow_twins(task, model)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"^xb: .*match xa"):
+        ss.BarlowTwins(np.ones((10, 4)), np.ones((10, 5)))
+    with pytest.raises(ValueError, match=r"^xa, xb: "):
+        ss.BarlowTwins(np.ones((10, 4)))
+    with pytest.raises(ValueError, match=r"^loss: "):
+        ss.BarlowTwins(gamma=np.eye(3), loss="original")
+    with pytest.raises(ValueError, match=r"^gamma: .*symmetric"):
+        ss.BarlowTwins(gamma=np.arange(9.0).reshape(3, 3))
+    with pytest.raises(ValueError, match=r"^model: "):
+        ss.simulate(ss.LinearEncoder(4, 2, key=jax.random.PRNGKey(0)), ss.BarlowTwins(gamma=np.eye(3)), t_max=1.0)
+    with pytest.raises(ValueError, match=r"^n: "):
+        ss.digit_pairs(5000)
+    with pytest.raises(ValueError, match=r"^m: "):
+        ss.latent_pairs(GAM, 10, 3)

@@ -1,0 +1,41 @@
+"""`saddlestep bench` in a reduced configuration: files, keys, and what the numbers must satisfy
+(never wall times)."""
+
+import json
+
+import numpy as np
+
+from saddlestep import bench
+
+
+def test_bench_reduced(tmp_path):
+    result = bench.run_bench(tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3))
+    on_disk = json.loads((tmp_path / "bench.json").read_text())
+    assert on_disk["speedup_vs_gd"] == result["speedup_vs_gd"] > 0
+    md = (tmp_path / "bench.md").read_text()
+    for heading in ("Accuracy against cost", "ln(1/α)", "Ensemble throughput", "Compile time"):
+        assert heading in md
+    rows = {(r["method"], r["target_error"]): r for r in result["accuracy_vs_cost"]}
+    flow = rows[("flow Tsit5", 1e-6)]
+    assert flow["error"] < 2e-6  # Tsit5 at rtol 1e-6 tracks the drop times to ~1e-6
+    for method in ("GD (lax loop)", "GD (optax.sgd)"):
+        gd = rows[(method, 1e-2)]
+        assert 0.5e-2 < gd["error"] < 2e-2  # the calibrated learning rate lands near its target
+        assert gd["vf_evals"] > flow["vf_evals"]
+    # The reference matches Saxe's ordering: stronger modes drop first.
+    assert np.all(np.diff(result["reference"]["drop_times"]) > 0)
+    scaling = result["steps_vs_log_inv_alpha"]
+    steps = [r["steps"] for r in scaling["runs"]]
+    assert steps[1] > steps[0] and scaling["at_most_linear"]
+    assert all(r["status"] == "converged" for r in scaling["runs"])
+    assert [r["batch"] for r in result["throughput"]] == [1, 3]
+
+
+def test_drop_times_cubic_crossing():
+    # A logistic u(t) = s / (1 + e^{-2s(t - t0)}) crosses s/2 at t0 exactly.
+    t = np.linspace(0.0, 10.0, 201)
+    s, t0 = np.array([4.0, 1.0]), np.array([2.345, 6.789])
+    u = s / (1 + np.exp(-2 * s * (t[:, None] - t0)))
+    traj = bench.Trajectory(times=t, loss=np.zeros_like(t), observables={"features": u}, init_scale=1e-3,
+                            status="t_max", t_final=10.0, stats={}, method="test")
+    np.testing.assert_allclose(bench.drop_times(traj, s / 2), t0, rtol=1e-5)

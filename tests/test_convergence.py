@@ -1,0 +1,81 @@
+import types
+
+import jax
+import matplotlib
+import numpy as np
+import pytest
+
+import saddlestep as ss
+from saddlestep import agf, theory
+
+from _agf_cases import r1_task, r3_task, ten_by_ten
+
+
+def _setup(model, task, t_max, rtol):
+    return types.SimpleNamespace(
+        model=model, task=task, t_max=t_max, predict=None,
+        simulate_kwargs={"rtol": rtol, "n_save": 4001, "max_steps": 400_000},
+    )
+
+
+def test_diagonal_r1_slopes(tmp_path):
+    # Parameter-space flow keeps α ≥ 1e-6 (reference §5.1(b)).
+    task = r1_task()
+    pf = theory.pesme_flammarion(task)
+    make = lambda a: _setup(ss.DiagonalLinear(2, init_scale=a), task, 3.7 * np.log(1 / a) + 10, 1e-10)
+    df = ss.converge(make, [1e-4, 1e-5, 1e-6], prediction=pf, figure=str(tmp_path / "r1.png"))
+    slopes = df.groupby("step")["slope"].first().to_numpy()
+    np.testing.assert_allclose(slopes, pf.rescaled_times, rtol=0.01)
+    assert (tmp_path / "r1.png").exists()
+
+
+def test_linear_r3_slopes():
+    task = r3_task()
+    cf = theory.linear_network(task)
+
+    def make(a):
+        model = ss.TwoLayer(4, 4, 4, "linear", key=jax.random.PRNGKey(1), init_scale=a)
+        return _setup(model, task, 2.3 * np.log(1 / a) + 10, 1e-9)
+
+    df = ss.converge(make, [1e-6, 1e-9, 1e-12], prediction=cf)
+    slopes = df.groupby("step")["slope"].first().to_numpy()
+    np.testing.assert_allclose(slopes, cf.rescaled_times, rtol=0.005)
+    # Single-α ratios are off by O(1/ln(1/α)), and shrink toward 1.
+    ratio = df.pivot(index="init_scale", columns="step", values="ratio")
+    assert np.all(np.abs(ratio.loc[1e-12] - 1) < np.abs(ratio.loc[1e-6] - 1))
+
+
+def test_linear_commuting_slopes():
+    task = ten_by_ten(commuting=True)
+    cf = theory.linear_network(task, num_steps=5)
+
+    def make(a):
+        model = ss.TwoLayer(10, 10, 10, "linear", key=jax.random.PRNGKey(1), init_scale=a)
+        return _setup(model, task, 1.12 * cf.rescaled_times[-1] * np.log(1 / a) + 20, 1e-9)
+
+    df = ss.converge(make, [1e-6, 1e-9, 1e-12], prediction=cf)
+    slopes = df.groupby("step")["slope"].first().to_numpy()
+    np.testing.assert_allclose(slopes, cf.rescaled_times, rtol=0.005)
+
+
+def test_converge_figure_and_bad_input():
+    task = r1_task()
+    make = lambda a: _setup(ss.DiagonalLinear(2, init_scale=a), task, 1.0, 1e-6)
+    with pytest.raises(ValueError, match="init_scales"):
+        ss.converge(make, [1e-3])
+    with pytest.raises(ValueError, match="init_scales"):
+        ss.converge(make, [1e-3, 1e-3])
+    with pytest.raises(ValueError, match="init_scales"):
+        ss.converge(make, [1e-3, 2.0])
+    with pytest.raises(ValueError, match="make_setup"):
+        ss.converge(None, [1e-3, 1e-4])
+    with pytest.raises(ValueError, match="make_setup"):
+        ss.converge(lambda a: object(), [1e-3, 1e-4])
+    import pandas as pd
+
+    df = pd.DataFrame({
+        "step": [1, 1], "feature": ["β[0]"] * 2, "init_scale": [1e-3, 1e-6],
+        "log_inv": np.log([1e3, 1e6]), "rescaled_time": [0.25, 0.22], "predicted": [0.19, 0.19],
+    })
+    fig = ss.convergence_figure(df)
+    assert isinstance(fig, matplotlib.figure.Figure)

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import scipy.integrate
+
+import saddlestep as ss
+from saddlestep import theory
+
+from _agf_cases import r1_task, r3_task, ten_by_ten
+
+
+def _mu(task):
+    """Eigenvalues of Σyx Σxx⁺ Σxy, computed from the moments directly (RRR's spectrum)."""
+    C, T = np.asarray(task.sqrt_cov), np.asarray(task.target)
+    Sxx, Syx = C @ C.T, T @ C.T
+    return np.sort(np.linalg.eigvalsh(Syx @ np.linalg.pinv(Sxx) @ Syx.T))[::-1]
+
+
+def test_pesme_flammarion_r1():
+    p = theory.pesme_flammarion(r1_task())
+    np.testing.assert_allclose(p.rescaled_times, [0.19304, 0.60022, 3.45736], atol=1e-5)
+    assert p.rescaled_times[0] == pytest.approx(1 / 5.18022, rel=1e-5)
+    assert p.order == ["β[0]", "β[1]", "β[0]"]
+    np.testing.assert_allclose(p.plateau_parameters[0], [0.4619, 0.0], atol=1e-4)
+    np.testing.assert_allclose(p.plateau_parameters[1], [0.0, 1.5843], atol=1e-4)
+    np.testing.assert_allclose(p.plateau_parameters[2], [-0.2, 2.0], atol=1e-10)
+    assert p.initial_loss == pytest.approx(2.31110, abs=1e-5)
+    np.testing.assert_allclose(p.losses, [1.11465, 0.07, 0.0], atol=1e-5)
+    # The sign vector of coordinate 0 swings from +1 to −1: its re-activation is the flip.
+    assert p.extra["signs"][1][0] == 1 and p.extra["signs"][2][0] == -1
+
+
+def test_linear_r3_closed_form():
+    p = theory.linear_network(r3_task(), init_scale=1e-6)
+    np.testing.assert_allclose(p.rescaled_times, [1 / 3, 1 / 2, 1, 2], rtol=1e-12)
+    np.testing.assert_allclose(p.losses, [2.625, 0.625, 0.125, 0.0], atol=1e-10)
+    assert p.initial_loss == pytest.approx(7.125, abs=1e-10)
+    np.testing.assert_allclose(p.times, p.rescaled_times * np.log(1e6))
+    assert p.order == ["mode 1", "mode 2", "mode 3", "mode 4"]
+
+
+def test_linear_commuting_is_one_over_sigma():
+    task = ten_by_ten(commuting=True)
+    p = theory.linear_network(task)
+    C, T = np.asarray(task.sqrt_cov), np.asarray(task.target)
+    sigma = np.linalg.svd(T @ C.T, compute_uv=False)
+    np.testing.assert_allclose(p.rescaled_times, 1 / sigma, rtol=1e-8)
+    mu = _mu(task)
+    levels = [0.5 * mu[k + 1 :].sum() for k in range(10)]
+    np.testing.assert_allclose(p.losses, levels, atol=1e-10)
+    assert p.initial_loss == pytest.approx(0.5 * mu.sum(), abs=1e-10)
+
+
+def test_linear_noncommuting_recursion():
+    task = ten_by_ten(commuting=False)
+    C, T = np.asarray(task.sqrt_cov), np.asarray(task.target)
+    Sxx, Syx = C @ C.T, T @ C.T
+    tau = theory.conjecture_jump_times(Sxx, Syx)
+    # Check the recursion Σ_j σ_{k−j+1}(A_{j−1})(τ_j − τ_{j−1}) = 1 from scratch.
+    U = np.linalg.svd(T)[0]
+    t = np.concatenate([[0.0], tau])
+    for k in range(1, 11):
+        total = 0.0
+        for j in range(1, k + 1):
+            A = (np.eye(10) - U[:, : j - 1] @ U[:, : j - 1].T) @ Syx
+            total += np.linalg.svd(A, compute_uv=False)[k - j] * (t[j] - t[j - 1])
+        assert total == pytest.approx(1.0, rel=1e-9)
+    assert tau[0] == pytest.approx(1 / np.linalg.svd(Syx, compute_uv=False)[0], rel=1e-12)
+    # Not 1/σ_k here: the covariances do not commute.
+    assert np.max(np.abs(tau * np.linalg.svd(Syx, compute_uv=False) - 1)) > 0.05
+    p = theory.linear_network(task)
+    mu = _mu(task)
+    np.testing.assert_allclose(p.losses, [0.5 * mu[k + 1 :].sum() for k in range(10)], atol=1e-10)
+
+
+def test_reduced_rank_regression_is_optimal():
+    task = ten_by_ten(commuting=False)
+    beta, loss = theory.reduced_rank_regression(task, 2)
+    assert np.linalg.matrix_rank(beta, tol=1e-8) == 2
+    assert float(task.loss(_Linear(beta))) == pytest.approx(loss, rel=1e-10, abs=1e-12)
+    rng = np.random.default_rng(1)
+    for _ in range(20):  # random rank-2 perturbations never do better
+        other = beta + 1e-3 * rng.standard_normal((10, 2)) @ rng.standard_normal((2, 10))
+        u, s, vt = np.linalg.svd(other)
+        other = (u[:, :2] * s[:2]) @ vt[:2]
+        assert float(task.loss(_Linear(other))) >= loss - 1e-12
+
+
+class _Linear:
+    def __init__(self, beta):
+        self.beta = beta
+
+    def matrix(self):
+        return self.beta
+
+
+def test_saxe_r8():
+    u = theory.saxe_mode(3.0, 1e-6, [1, 2, 3, 4])
+    np.testing.assert_allclose(u, [4.03375e-4, 0.154380, 2.868919, 2.999660], rtol=1e-5)
+    assert theory.saxe_time(3.0, 1e-6, 1.5) == pytest.approx(2.485687, abs=1e-6)
+
+
+def test_saxe_deep_time_matches_ode():
+    s, u0, depth = 2.0, 1e-4, 3
+    rhs = lambda t, u: depth * u ** (2 - 2 / depth) * (s - u)
+    t_half = theory.saxe_time(s, u0, s / 2, depth=depth)
+    sol = scipy.integrate.solve_ivp(rhs, (0, t_half), [u0], rtol=1e-11, atol=1e-14)
+    assert sol.y[0, -1] == pytest.approx(s / 2, rel=1e-6)
+
+
+def test_saxe_prediction_whitened():
+    task = r3_task()
+    p = theory.saxe(task, init_scale=1e-3)
+    s = np.array([3.0, 2.0, 1.0, 0.5])
+    np.testing.assert_allclose(p.times, np.log(s / 1e-6 - 1) / (2 * s), rtol=1e-12)
+    np.testing.assert_allclose(p.losses, [2.625, 0.625, 0.125, 0.0], atol=1e-12)
+
+
+def test_theory_bad_input():
+    with pytest.raises(ValueError, match="task"):
+        theory.pesme_flammarion(r3_task())
+    with pytest.raises(ValueError, match="rank"):
+        theory.reduced_rank_regression(r3_task(), -1)
+    with pytest.raises(ValueError, match="depth"):
+        theory.saxe(r3_task(), init_scale=1e-3, depth=1)
+    with pytest.raises(ValueError, match="init_scale"):
+        theory.linear_network(r3_task(), init_scale=-1.0)
+    with pytest.raises(ValueError, match="commutes"):
+        theory.saxe(ten_by_ten(commuting=False), init_scale=1e-3)

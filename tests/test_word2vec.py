@@ -1,0 +1,187 @@
+"""Word2vec-like losses: QWEM closed forms (Karkada et al. 2025), exact SGNS, real text, presets."""
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import saddlestep as ss
+from saddlestep.presets.ssl import synthetic_cooccurrence
+from saddlestep.theory.qwem import predict_qwem, qwem_aligned, qwem_closed_form, qwem_final
+
+LAM = np.array([4.0, 2.0, 1.0, 0.5, -0.3, -1.0])
+
+
+@pytest.fixture(scope="module")
+def r1():
+    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 6)))
+    return Q, (Q * LAM) @ Q.T
+
+
+def _half_rise(times, values, levels):
+    return np.array([times[np.argmax(values[:, k] >= levels[k] / 2)] for k in range(values.shape[1])])
+
+
+def test_r1_aligned_closed_form(r1):
+    Q, M = r1
+    task = ss.QWEM(M)
+    model = ss.Embedding(6, 3, key=jax.random.PRNGKey(0), init_scale=1e-3, directions=Q[:, :3])
+    traj = ss.simulate(model, task, t_max=32.0, rtol=1e-11, n_save=6401)
+    theory = qwem_aligned(LAM[:3], [1e-6] * 3, traj.times)
+    np.testing.assert_allclose(traj.observables["sv2"], theory, atol=1e-8)
+    np.testing.assert_allclose(traj.observables["features"], theory, atol=1e-8)
+    pred = predict_qwem(task, model)
+    np.testing.assert_allclose(pred.times, [3.80045, 7.25433, 13.81551], atol=1e-5)
+    assert pred.order == ["mode 1", "mode 2", "mode 3"]
+    np.testing.assert_allclose(_half_rise(traj.times, traj.observables["sv2"], LAM), pred.times, atol=6e-3)
+    # The task is in SGNS normalisation, ½ × the paper's ¼‖WWᵀ − M*‖²: plateaus 5.585 → … → 0.335.
+    assert 2 * pred.initial_loss == pytest.approx(5.585, abs=1e-5)
+    np.testing.assert_allclose(2 * pred.losses, [1.585, 0.585, 0.335], atol=1e-9)
+    for t, level in [(0.5, 5.585), (5.5, 1.528), (10.0, 0.574), (20.0, 0.335)]:
+        assert 2 * traj.loss[np.argmin(abs(traj.times - t))] == pytest.approx(level, abs=2e-3)
+    W = np.asarray(traj.final.W)
+    np.testing.assert_allclose(W @ W.T, qwem_final(M, 3) @ qwem_final(M, 3).T, atol=1e-5)
+
+
+def test_r3_random_init_equals_exact_closed_form(r1):
+    _, M = r1
+    W0 = 1e-3 * np.random.default_rng(1).standard_normal((6, 3))
+    model = eqx.tree_at(lambda m: m.W, ss.Embedding(6, 3, key=jax.random.PRNGKey(0)), jnp.asarray(W0))
+    traj = ss.simulate(model, ss.QWEM(M), t_max=30.0, rtol=1e-11, n_save=31, n_snapshots=16)
+    ts = traj.snapshot_times
+    exact = qwem_closed_form(M, W0, ts)
+    W = np.asarray(traj.snapshots.W)
+    err = max(np.abs(W[i] @ W[i].T - exact[i]).max() for i in range(len(ts)))
+    assert err < 1e-9
+
+
+def test_r4_small_random_init_step_times(r1):
+    Q, M = r1
+    sigma = 1e-6
+    W0 = sigma * np.random.default_rng(2).standard_normal((6, 3))
+    model = eqx.tree_at(
+        lambda m: m.W, ss.Embedding(6, 3, key=jax.random.PRNGKey(0), init_scale=sigma), jnp.asarray(W0)
+    )
+    task = ss.QWEM(M)
+    traj = ss.simulate(model, task, t_max=45.0, rtol=1e-10, n_save=4501)
+    sim = _half_rise(traj.times, traj.observables["features"], LAM)
+    pred = predict_qwem(task, model)
+    np.testing.assert_allclose(sim, pred.times, rtol=0.03)
+    # The reference's cruder ln(λ/(dσ²))/λ is within its stated 10 %.
+    np.testing.assert_allclose(sim, np.log(LAM[:3] / (3 * sigma**2)) / LAM[:3], rtol=0.10)
+    np.testing.assert_allclose(traj.observables["sv2"][-1], LAM[:3], atol=1e-4)
+    U = np.linalg.svd(np.asarray(traj.final.W), full_matrices=False)[0]
+    assert np.linalg.norm(Q[:, :3].T @ U) ** 2 / 3 == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sgns_follows_qwem_at_small_init():
+    P = synthetic_cooccurrence(40, topics=4, seed=3)
+    qwem = ss.QWEM.from_cooccurrence(P)
+    sgns = ss.SGNS(P)
+    np.testing.assert_allclose(sgns.target, qwem.target)
+    model = ss.Embedding(40, 3, key=jax.random.PRNGKey(0), init_scale=1e-6)
+    pred = predict_qwem(qwem, model)
+    lam = np.asarray(qwem.eigenvalues)[:3]
+    runs = [ss.simulate(model, t, t_max=1.2 * pred.times[-1], rtol=1e-7, n_save=1201) for t in (qwem, sgns)]
+    times = [_half_rise(r.times, r.observables["features"], lam) for r in runs]
+    np.testing.assert_allclose(times[0], pred.times, rtol=0.03)
+    # The logistic loss departs from its quartic expansion only once x = O(1): the steps agree.
+    np.testing.assert_allclose(times[1], times[0], rtol=0.05)
+
+
+def test_agf_neuron_view_agrees_with_qwem(r1):
+    from saddlestep.agf import predict
+
+    _, M = r1
+    model = ss.Embedding(6, 3, key=jax.random.PRNGKey(0), init_scale=1e-6)
+    # ⅛‖WWᵀ − M*‖² is regression of x ↦ WWᵀx on x ↦ M*x over the basis vectors, scaled by V/4.
+    agf = predict(model, ss.SampleRegression(np.eye(6), M))
+    qwem = predict_qwem(ss.QWEM(M), model)
+    np.testing.assert_allclose(agf.losses * 6 / 4, qwem.losses, rtol=1e-6)
+    np.testing.assert_allclose(agf.times * 4 / 6, qwem.times, rtol=0.06)
+
+
+# ------------------------------------------------------------------------- real text
+@pytest.fixture(scope="module")
+def corpus():
+    return ss.corpus_statistics(vocab_size=1000, window=8)
+
+
+def test_corpus_statistics(corpus):
+    P = corpus.P
+    assert P.shape == (1000, 1000) and P.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(P, P.T)
+    assert corpus.words[:3] == ("the", "of", "and")
+    M, _ = ss.losses.qwem_target(P)
+    assert np.abs(M).max() <= 2
+    questions, sections = ss.analogy_questions(corpus.words)
+    assert len(questions) > 20 and len(sections) == len(questions)
+
+
+def test_real_corpus_qwem_learns_top_eigenvectors_in_order(corpus):
+    task = ss.QWEM.from_cooccurrence(corpus.P)
+    model = ss.Embedding(1000, 10, key=jax.random.PRNGKey(0), init_scale=1e-6)
+    pred = predict_qwem(task, model)
+    lam = np.asarray(task.eigenvalues)[:10]
+    traj = ss.simulate(model, task, t_max=1.8 * pred.times[-1], rtol=1e-7, n_save=401)
+    half = _half_rise(traj.times, traj.observables["features"], lam)
+    # Modes rise in eigenvalue order. Near-ties (λ_9, λ_10 are 7 % apart) may swap: the random
+    # init's amplitudes shift each time by O(1/λ), so the order is asserted where λ_i > 1.1 λ_j.
+    separated = lam[:, None] > 1.1 * lam[None, :]
+    assert np.all((half[:, None] < half[None, :])[separated])
+    assert np.all(np.diff(half[:8]) > 0)
+    np.testing.assert_allclose(half, pred.times, rtol=0.03)
+    # s_k² → λ_k (the last, near-tied modes are still finishing their rise at t_max).
+    np.testing.assert_allclose(traj.observables["sv2"][-1][:8], lam[:8], rtol=1e-3)
+    np.testing.assert_allclose(traj.observables["sv2"][-1], lam, rtol=0.05)
+    U = np.linalg.svd(np.asarray(traj.final.W), full_matrices=False)[0]
+    V = np.asarray(task.eigenvectors)[:, :10]
+    assert np.linalg.norm(V.T @ U) ** 2 / 10 > 0.99
+    acc = ss.analogy_accuracy(np.asarray(traj.final.W), ss.analogy_questions(corpus.words)[0])
+    assert 0.0 <= acc <= 1.0
+
+
+def test_analogy_accuracy_oracle():
+    # Embeddings built so that b − a + c = d exactly.
+    W = np.array([[1.0, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1], [1, 0, 1.0]])
+    assert ss.analogy_accuracy(W, [[0, 1, 2, 3]]) == 1.0
+    assert ss.analogy_accuracy(W, [[0, 1, 2, 4]]) == 0.0
+
+
+# ------------------------------------------------------------------------- presets and bad input
+def test_qwem_preset_with_data(tmp_path):
+    P = synthetic_cooccurrence(30, topics=3, seed=1)
+    np.savez(tmp_path / "p.npz", P=P)
+    res = ss.run_preset("qwem", data=str(tmp_path / "p.npz"), overrides={"d": "2"}, out=str(tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["parameters"]["d"] == 2
+    lam = np.sort(np.linalg.eigvalsh(ss.losses.qwem_target(P)[0]))[::-1][:2]
+    np.testing.assert_allclose(summary["observables_final"]["sv2"], lam, rtol=1e-4)
+    assert summary["prediction"]["method"] == "closed-form:qwem"
+    assert (tmp_path / "run" / "eigenvalues.png").exists()
+    assert len(res.steps) == 2
+
+
+def test_bad_input(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"^data: .*0 tokens"):
+        ss.corpus_statistics(str(empty))
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("the cat sat on the mat " * 30)
+    with pytest.raises(ValueError, match=r"^vocab_size: .*5 distinct words"):
+        ss.corpus_statistics(str(tiny), vocab_size=10)
+    with pytest.raises(ValueError, match=r"^d: "):
+        ss.Embedding(5, 10, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"^--set d: "):
+        ss.run_preset("word2vec", data=str(tiny), overrides={"vocab_size": "5", "d": "10"})
+    np.savez(tmp_path / "bad.npz", P=np.ones((4, 4)))
+    with pytest.raises(ValueError, match=r"^--data: P: .*sum"):
+        ss.run_preset("qwem", data=str(tmp_path / "bad.npz"))
+    with pytest.raises(ValueError, match=r"^model: "):
+        ss.simulate(ss.Embedding(7, 2, key=jax.random.PRNGKey(0)), ss.QWEM(np.eye(6)), t_max=1.0)
+    with pytest.raises(ValueError, match=r"^target: "):
+        ss.QWEM(np.arange(6.0).reshape(2, 3))

@@ -78,6 +78,48 @@ def test_linear_agf_noncommuting_first_steps():
     assert p.order[:6] == cf.order[:6]
 
 
+def test_linear_agf_noncommuting_no_underflow():
+    # At α = 1e-100 hidden components fall far below e^-745; log-magnitudes keep them, so the
+    # first steps still agree with Conjecture 4.1 and every mode is learned, in order.
+    p, cf = _linear_prediction("noncommuting", 1e-100)
+    assert p.order == cf.order and p.num_steps == 10
+    np.testing.assert_allclose(p.rescaled_times[:2], cf.rescaled_times[:2], rtol=0.005)
+
+
+def test_quadratic_phases_need_no_ode_solve():
+    # Linear and diagonal utilities are solved in closed form: no solver step, no compilation,
+    # whatever α — against hundreds of steps for the flow on the `linear` preset.
+    from saddlestep.agf import engine
+    from saddlestep.presets import get_preset
+
+    preset = get_preset("linear")
+    setup = preset.build(preset.parameters(), init_scale=1e-6, seed=0, data=None)
+    before = dict(engine.TRACE_COUNT)
+    p = agf.predict(setup.model, setup.task)
+    q = agf.predict(ss.DiagonalLinear(2, init_scale=1e-6), r1_task(), limit=True)
+    assert p.extra["solver_steps"] == q.extra["solver_steps"] == 0
+    assert dict(engine.TRACE_COUNT) == before
+    cf = theory.linear_network(setup.task, init_scale=1e-6)
+    assert p.order == cf.order and p.num_steps == 5
+    # The α → 0 limit is the whitened closed form 1/s_k (Saxe et al. 2014) to rounding.
+    lim = agf.predict(setup.model, setup.task, limit=True)
+    np.testing.assert_allclose(lim.rescaled_times, cf.rescaled_times, rtol=1e-8)
+
+
+def test_embedding_limit_is_two_over_lambda():
+    # QWEM R1 (Karkada et al. 2025): tied embeddings learn eigenvalue λ_k at rescaled time 2/λ_k in
+    # the paper's units; the regression view is V/4 = 3/2 slower. Columns of W mix under W → WO,
+    # so a learned mode must leave the other columns (absorption).
+    lam = np.array([4.0, 2.0, 1.0, 0.5, -0.3, -1.0])
+    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 6)))
+    task = ss.SampleRegression(np.eye(6), (Q * lam) @ Q.T)
+    model = ss.Embedding(6, 3, key=jax.random.PRNGKey(0), init_scale=1e-6)
+    p = agf.predict(model, task, limit=True)
+    np.testing.assert_allclose(p.rescaled_times * 4 / 6, 2 / lam[:3], rtol=1e-6)
+    assert p.extra["solver_steps"] == 0
+    np.testing.assert_allclose(3 * p.losses, [1.585, 0.585, 0.335], atol=1e-9)
+
+
 # --------------------------------------------------------------------------- ReLU teacher–student
 def test_relu_orthogonal_order_and_times():
     # On the 2d points ±√d e_i, teacher j (w*_j = e_j) offers utility |a*_j|/4 on the unit
@@ -97,6 +139,32 @@ def test_relu_gaussian_order():
     p = agf.predict(model, task)
     assert p.order == ["teacher 1", "teacher 2", "teacher 3"]
     assert np.all(np.diff(p.times) > 0) and np.all(np.diff(p.losses) < 0)
+
+
+def _relu_preset():
+    from saddlestep.presets import get_preset
+
+    preset = get_preset("relu")
+    return lambda a: preset.build(preset.parameters(), init_scale=a, seed=0, data=None)
+
+
+def test_relu_preset_agf():
+    # The `relu` preset's default: one clean step per teacher, at rescaled time 2/|a*_j|.
+    setup = _relu_preset()(1e-6)
+    p = agf.predict(setup.model, setup.task, limit=True)
+    assert p.order == ["teacher 1", "teacher 2"]
+    np.testing.assert_allclose(p.rescaled_times, [2 / 3.0, 2 / 1.5], rtol=1e-4)
+    np.testing.assert_allclose(p.losses, [0.5625, 0.0], atol=1e-8)
+
+
+@pytest.mark.slow
+def test_relu_preset_slopes_match_agf():
+    # Flow slopes dt_k/dln(1/α) agree with AGF (measured 0.01% over α = 1e-4 … 1e-10).
+    make = _relu_preset()
+    p = agf.predict(make(1e-6).model, make(1e-6).task, limit=True)
+    df = ss.converge(make, [1e-6, 1e-8], prediction=p, simulate_kwargs={"n_save": 2001})
+    slopes = df.groupby("step")["slope"].first().to_numpy()
+    np.testing.assert_allclose(slopes, p.rescaled_times, rtol=0.01)
 
 
 # --------------------------------------------------------------------------- κ = 3 and errors

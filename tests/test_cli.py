@@ -55,7 +55,23 @@ def bad_cases(tmp):
     truncated.write_bytes(truncated.read_bytes()[:60])
     foreign = tmp / "foreign.npz"
     foreign.write_text("this is not an npz file")
+    empty = tmp / "empty.txt"
+    empty.write_text("")
+    tiny = tmp / "tiny.txt"
+    tiny.write_text("the cat sat on the mat")
     return {
+        "predict without a predictor": (["predict", "deep-linear"], "no predictor"),
+        "converge with one init scale": (["converge", "linear", "--init-scales", "1e-4"], "init_scales"),
+        "converge with words": (["converge", "linear", "--init-scales", "a,b"], "--init-scales"),
+        "sweep unknown grid key": (["sweep", "linear", "--grid", "colour=1,2"], "colour"),
+        "sweep bad range": (["sweep", "linear", "--grid", "seed=a:b"], "seed"),
+        "sweep zero init scale": (["sweep", "linear", "--grid", "init_scale=0,1e-3"], "init_scale"),
+        "P not a probability matrix": (["run", "qwem", "--data", _npz(tmp / "P.npz", P=-np.ones((4, 4)))], "P"),
+        "empty corpus": (["run", "word2vec", "--data", str(empty)], "tokens"),
+        "tiny corpus": (["run", "word2vec", "--data", str(tiny)], "tokens"),
+        "embedding dimension zero": (["run", "qwem", "--set", "d=0"], "d"),
+        "data for a preset without data": (["run", "barlow-twins", "--data", str(tiny)], "takes no data"),
+        "NaN in a template": (["run", "modular", "--data", _npz(tmp / "tmpl.npz", template=np.array([1.0, np.nan, 2.0]))], "NaN"),
         "zero init scale": (["run", "linear", "--init-scale", "0"], "--init-scale"),
         "negative init scale": (["run", "linear", "--init-scale", "-1e-3"], "--init-scale"),
         "nan init scale": (["run", "linear", "--init-scale", "nan"], "--init-scale"),
@@ -80,7 +96,9 @@ def bad_cases(tmp):
 
 def test_bad_input_exits_2_with_one_line_and_no_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for name, (argv, needle) in bad_cases(tmp_path).items():
+    cases = bad_cases(tmp_path)
+    assert len(cases) >= 25
+    for name, (argv, needle) in cases.items():
         out = tmp_path / "out" / name.replace(" ", "_")
         code = main(argv + ["--out", str(out)])
         err = capsys.readouterr().err

@@ -16,6 +16,7 @@ from .models import (  # noqa: E402
     DeepLinear as DeepLinear,
     DeepReLU as DeepReLU,
     DiagonalLinear as DiagonalLinear,
+    RichReLU as RichReLU,
     TwoLayer as TwoLayer,
 )
 from . import plot as plot  # noqa: E402
@@ -24,6 +25,7 @@ from .runs import run_preset as run_preset  # noqa: E402
 from .steps import compare as compare, detect_steps as detect_steps, Step as Step  # noqa: E402
 from .tasks import (  # noqa: E402
     AbstractTask as AbstractTask,
+    digits as digits,
     PopulationRegression as PopulationRegression,
     relu_teacher as relu_teacher,
     SampleRegression as SampleRegression,

@@ -112,10 +112,24 @@ def run_preset(
     start = time.perf_counter()
     traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=progress, **setup.simulate_kwargs)
     wall = time.perf_counter() - start
+    summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall)
+    folder = None
+    if out is not None:
+        folder = write_run_folder(out, summary, traj, steps, prediction, setup)
+    return RunResult(setup, traj, steps, prediction, summary, folder)
+
+
+def summarize(
+    preset_name: str, params: dict, setup: Setup, init_scale: float, seed: int, traj: Trajectory, wall: float
+) -> tuple[dict[str, Any], list[Step], Prediction | None]:
+    """The `summary.json` of a finished run, with its detected steps and the preset's prediction.
+
+    **Returns:** `(summary, steps, prediction)`; `prediction` is None when the preset has no predictor.
+    """
     steps = detect_steps(traj)
     prediction = setup.predict() if setup.predict is not None else None
     summary = {
-        "preset": preset.name,
+        "preset": preset_name,
         "init_scale": init_scale,
         "seed": seed,
         "parameters": _jsonable(params),
@@ -134,10 +148,7 @@ def run_preset(
     }
     if prediction is not None:
         summary["prediction"] = prediction.to_json()
-    folder = None
-    if out is not None:
-        folder = write_run_folder(out, summary, traj, steps, prediction, setup)
-    return RunResult(setup, traj, steps, prediction, summary, folder)
+    return summary, steps, prediction
 
 
 def _final_observables(traj: Trajectory, setup: Setup) -> dict[str, Any]:

@@ -76,7 +76,9 @@ def detect_steps(
     features = trajectory.observables.get("features")
     F = None if features is None else np.asarray(features)[keep].reshape(len(t), -1)
     labels = trajectory.feature_labels
-    log_inv = math.log(1.0 / float(trajectory.init_scale))
+    # Rescaled time needs α < 1; at α ≥ 1 (e.g. the richness setting) it is undefined.
+    alpha = float(trajectory.init_scale)
+    log_inv = math.log(1.0 / alpha) if alpha < 1 else math.nan
     if len(t) < 5:
         return []
     L_end = float(np.min(L))

@@ -513,41 +513,21 @@ def _group(preset_name, data, pending, setups) -> tuple[list[Cell], list[list[st
 
 def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size, device) -> None:
     """The run folder `saddlestep run` would write, from a member of an ensemble."""
-    from .runs import _final_observables, _jsonable as jsonable, versions, write_run_folder
-    from .steps import detect_steps
+    from .runs import _jsonable as jsonable, summarize, write_run_folder
 
-    steps = detect_steps(traj)
-    prediction = setup.predict() if setup.predict is not None else None
     params = {**member.params, "t_max": setup.t_max}
     if data is not None:
         params["data"] = data
-    summary = {
-        "preset": preset.name,
-        "init_scale": member.init_scale,
-        "seed": member.seed,
-        "parameters": jsonable(params),
-        "versions": versions(),
-        # The ensemble's wall time shared among its members (compilation included).
-        "wall_time_s": wall / ensemble_size,
-        "solver": {
-            "name": traj.method,
-            "steps": int(traj.stats["steps"]),
-            "accepted": int(traj.stats["accepted"]),
-            "rejected": int(traj.stats["rejected"]),
-            "status": traj.status,
-            "t_final": float(traj.t_final),
-        },
-        "steps": [s.to_json() for s in steps],
-        "observables_final": _final_observables(traj, setup),
-        "sweep": {
-            "point": jsonable(member.point),
-            "ensemble_size": ensemble_size,
-            "ensemble_wall_time_s": wall,
-            "device": device,
-        },
+    # The ensemble's wall time is shared among its members (compilation included).
+    summary, steps, prediction = summarize(
+        preset.name, params, setup, member.init_scale, member.seed, traj, wall / ensemble_size
+    )
+    summary["sweep"] = {
+        "point": jsonable(member.point),
+        "ensemble_size": ensemble_size,
+        "ensemble_wall_time_s": wall,
+        "device": device,
     }
-    if prediction is not None:
-        summary["prediction"] = prediction.to_json()
     write_run_folder(folder, summary, traj, steps, prediction, setup)
 
 

@@ -60,7 +60,8 @@ class Trajectory:
     @property
     def rescaled_times(self) -> np.ndarray:
         """t / ln(1/α) (learning rate already folded into t)."""
-        log_inv = np.log(1.0 / np.asarray(self.init_scale, dtype=float))
+        alpha = np.asarray(self.init_scale, dtype=float)
+        log_inv = np.where(alpha < 1, np.log(1.0 / np.minimum(alpha, 1.0)), np.nan)  # undefined for α ≥ 1
         return self.times / (log_inv[..., None] if np.ndim(log_inv) else log_inv)
 
     def __getitem__(self, i: int) -> Trajectory:

@@ -4,6 +4,7 @@ from .engine import predict as predict, thresholds as thresholds
 from .problems import (
     AbstractAGFProblem as AbstractAGFProblem,
     DiagonalProblem as DiagonalProblem,
+    EmbeddingProblem as EmbeddingProblem,
     LinearProblem as LinearProblem,
     make_problem as make_problem,
     NeuronProblem as NeuronProblem,

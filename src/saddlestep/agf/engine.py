@@ -109,16 +109,20 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             break
         if math.isfinite(floor) and loss - floor <= loss_tol * max(loss0 - floor, 1e-300):
             break
-        t_new, x1, S1, hit, nsteps = _utility_phase(
-            problem, jnp.asarray(x), jnp.asarray(S), jnp.asarray(c), jnp.asarray(log_norm0),
-            jnp.asarray(dormant), rstate, jnp.asarray(float(t)), jnp.asarray(float(t + horizon)), jnp.asarray(rtol), jnp.asarray(dtmin),
-        )
-        solver_steps += int(nsteps)
+        if problem.closed_form:
+            dt, x, S1, hit = problem.advance(x, S, c, dormant, rstate, horizon)
+            t_new = t + dt
+        else:
+            t_new, x1, S1, hit, nsteps = _utility_phase(
+                problem, jnp.asarray(x), jnp.asarray(S), jnp.asarray(c), jnp.asarray(log_norm0),
+                jnp.asarray(dormant), rstate, jnp.asarray(float(t)), jnp.asarray(float(t + horizon)), jnp.asarray(rtol), jnp.asarray(dtmin),
+            )
+            solver_steps += int(nsteps)
+            x = np.asarray(x1)
+            x = x / np.linalg.norm(x, axis=1, keepdims=True)
         if not bool(hit):
             break  # no activation within the horizon, or the step budget ran out
         t = float(t_new)
-        x = np.asarray(x1)
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
         S1 = np.asarray(S1)
         # Neurons that reached their threshold together; a neuron returned to dormant just below
         # it, and still losing utility, is not one of them.
@@ -179,7 +183,8 @@ def predict(
 
     All neurons start dormant at their initial norms. In a utility phase every dormant direction
     ascends its normalized utility on the unit sphere at speed ‖θ_i‖^{κ−2} while accumulating
-    S_i = ∫κŪ_i dt (one Diffrax solve over all dormant neurons); the first neuron to reach its
+    S_i = ∫κŪ_i dt (one Diffrax solve over all dormant neurons, or in closed form where
+    utilities are quadratic); the first neuron to reach its
     threshold c_i (norm 1) activates, with any that tie. In a cost phase the active neurons
     minimize the restricted loss (least squares, reduced-rank regression, or BFGS), instantly on
     the AGF clock; a neuron that collapses or flips sign returns to dormant with its utility.
@@ -190,8 +195,8 @@ def predict(
     - `model`: an `AbstractNeuronModel` (κ ≥ 2) at its initialization.
     - `task`: a `SampleRegression`, or a `PopulationRegression` for linear two-layer networks.
     - `t_max`: how long one utility phase may wait for an activation (default 10³·max c_i).
-    - `rtol`: relative tolerance of the utility-phase solve (default: 1e-10 for diagonal and
-      linear networks, 1e-8 otherwise).
+    - `rtol`: relative tolerance of the utility-phase solve (default 1e-8; unused where the
+      phases are solved in closed form: diagonal and linear networks, tied embeddings).
     - `max_steps`: the most activations to follow.
     - `loss_tol`: stop once L − L_min ≤ loss_tol·(L(0) − L_min).
     - `tie_tol`: neurons within tie_tol·c_i of their threshold at an activation activate together.

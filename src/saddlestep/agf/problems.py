@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -21,6 +22,7 @@ from jaxtyping import Array, Bool, Float, PyTree
 
 from ..models.base import AbstractNeuronModel
 from ..models.diagonal import DiagonalLinear
+from ..models.embedding import Embedding
 from ..models.two_layer import TwoLayer
 from ..tasks.regression import PopulationRegression, SampleRegression
 
@@ -43,6 +45,48 @@ def _unflatten(flat, treedef, shapes) -> PyTree:
         out.append(flat[:, start : start + size].reshape((width,) + shape))
         start += size
     return jax.tree.unflatten(treedef, out)
+
+
+# ----------------------------------------------------------------------------- log-magnitudes
+# Directions of quadratic-utility neurons are stored as complex logarithms z = ln|x| + iπ[x < 0]:
+# a not-yet-learned mode can shrink to e^-5000 relative to the learned ones at α = 1e-100 and
+# must still grow back, which plain floats (underflow below e^-745) cannot represent.
+
+
+def _log(x) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.log(np.abs(x)) + 1j * np.pi * (x < 0)
+
+
+def _sign(z) -> np.ndarray:
+    return np.where(np.cos(np.imag(z)) < 0, -1.0, 1.0)
+
+
+def _exp(z) -> np.ndarray:
+    """The float value of log-magnitudes (tiny entries underflow to 0)."""
+    with np.errstate(under="ignore"):
+        return _sign(z) * np.exp(np.real(z))
+
+
+def _logsum(z, axis) -> np.ndarray:
+    """ln Σ exp(z) along `axis` for signed log-magnitudes (exact zeros are −∞)."""
+    z = np.asarray(z)
+    m = np.max(np.real(z), axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(under="ignore", invalid="ignore"):
+        s = np.sum(_sign(z) * np.exp(np.real(z) - m), axis=axis, keepdims=True)
+    return np.squeeze(_log(s) + m, axis=axis)
+
+
+def _lognorm(z, axis=-1) -> np.ndarray:
+    """ln‖x‖ (real) of log-magnitudes."""
+    return 0.5 * np.real(_logsum(2.0 * np.real(z), axis))
+
+
+def _logmatmul(z, A) -> np.ndarray:
+    """Log-magnitudes of x @ Aᵀ for rows x given as log-magnitudes."""
+    return _logsum(np.asarray(z)[:, None, :] + _log(A)[None, :, :], axis=2)
 
 
 class AbstractAGFProblem(eqx.Module):
@@ -69,6 +113,16 @@ class AbstractAGFProblem(eqx.Module):
     def min_step(self) -> float:
         """Smallest step of the utility-phase solve, as a fraction of max_i c_i (0: none)."""
         return 1e-5
+
+    @property
+    def closed_form(self) -> bool:
+        """True when `advance` solves a utility phase exactly (no ODE solve)."""
+        return False
+
+    def advance(self, x, S, c, dormant, rstate, horizon):
+        """Closed-form utility phase: (duration, x, S, whether a neuron reached its threshold
+        within `horizon`), the directions renormalized."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def utility(self, x: Float[Array, "width p"], rstate: PyTree[Array]) -> Float[Array, " width"]:
@@ -118,30 +172,100 @@ class AbstractAGFProblem(eqx.Module):
 
 # ----------------------------------------------------------------------------- quadratic utilities
 class _AbstractQuadratic(AbstractAGFProblem):
-    """Neurons whose utility is a quadratic form, U_i = ½ θᵀK_iθ; rstate holds K_i's eigenvalues
-    `lam` (width, p) in the basis `Q` where the directions are stored."""
+    """Neurons whose utility is a quadratic form, U_i = ½ θᵀKθ, in the eigenbasis `Q` of K (held in
+    rstate with the eigenvalues `lam` (width, p)). A dormant neuron then obeys the linear ODE
+    θ̇ = Kθ (κ = 2, reference agf.md §1.4), so each utility phase is solved in closed form:
+    x_k(t) ∝ x_k(0) e^{λ_k t} and S(t) = S(0) + ln‖e^{Λt}x(0)‖. Directions are stored as complex
+    log-magnitudes (`_log`), so no component underflows at any α.
+
+    `symmetric`: the hidden units can be rotated into each other without changing the function
+    (linear networks, tied embeddings); an activation then collects every dormant neuron's share
+    of the mode it carries (`absorb`).
+    """
+
+    symmetric: eqx.AbstractClassVar[bool]
 
     @property
-    def atol(self) -> float:
-        # Each coordinate only scales within a phase (it never crosses zero), and an entry far
-        # below the others (a mode not yet learned) must keep its relative accuracy.
-        return 1e-300
-
-    @property
-    def rtol(self) -> float:
-        return 1e-10
-
-    @property
-    def min_step(self) -> float:
-        return 0.0
+    def closed_form(self) -> bool:
+        return True
 
     def utility(self, x, rstate):
-        return 0.5 * jnp.sum(rstate["lam"] * x**2, axis=1)
+        return 0.5 * jnp.sum(jnp.asarray(rstate["lam"]) * x**2, axis=1)
+
+    def advance(self, x, S, c, dormant, rstate, horizon):
+        lam = np.asarray(rstate["lam"])
+        a = np.real(x)
+        need = np.asarray(c) - np.asarray(S)
+        grows = np.isfinite(a) & (lam > 0)
+        can = dormant & np.any(grows, axis=1)
+        tau = np.full(x.shape[0], np.inf)
+        if can.any():
+            aa, ll, D = a[can], lam[can], np.maximum(need[can], 0.0)
+            # ½ln Σ e^{2(a_k + λ_k t)} is convex and 0 at t = 0, so it reaches D > 0 once; any
+            # single term bounds it from below, which gives a start to the right of the root,
+            # from where Newton's iterates decrease monotonically onto it.
+            with np.errstate(invalid="ignore", divide="ignore"):
+                hi = np.where(grows[can], (D[:, None] - aa) / np.where(ll > 0, ll, 1.0), np.inf)
+            t = np.maximum(np.min(hi, axis=1), 0.0)
+            for _ in range(200):
+                e = 2.0 * (aa + ll * t[:, None])
+                m = np.max(e, axis=1, keepdims=True)
+                with np.errstate(under="ignore", invalid="ignore"):
+                    w = np.exp(e - m)
+                g = 0.5 * (np.log(np.sum(w, axis=1)) + m[:, 0])
+                slope = np.sum(w * ll, axis=1) / np.sum(w, axis=1)
+                step = np.where(slope > 0, (g - D) / np.where(slope > 0, slope, 1.0), 0.0)
+                t_new = np.maximum(t - np.maximum(step, 0.0), 0.0)
+                if np.all(np.abs(t_new - t) <= 1e-15 * np.maximum(t, 1e-300)):
+                    t = t_new
+                    break
+                t = t_new
+            tau[can] = t
+        dt = float(np.min(tau, initial=np.inf))
+        if not dt <= horizon:
+            return horizon, x, S, False
+        grown = np.where(dormant[:, None], x + lam * dt, x)
+        gain = np.where(dormant, _lognorm(grown), 0.0)
+        return dt, grown - gain[:, None], np.where(dormant, S + gain, S), True
+
+    def to_params(self, x, rstate):
+        return _exp(x) @ np.asarray(rstate["Q"]).T
+
+    def rebase(self, x, old, new):
+        P = np.asarray(new["Q"]).T @ np.asarray(old["Q"])
+        # Overlaps that vanish in exact arithmetic (modes shared by both bases) come out
+        # O(1e-16): zero them, or they would swamp components far smaller than that.
+        P = np.where(np.abs(P) < _SNAP, 0.0, P)
+        return _logmatmul(x, P)
+
+    def absorb(self, x, S, log_norm0, crossed, dormant, rstate):
+        if not self.symmetric:
+            return x, S
+        x, S = np.array(x), np.array(S, dtype=float)
+        pool = dormant.copy()
+        for i in np.flatnonzero(crossed):
+            m = int(np.argmax(np.real(x[i])))
+            logn = log_norm0 + S
+            ln = np.minimum(logn - logn[i], 50.0)  # ln of each norm relative to neuron i's
+            v = np.where(pool, ln + x[:, m], -np.inf)
+            g = v - _lognorm(v, axis=0)
+            # The rotated hidden unit Σ_j g_j θ_j carries all of mode m; the others keep the rest.
+            combined = _logsum(g[:, None] + ln[:, None] + x, axis=0)
+            pool[i] = False
+            for j in np.flatnonzero(pool):
+                z = _logsum(np.stack([ln[j] + x[j], g[j] + combined + 1j * np.pi]), axis=0)
+                z[m] = -np.inf
+                size = _lognorm(z)
+                if not np.isfinite(size):
+                    continue
+                x[j] = z - size
+                S[j] = size + logn[i] - log_norm0[j]
+        return x, S
 
     def exhausted(self, x, dormant, rstate):
         lam = np.asarray(rstate["lam"])
         scale = max(np.abs(lam).max(initial=0.0), 1e-300)
-        grow = (lam > 1e-10 * scale) & (np.abs(np.asarray(x)) > 0)
+        grow = (lam > 1e-10 * scale) & np.isfinite(np.real(x))
         return not np.any(grow[dormant])
 
 
@@ -157,6 +281,7 @@ class DiagonalProblem(_AbstractQuadratic):
     kappa: int = eqx.field(static=True, default=2)
     loss_floor: float = eqx.field(static=True, default=-math.inf)
     labels: tuple = eqx.field(static=True, default=())
+    symmetric: ClassVar[bool] = False
 
     def __init__(self, model: DiagonalLinear, task: SampleRegression):
         self.template = model
@@ -177,13 +302,13 @@ class DiagonalProblem(_AbstractQuadratic):
     def initial(self):
         theta = np.stack([np.asarray(self.template.u), np.asarray(self.template.v)], axis=1)
         norm = np.linalg.norm(theta, axis=1)
-        return (theta / norm[:, None]) @ np.asarray(self.Q), np.log(norm)
+        return _log((theta / norm[:, None]) @ np.asarray(self.Q)), np.log(norm)
 
     def start(self, params, active):
         X, y = np.asarray(self.X), np.asarray(self.y)
         r = y - X @ np.where(active, self._beta(params), 0.0)
         g = X.T @ r / X.shape[0]
-        return {"lam": jnp.asarray(np.stack([g, -g], axis=1))}, 0.5 * float(np.mean(r**2))
+        return {"lam": np.stack([g, -g], axis=1), "Q": np.asarray(self.Q)}, 0.5 * float(np.mean(r**2))
 
     def cost(self, params, active, order):
         X, y = np.asarray(self.X), np.asarray(self.y)
@@ -205,8 +330,8 @@ class DiagonalProblem(_AbstractQuadratic):
             out = np.stack([np.where(beta > 0, root, 0.0), np.where(beta < 0, root, 0.0)], axis=1)
         return out, active
 
-    def to_params(self, x, rstate):
-        return np.asarray(x) @ np.asarray(self.Q).T
+    def rebase(self, x, old, new):
+        return x  # one fixed basis
 
     def model(self, params):
         return self.template.with_neurons({"u": jnp.asarray(params[:, 0]), "v": jnp.asarray(params[:, 1])})
@@ -231,6 +356,7 @@ class LinearProblem(_AbstractQuadratic):
     Syx: Float[Array, "out d"]
     kappa: int = eqx.field(static=True, default=2)
     loss_floor: float = eqx.field(static=True, default=-math.inf)
+    symmetric: ClassVar[bool] = True
 
     def __init__(self, model: TwoLayer, task):
         if isinstance(task, SampleRegression):
@@ -265,7 +391,7 @@ class LinearProblem(_AbstractQuadratic):
         theta = np.concatenate([np.asarray(self.template.a).T, np.asarray(self.template.W)], axis=1)
         norm = np.linalg.norm(theta, axis=1)
         _, Q = self._basis(np.asarray(self.Syx))
-        return (theta / norm[:, None]) @ Q, np.log(norm)
+        return _log((theta / norm[:, None]) @ Q), np.log(norm)
 
     def start(self, params, active):
         T, C = np.asarray(self.task.target), np.asarray(self.task.sqrt_cov)
@@ -277,7 +403,7 @@ class LinearProblem(_AbstractQuadratic):
         lam, Q = self._basis(M)
         width = params.shape[0]
         loss = 0.5 * float(np.sum(s[r:] ** 2)) + float(self.task.loss_min)
-        return {"lam": jnp.asarray(np.broadcast_to(lam, (width, lam.size)).copy()), "Q": Q}, loss
+        return {"lam": np.broadcast_to(lam, (width, lam.size)).copy(), "Q": Q}, loss
 
     def cost(self, params, active, order):
         T, C = np.asarray(self.task.target), np.asarray(self.task.sqrt_cov)
@@ -293,37 +419,6 @@ class LinearProblem(_AbstractQuadratic):
             out[i, : self._out] = np.sqrt(sb[j]) * pb[:, j]
             out[i, self._out :] = np.sqrt(sb[j]) * qbt[j]
         return out, active.copy()
-
-    def to_params(self, x, rstate):
-        return np.asarray(x) @ rstate["Q"].T
-
-    def rebase(self, x, old, new):
-        P = new["Q"].T @ old["Q"]
-        # Overlaps that vanish in exact arithmetic (modes shared by both bases) come out
-        # O(1e-16): zero them, or they would swamp components far smaller than that.
-        P = np.where(np.abs(P) < _SNAP, 0.0, P)
-        return np.asarray(x) @ P.T
-
-    def absorb(self, x, S, log_norm0, crossed, dormant, rstate):
-        x, S = np.array(x), np.array(S)
-        pool = dormant.copy()
-        for i in np.flatnonzero(crossed):
-            m = int(np.argmax(np.abs(x[i])))
-            logn = log_norm0 + S
-            n = np.exp(np.minimum(logn - logn[i], 50.0))
-            v = np.where(pool, n * x[:, m], 0.0)
-            g = v / np.linalg.norm(v)
-            combined = (g * n) @ x  # the rotated hidden unit that carries mode m
-            pool[i] = False
-            for j in np.flatnonzero(pool):
-                z = n[j] * x[j] - g[j] * combined
-                z[m] = 0.0
-                size = np.linalg.norm(z)
-                if size == 0.0:
-                    continue
-                x[j] = z / size
-                S[j] = math.log(size) + logn[i] - log_norm0[j]
-        return x, S
 
     def model(self, params):
         out = self._out
@@ -381,19 +476,48 @@ class NeuronProblem(AbstractAGFProblem):
         r, loss = _residual(self, jnp.asarray(params), jnp.asarray(active, dtype=float))
         return {"r": r}, float(loss)
 
+    def _merge(self, params, active):
+        # Active neurons with one direction are one neuron (κ-homogeneity), and gradient flow
+        # keeps them so: a cost phase that let them split would learn later features at once.
+        lead = np.arange(params.shape[0])
+        idx = np.flatnonzero(active)
+        unit = params / np.maximum(np.linalg.norm(params, axis=1, keepdims=True), 1e-300)
+        for n, i in enumerate(idx):
+            for j in idx[:n]:
+                if lead[j] == j and unit[i] @ unit[j] > 1 - self.align:
+                    lead[i] = j
+                    break
+        weight = np.zeros(params.shape[0])
+        np.add.at(weight, lead[idx], np.linalg.norm(params[idx], axis=1) ** self.kappa)
+        merged = np.zeros_like(params)
+        keep = idx[lead[idx] == idx]
+        merged[keep] = unit[keep] * weight[keep, None] ** (1.0 / self.kappa)
+        return merged, lead, weight
+
     def cost(self, params, active, order):
         ref = np.asarray(_outputs_jit(self, jnp.asarray(params)))
         active = active.copy()
+        members = active.copy()
+        share = np.linalg.norm(params, axis=1) ** self.kappa
+        params, lead, weight = self._merge(params, active)
+        share = np.where(members, share / np.maximum(weight[lead], 1e-300), 0.0)
+        active = active & (lead == np.arange(params.shape[0]))
         for _ in range(params.shape[0] + 1):
             out = np.asarray(_minimize(self, jnp.asarray(params), jnp.asarray(active, dtype=float)))
             out = out * active[:, None]
             now = np.asarray(_outputs_jit(self, jnp.asarray(out)))
             corr = np.einsum("nho,nho->h", now, ref)
-            gone = active & ((np.linalg.norm(out, axis=1) < self.collapse) | (corr < 0))
+            # For odd κ, θ → −θ flips the output, so a sign change is no deactivation; and κ > 2
+            # neurons enter poorly aligned (directions barely turn during a plateau), so the
+            # optimum's output may well be anti-correlated with the entering one.
+            flipped = (corr < 0) if self.kappa % 2 == 0 else np.zeros_like(active)
+            gone = active & ((np.linalg.norm(out, axis=1) < self.collapse) | flipped)
             if not gone.any():
-                return out, active
+                break
             active &= ~gone
-        return out, active
+        # Each merged neuron's solution back to its members, in their shares of f (κ-homogeneity).
+        still = members & active[lead]
+        return out[lead] * (share ** (1.0 / self.kappa))[:, None] * still[:, None], still
 
     def to_params(self, x, rstate):
         return np.asarray(x)
@@ -421,6 +545,44 @@ class NeuronProblem(AbstractAGFProblem):
             if change.max() > 0:
                 return labels[int(np.argmax(change))]
         return "+".join(f"neuron {i}" for i in np.flatnonzero(crossed))
+
+
+class EmbeddingProblem(_AbstractQuadratic):
+    """Tied embeddings f(x) = WWᵀx on a sample: neuron k is column w_k, U_k = w_kᵀ sym(XᵀR/n) w_k
+    is quadratic (K = (XᵀR + RᵀX)/n), and W → WO leaves the function unchanged, so the linear
+    network's closed-form phases and absorption apply (Karkada et al. 2025 in AGF's view). The
+    cost phase is the general BFGS one of `NeuronProblem`."""
+
+    general: NeuronProblem
+    kappa: int = eqx.field(static=True, default=2)
+    loss_floor: float = eqx.field(static=True, default=-math.inf)
+    symmetric: ClassVar[bool] = True
+
+    def __init__(self, model: Embedding, task: SampleRegression):
+        self.general = NeuronProblem(model, task)
+        self.kappa = 2
+        self.loss_floor = self.general.loss_floor
+
+    def initial(self):
+        flat, log_norm = self.general.initial()
+        rstate, _ = self.start(np.zeros_like(flat), np.zeros(flat.shape[0], bool))
+        return _log(flat @ rstate["Q"]), log_norm
+
+    def start(self, params, active):
+        r, loss = _residual(self.general, jnp.asarray(params), jnp.asarray(active, dtype=float))
+        X, R = np.asarray(self.general.task.X), np.asarray(r)
+        K = (X.T @ R + R.T @ X) / X.shape[0]
+        lam, Q = np.linalg.eigh(0.5 * (K + K.T))
+        return {"lam": np.broadcast_to(lam, (params.shape[0], lam.size)).copy(), "Q": Q}, float(loss)
+
+    def cost(self, params, active, order):
+        return self.general.cost(params, active, order)
+
+    def model(self, params):
+        return self.general.model(params)
+
+    def label(self, before, after, crossed):
+        return self.general.label(before, after, crossed)
 
 
 @eqx.filter_jit
@@ -474,6 +636,8 @@ def make_problem(model, task) -> AbstractAGFProblem:
         )
     if not isinstance(task, SampleRegression):
         raise ValueError(f"task: AGF supports regression tasks, got {type(task).__name__}")
+    if isinstance(model, Embedding):
+        return EmbeddingProblem(model, task)
     if isinstance(model, DiagonalLinear):
         if task.dims[1] != 1:
             raise ValueError("task: a diagonal network needs one output (y a vector)")

@@ -7,6 +7,7 @@ from .base import (
 from .diagonal import DiagonalLinear as DiagonalLinear
 from .linear import DeepLinear as DeepLinear
 from .mlp import DeepReLU as DeepReLU
+from .richness import RichReLU as RichReLU
 from .two_layer import TwoLayer as TwoLayer
 from .attention import LinearAttention as LinearAttention
 from .quadratic import QuadraticNetwork as QuadraticNetwork

@@ -13,3 +13,4 @@ from .base import (
 from . import regression as regression  # noqa: E402
 from . import ssl as ssl  # noqa: E402
 from . import degree3 as degree3  # noqa: E402
+from . import deep_relu as deep_relu  # noqa: E402

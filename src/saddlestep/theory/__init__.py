@@ -6,6 +6,15 @@ from .linear import (
     reduced_rank_regression as reduced_rank_regression,
 )
 from .pesme_flammarion import pesme_flammarion as pesme_flammarion
+from .escape import (
+    basin_direction as basin_direction,
+    correlation as correlation,
+    direction_cosine as direction_cosine,
+    escape_direction as escape_direction,
+    escape_time as escape_time,
+    EscapeDirection as EscapeDirection,
+    predict_escape as predict_escape,
+)
 from .saxe import saxe as saxe, saxe_mode as saxe_mode, saxe_time as saxe_time
 from .barlow_twins import (
     barlow_twins_aligned as barlow_twins_aligned,

@@ -1,0 +1,270 @@
+"""Presets on deep ReLU networks: `deep-relu-escape` (the first saddle escape, Bantzis, Simon &
+Jacot 2025) and `richness` (the γ-parameterized μP network, Atanasov et al. 2025)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..models import DeepReLU, RichReLU
+from ..tasks import digits, SampleRegression
+from ..trajectory import atomic_write_text
+from .base import load_npz, Preset, register, Setup
+from .regression import horizon
+
+
+def _task(params, data) -> SampleRegression:
+    if data is not None:
+        arrays = load_npz(data, required=("X", "Y"))
+        return SampleRegression(arrays["X"], arrays["Y"])
+    if params["data"] == "digits":
+        return digits(params["n"], seed=params["data_seed"])
+    if params["data"] == "teacher":
+        # A random deep ReLU teacher of the student's depth, on Gaussian inputs.
+        d = 20
+        k1, k2 = jax.random.split(jax.random.PRNGKey(params["data_seed"]))
+        dims = [d] + [params["width"]] * (params["depth"] - 1) + [5]
+        teacher = DeepReLU(dims, key=k1, init_scale=1.0)
+        X = np.asarray(jax.random.normal(k2, (params["n"], d)))
+        Y = np.asarray(jax.vmap(teacher)(jnp.asarray(X)))
+        return SampleRegression(X, Y - Y.mean(axis=0))
+    raise ValueError(f"--set data: expected 'digits' or 'teacher', got {params['data']!r}")
+
+
+def _check_depth(depth) -> int:
+    if depth < 2:
+        raise ValueError(f"--set depth: expected an integer ≥ 2, got {depth}")
+    return depth
+
+
+def _stop_kwargs(fraction: float) -> dict:
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--set stop_loss_fraction: expected a number in [0, 1), got {fraction}")
+    # loss_floor = 0 with converge_tol = f stops the flow once ℒ ≤ f·ℒ(0).
+    return {} if fraction == 0 else {"loss_floor": 0.0, "converge_tol": fraction}
+
+
+# ----------------------------------------------------------------------------- deep-relu-escape
+def _build_escape(params, *, init_scale, seed, data):
+    from ..theory.escape import basin_direction, escape_direction, parameter_norm, predict_escape
+
+    depth = _check_depth(params["depth"])
+    task = _task(params, data)
+    d, out = task.dims
+    dims = [d] + [params["width"]] * (depth - 1) + [out]
+    model = DeepReLU(dims, key=jax.random.PRNGKey(seed), init_scale=init_scale)
+    escape = escape_direction(model, task, key=jax.random.PRNGKey(seed + 1), restarts=params["restarts"])
+    basin = basin_direction(model, task)
+    if not basin.speed > 0:
+        raise ValueError("--data: no escape direction with positive speed (the targets carry no signal)")
+    # A random initialization first aligns, which multiplies the aligned escape time by an
+    # α-free factor (≈ 9 at L = 3 and 30–50 at L = 4 on digits): leave room for it.
+    t_aligned = basin.escape_time(parameter_norm(model))
+    t_max = horizon(params, 60.0 * t_aligned + 100.0 / basin.speed)
+    kwargs = {"rtol": params["rtol"], "n_snapshots": 1001, "max_steps": 100_000}
+    kwargs.update(_stop_kwargs(params["stop_loss_fraction"]))
+
+    def summarize(traj):
+        flow = _pre_drop(traj, task)
+        from ..theory.escape import direction_cosine
+
+        return {
+            "escape_speed": escape.speed,
+            "basin_speed": basin.speed,
+            "escape_singular_value_ratios": escape.singular_value_ratios().tolist(),
+            "flow_singular_value_ratios": [float(s[0] / s[1]) for s in _svals(flow)],
+            "cosine_flow_basin": direction_cosine(flow, basin),
+            "cosine_flow_optimal": direction_cosine(flow, escape),
+        }
+
+    def write_extra(traj, folder):
+        _profile_figure(escape, _pre_drop(traj, task), os.path.join(folder, "singular_values.png"))
+        atomic_write_text(os.path.join(folder, "escape.json"), json.dumps(summarize(traj), indent=2) + "\n")
+
+    return Setup(
+        model,
+        task,
+        t_max,
+        predict=lambda: predict_escape(model, task, escape=escape),
+        simulate_kwargs=kwargs,
+        summarize=summarize,
+        write_extra=write_extra,
+    )
+
+
+def _pre_drop(traj, task):
+    """The last snapshot before the loss has fallen by 1%: θ just before the first drop."""
+    times = np.asarray(traj.snapshot_times)
+    valid = [i for i in range(len(times)) if np.isfinite(times[i])]
+    losses = [float(task.loss(traj.snapshot(i))) for i in valid]
+    before = [i for i, v in zip(valid, losses) if v >= 0.99 * losses[0]]
+    return traj.snapshot(before[-1])
+
+
+def _svals(model):
+    return [np.linalg.svd(np.asarray(w), compute_uv=False) for w in model.layers]
+
+
+def _profile_figure(escape, flow, path):
+    """Per-layer singular values (top 10, over s₁) of u* and of the flow before the drop; and
+    s₁/s₂ against depth ℓ beside Bantzis, Simon & Jacot's ℓ^{1/4} lower bound."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    L = escape.depth
+    fig, axes = plt.subplots(1, L + 1, figsize=(3.0 * (L + 1), 3.0))
+    for ell, (ax, s_opt, s_flow) in enumerate(zip(axes, escape.singular_values, _svals(flow)), 1):
+        k = np.arange(1, min(10, len(s_opt)) + 1)
+        ax.semilogy(k, s_opt[: len(k)] / s_opt[0], "o-", label="u* (ascent)")
+        ax.semilogy(k, s_flow[: len(k)] / s_flow[0], "s--", label="flow, before the drop")
+        ax.set_title(f"layer {ell}")
+        ax.set_xlabel("k")
+    axes[0].set_ylabel("s_k / s_1")
+    axes[0].legend(fontsize=7)
+    ax = axes[-1]
+    ell = np.arange(1, L + 1)
+    ax.loglog(ell, escape.singular_value_ratios(), "o-", label="u*")
+    ax.loglog(ell, [s[0] / s[1] for s in _svals(flow)], "s--", label="flow")
+    ax.loglog(ell, ell**0.25, "k:", label="ℓ^{1/4}")
+    ax.set_xlabel("layer ℓ")
+    ax.set_ylabel("s_1 / s_2")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+register(
+    Preset(
+        name="deep-relu-escape",
+        description="deep ReLU (depth 3) on digits: first escape along u* = argmax G; t ∝ ε^{-(L-2)}",
+        defaults={
+            "depth": 3,
+            "width": 16,
+            "n": 256,
+            "data": "digits",
+            "data_seed": 0,
+            "restarts": 8,
+            "rtol": 1e-7,
+            "stop_loss_fraction": 0.8,
+            "t_max": "auto",
+        },
+        build=_build_escape,
+        init_scale=1e-3,
+        data_help="an .npz with X (n, d) and Y (n, out), centred targets",
+    )
+)
+
+
+# ----------------------------------------------------------------------------- richness
+def _rich_batch(dims, seed, gammas, centred):
+    key = jax.random.PRNGKey(seed)
+    models = [RichReLU(dims, key=key, gamma=g, centred=centred) for g in gammas]
+    return jax.tree.map(lambda *x: jnp.stack(x), *models)
+
+
+def _plateau_law(gammas, depth):
+    g = np.asarray(gammas, dtype=float)
+    return np.log(g) if depth == 2 else g ** (1 - 2 / depth)
+
+
+def _build_richness(params, *, init_scale, seed, data):
+    from ..flow import simulate
+
+    depth = _check_depth(params["depth"])
+    gamma = params["gamma"]
+    if not gamma > 0:
+        raise ValueError(f"--set gamma: expected a positive number, got {gamma}")
+    gammas = tuple(params["gammas"])
+    if len(gammas) < 2 or min(gammas) <= 0:
+        raise ValueError(f"--set gammas: expected at least two positive values, got {gammas}")
+    task = _task(params, data)
+    d, out = task.dims
+    width = params["width"]
+    dims = [d] + [width] * (depth - 1) + [out]
+    model = RichReLU(dims, key=jax.random.PRNGKey(seed), gamma=gamma, centred=params["centred"],
+                     init_scale=init_scale)
+    # In τ = t/(N γ^{2/L}) the plateau is O(γ^{1−2/L}) (or O(ln γ)); t_max is generous and the
+    # flow stops itself at the requested loss.
+    t_max = horizon(params, 1e4 * width * max(gamma, 1.0))
+    kwargs = {"rtol": params["rtol"], "max_steps": 100_000}
+    kwargs.update(_stop_kwargs(params["stop_loss_fraction"]))
+    law = "ln γ" if depth == 2 else f"γ^{1 - 2 / depth:.3g}"
+
+    def write_extra(traj, folder):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        batch = _rich_batch(dims, seed, gammas, params["centred"])
+        gs = np.asarray(gammas)
+        # First pass: each γ stops at a 10% drop, which marks the end of its plateau.
+        first = simulate(batch, task, t_max=1e4 * width * gs.max(), rtol=params["rtol"], n_save=11,
+                         n_snapshots=2, loss_floor=0.0, converge_tol=0.9)
+        tau_p = np.asarray(first.t_final) / (width * gs ** (2 / depth))
+        # Second pass: the curves, to twice each plateau (one run per γ keeps each grid fine).
+        curves = []
+        for i, g in enumerate(gs):
+            single = jax.tree.map(lambda x: x[i], batch)
+            tr = simulate(single, task, t_max=2.0 * float(np.asarray(first.t_final)[i]),
+                          rtol=params["rtol"], n_save=801, n_snapshots=2, max_steps=100_000)
+            curves.append((tr.times / (width * g ** (2 / depth)), tr.loss))
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for (tau, loss), g, tp in zip(curves, gs, tau_p):
+            axes[0].plot(tau, loss, label=f"γ = {g:g}")
+            axes[1].plot(tau - tp, loss, label=f"γ = {g:g}")
+        axes[0].set_xlabel("τ = t / (N γ^{2/L})")
+        axes[1].set_xlabel("τ − τ_plateau(γ)")
+        axes[0].set_ylabel("loss")
+        axes[1].set_xlim(-0.5 * float(np.min(tau_p)), 1.0 * float(np.min(tau_p)))
+        axes[0].legend(fontsize=8)
+        axes[0].set_title(f"depth {depth}: plateau ∝ {law}")
+        axes[1].set_title("after the shift")
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, "richness_collapse.png"), dpi=120)
+        plt.close(fig)
+        A, B = np.polyfit(_plateau_law(gs, depth), tau_p, 1)
+        report = {
+            "gammas": gs.tolist(),
+            "plateau_tau": tau_p.tolist(),
+            "law": law,
+            "fit": {"slope": float(A), "offset": float(B)},
+            "fit_rel_residuals": ((A * _plateau_law(gs, depth) + B - tau_p) / tau_p).tolist(),
+        }
+        atomic_write_text(os.path.join(folder, "richness.json"), json.dumps(report, indent=2) + "\n")
+
+    return Setup(model, task, t_max, simulate_kwargs=kwargs,
+                 summarize=lambda traj: {"tau_final": float(model.rescaled_time(traj.t_final))},
+                 write_extra=write_extra)
+
+
+register(
+    Preset(
+        name="richness",
+        description="μP ReLU MLP with output/γ (Atanasov et al.): plateau ∝ γ^{1-2/L}, curves collapse",
+        defaults={
+            "depth": 3,
+            "width": 16,
+            "n": 128,
+            "data": "digits",
+            "data_seed": 0,
+            "gamma": 100.0,
+            "gammas": (10.0, 100.0, 1000.0),
+            "centred": False,
+            "rtol": 1e-7,
+            "stop_loss_fraction": 0.8,
+            "t_max": "auto",
+        },
+        build=_build_richness,
+        # α = 1 is the paper's init, but run folders report t/ln(1/α), undefined at α = 1.
+        init_scale=0.5,
+        data_help="an .npz with X (n, d) and Y (n, out), centred targets",
+    )
+)

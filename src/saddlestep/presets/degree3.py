@@ -77,17 +77,19 @@ def _label_and_merge(pred: Prediction, task) -> Prediction:
                       initial_loss=pred.initial_loss, init_scale=alpha, plateau_parameters=keep_p, extra=extra)
 
 
-def _predictor(model, task, params, closed_form):
+def _predictor(model, task, params, closed_form, cache):
     def predict() -> Prediction:
         bound = closed_form()
         if params["predictor"] == "lower-bound":
+            cache["prediction"] = bound
             return bound
         from .. import agf  # the engine is only needed when predicting
 
         pred = _label_and_merge(agf.predict(model, task.as_regression()), task)
         extra = dict(pred.extra, lower_bounds=[float(t) for t in bound.times], lower_bound_order=bound.order,
                      theory_levels=[float(v) for v in bound.losses])
-        return dataclasses.replace(pred, extra=extra)
+        cache["prediction"] = dataclasses.replace(pred, extra=extra)
+        return cache["prediction"]
 
     if params["predictor"] not in ("agf", "lower-bound"):
         raise ValueError(f"--set predictor: expected 'agf' or 'lower-bound', got {params['predictor']!r}")
@@ -112,15 +114,27 @@ def _heatmap(traj, folder, key, ylabel, title, fname):
     P = np.asarray(traj.observables[key])
     t = np.asarray(traj.times)
     fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
-    rel = P / np.maximum(P.max(axis=1, keepdims=True), 1e-300)
-    im = ax.imshow(rel.T, aspect="auto", origin="lower", extent=(t[0], t[-1], -0.5, P.shape[1] - 0.5),
+    # Log scale: dormant frequencies grow from O(α²) long before they show in the loss.
+    top = max(float(P.max()), 1e-300)
+    logP = np.log10(np.maximum(P, top * 1e-12))
+    im = ax.imshow(logP.T, aspect="auto", origin="lower", extent=(t[0], t[-1], -0.5, P.shape[1] - 0.5),
                    cmap="magma", interpolation="nearest")
     ax.set_xlabel("time t")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="power / max over ξ")
+    fig.colorbar(im, ax=ax, label="log10 power")
     fig.savefig(os.path.join(folder, fname), dpi=120)
     plt.close(fig)
+
+
+def _feature_comparison(traj, folder, cache):
+    """`feature_comparison.csv`: flow steps merged by feature against the (merged) prediction;
+    `comparison.csv` sets the unmerged sub-steps (one per neuron activation) beside it."""
+    from ..steps import compare, detect_steps
+
+    if "prediction" in cache:
+        table = compare(feature_steps(detect_steps(traj)), cache["prediction"])
+        table.to_csv(os.path.join(folder, "feature_comparison.csv"), index=False)
 
 
 def _lower_bound_plot(traj, folder, bound: Prediction):
@@ -200,7 +214,10 @@ def _build_modular(params, *, init_scale, seed, data):
     # Real jumps come later than the bounds (directions start unaligned): a few times the last.
     t_max = horizon(params, 8.0 * float(bound.times[-1]) + 20.0)
 
+    cache: dict = {}
+
     def write_extra(traj, folder):
+        _feature_comparison(traj, folder, cache)
         _heatmap(traj, folder, "neuron_power", "frequency ξ", "Fourier power of the neurons over time", "fourier_power.png")
         _heatmap(traj, folder, "function_power", "output frequency ξ", "Fourier power of the function over time",
                  "function_power.png")
@@ -208,7 +225,7 @@ def _build_modular(params, *, init_scale, seed, data):
 
     return Setup(
         model, task, t_max,
-        predict=_predictor(model, task, params, lambda: bound),
+        predict=_predictor(model, task, params, lambda: bound, cache),
         simulate_kwargs={"rtol": params["rtol"], "converge_tol": 1e-6, "max_steps": 1_000_000},
         summarize=lambda traj: _summarize(traj, bound),
         write_extra=write_extra,
@@ -254,13 +271,16 @@ def _build_attention(params, *, init_scale, seed, data):
     bound = degree3.predict_attention(lam, params["N"], init_scale, init_norm=n0)
     t_max = horizon(params, 6.0 * float(bound.times[-1]) + 20.0)
 
+    cache: dict = {}
+
     def write_extra(traj, folder):
+        _feature_comparison(traj, folder, cache)
         _coefficient_plot(traj, folder, task)
         _lower_bound_plot(traj, folder, bound)
 
     return Setup(
         model, task, t_max,
-        predict=_predictor(model, task, params, lambda: bound),
+        predict=_predictor(model, task, params, lambda: bound, cache),
         simulate_kwargs={"rtol": params["rtol"], "max_steps": 1_000_000},
         summarize=lambda traj: _summarize(traj, bound),
         write_extra=write_extra,

@@ -1,0 +1,113 @@
+"""Attention-only linear transformers on in-context linear regression (κ = 3): oracles from the
+closed forms of Kunin et al. 2025 (AGF reference §2.3, case R5)."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import saddlestep as ss
+from saddlestep import agf, theory
+from saddlestep.models import LinearAttention
+from saddlestep.presets import get_preset
+from saddlestep.tasks import InContextRegression
+
+LAM = np.array([0.96, 0.48, 0.32, 0.24])  # ∝ 1, 1/2, 1/3, 1/4, trace 2
+LEVELS = [0.562185, 0.355548, 0.225103, 0.132199]
+COEFS = [0.029691, 0.056054, 0.079618, 0.100806]
+
+
+def _task(N=32):
+    Q = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))[0]  # a random eigenbasis
+    return InContextRegression(Q @ np.diag(LAM) @ Q.T, N)
+
+
+def test_r5_closed_forms():
+    levels, initial = theory.attention_levels(LAM, 32)
+    assert initial == pytest.approx(1.0)
+    assert levels == pytest.approx(LEVELS, abs=1e-6)
+    assert theory.attention_coefficients(LAM, 32) == pytest.approx(COEFS, abs=1e-6)
+    assert theory.attention_utility_maxima(LAM, 32) == pytest.approx([5.6756, 1.4189, 0.6306, 0.3547], abs=1e-4)
+    assert _task().loss_floor(None) == pytest.approx(levels[-1], rel=1e-12)
+
+
+def test_population_loss(getkey):
+    task = _task(N=8)
+    model = LinearAttention(4, 5, key=getkey(), init_scale=0.4)
+    exact = float(task.loss(model))
+    # The quadrature behind `as_regression` is exact for every model.
+    assert float(task.as_regression().loss(model)) == pytest.approx(exact, rel=1e-12)
+    # And the population form is the mean over drawn contexts (Monte Carlo, loose).
+    drawn = InContextRegression(np.asarray(task.cov), 8, samples=40_000, key=getkey())
+    assert float(drawn.loss(model)) == pytest.approx(exact, rel=0.04)
+    # The model reads any context length: N tokens then the query.
+    ctx = np.asarray(drawn.X[0]).reshape(9, 5)
+    s = ctx[:-1, -1] @ ctx[:-1, :-1]
+    assert float(model(ctx)[0]) == pytest.approx(float(ctx[-1, :-1] @ model.attention_matrix() @ s))
+    assert float(np.sum(model.neuron_outputs(model.neurons(), ctx.reshape(-1)))) == pytest.approx(float(model(ctx)[0]))
+
+
+def test_staircase_r5():
+    task = _task()
+    model = LinearAttention(4, 5, key=jax.random.PRNGKey(0), init_scale=1e-2)
+    traj = ss.simulate(model, task, t_max=400.0, rtol=1e-7)
+    steps = ss.detect_steps(traj)
+    # Principal components one at a time, in decreasing eigenvalue order.
+    assert [s.feature for s in steps] == ["PC 1", "PC 2", "PC 3", "PC 4"]
+    assert [s.loss_after for s in steps] == pytest.approx(LEVELS, rel=1e-2)
+    assert traj.observables["coefficients"][-1] == pytest.approx(COEFS, rel=1e-2)
+    # The closed-form times are lower bounds (directions start unaligned).
+    bound = theory.predict_attention(LAM, 32, 1e-2, init_norm=float(np.max(model.neuron_norms())))
+    assert np.all(np.asarray([s.time for s in steps]) >= bound.times)
+    # Balancedness v² − ‖k‖², v² − ‖q‖² per head is conserved by the flow (R10).
+    for key, value in model.conserved().items():
+        assert np.abs(np.asarray(traj.final.conserved()[key]) - np.asarray(value)).max() < 1e-4
+    assert traj.stats["steps"] < 5_000
+
+
+def test_agf_r5():
+    # AGF with κ = 3: thresholds 1/‖θ_i(0)‖ − 1, directions integrated numerically.
+    task = _task()
+    model = LinearAttention(4, 5, key=jax.random.PRNGKey(0), init_scale=1e-2)
+    pred = agf.predict(model, task.as_regression())
+    norms = np.asarray(model.neuron_norms())
+    assert pred.extra["thresholds"] == pytest.approx(1 / norms - 1)
+    assert pred.losses[:4] == pytest.approx(LEVELS, rel=1e-2)
+    feats = [np.asarray(task.observables(m)["features"]) for m in pred.plateau_parameters[:4]]
+    learned = [int(np.argmax(f - g)) for f, g in zip(feats, [np.zeros(4)] + feats[:-1])]
+    assert learned == [0, 1, 2, 3]
+    assert task.coefficients(pred.plateau_parameters[3]) == pytest.approx(COEFS, rel=1e-2)
+    bound = theory.predict_attention(LAM, 32, 1e-2, init_norm=float(norms.max()))
+    assert np.all(pred.times[:4] >= bound.times * (1 - 1e-9))
+
+
+def test_bad_input(getkey):
+    with pytest.raises(ValueError, match="cov"):
+        InContextRegression([[1.0, 2.0], [2.0, 1.0]], 4)
+    with pytest.raises(ValueError, match="cov"):
+        InContextRegression([-1.0, 1.0], 4)
+    with pytest.raises(ValueError, match="N"):
+        InContextRegression([1.0, 1.0], 0)
+    with pytest.raises(ValueError, match="key"):
+        InContextRegression([1.0, 1.0], 3, samples=10)
+    with pytest.raises(ValueError, match="heads"):
+        LinearAttention(3, 0, key=getkey())
+    with pytest.raises(ValueError, match="model"):
+        _task().validate(LinearAttention(3, 2, key=getkey()))
+    with pytest.raises(ValueError, match="model"):
+        _task().validate(ss.TwoLayer(4, 2, key=getkey()))
+    with pytest.raises(ValueError, match="eigenvalues"):
+        theory.attention_levels([-1.0, 1.0], 4)
+
+
+def test_preset_build():
+    preset = get_preset("attention")
+    setup = preset.build(preset.parameters(), init_scale=1e-2, seed=0, data=None)
+    assert np.asarray(setup.task.eigenvalues) == pytest.approx(LAM)
+    pred = preset.build(preset.parameters({"predictor": "lower-bound"}), init_scale=1e-2, seed=0, data=None).predict()
+    assert pred.method == "closed-form:attention-lower-bound" and pred.order == ["PC 1", "PC 2", "PC 3", "PC 4"]
+    assert pred.losses == pytest.approx(LEVELS, abs=1e-6)
+    with pytest.raises(ValueError, match="predictor"):
+        preset.build(preset.parameters({"predictor": "magic"}), init_scale=1e-2, seed=0, data=None)
+    assert math.isfinite(setup.t_max)

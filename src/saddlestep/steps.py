@@ -86,7 +86,8 @@ def detect_steps(
     if not total > 0:
         return []
     eps = 1e-9 * total
-    pos = t > 0
+    # Strictly increasing positive times only (discrete runs can repeat a save time).
+    pos = (t > 0) & np.concatenate([[True], np.diff(t) > 0])
     t, L = t[pos], L[pos]
     F = None if F is None else F[pos]
     y = np.log(np.maximum(L - L_end, 0.0) + eps)

@@ -81,7 +81,6 @@ def _first_escape(depth, alphas, frac, t_factor, seed=0):
     return task, e, [tr[i].final for i in range(len(alphas))], np.asarray(tr.t_final), r0
 
 
-@pytest.mark.slow
 def test_relu_depth3_on_digits():
     alphas = np.array([1e-3, 3e-4, 1e-4])
     task, e, finals, times, r0 = _first_escape(3, alphas, 2e-3, 100.0)
@@ -100,7 +99,6 @@ def test_relu_depth3_on_digits():
     assert np.all(e_glob.singular_value_ratios() >= np.arange(1, 4) ** 0.25)
 
 
-@pytest.mark.slow
 def test_relu_depth4_on_digits():
     # Depth 4 aligns more slowly per e-fold of ‖θ‖: smaller scales, and the direction read when
     # the loss has fallen by 1e-5 (‖θ‖ ≈ 0.1, where the O(‖θ‖^{2L}) terms are still negligible).

@@ -58,7 +58,6 @@ def _plateaus(depth, gammas, *, centred=False):
     return np.asarray(tr.t_final) / (width * np.asarray(gammas) ** (2.0 / depth))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("depth", [2, 3])
 def test_plateau_law(depth):
     # τ_plateau(γ) = A·g(γ) + B with g = ln γ (L = 2) or γ^{1−2/L}: the γ-free offset B (the drop

@@ -1,3 +1,4 @@
+import collections
 import math
 
 import jax
@@ -196,3 +197,51 @@ def test_predict_bad_input():
         agf.predict(ss.DiagonalLinear(2), r1_task(), rtol=-1.0)
     with pytest.raises(ValueError, match="max_steps"):
         agf.predict(ss.DiagonalLinear(2), r1_task(), max_steps=0)
+
+
+def test_modular_kappa3_levels_never_rise():
+    # κ = 3: a neuron entering at norm 1 overshoots (f ∝ ‖θ‖³), and the cost phase could settle
+    # above the plateau before it. Entering at the best scale, AGF's plateaus only go down, and
+    # each frequency is fitted whole (levels ½Σ_{j>k} P_ξj, reference §2.4).
+    from saddlestep.models import QuadraticNetwork
+    from saddlestep.tasks import ModularAddition, fourier_template
+
+    task = ModularAddition(fourier_template(7, {1: 10.0, 3: 5.0}))
+    model = QuadraticNetwork(task.p, 12, key=jax.random.PRNGKey(0), init_scale=1e-2)
+    p = agf.predict(model, task.as_regression())
+    order, levels, initial = theory.modular_levels(task.template)
+    assert p.initial_loss == pytest.approx(initial)
+    every = [initial] + [e[1] for e in p.extra["events"]]
+    assert np.all(np.diff(every) <= 1e-9 * initial)
+    fitted = np.array([np.asarray(task.observables(m)["features"]) for m in p.plateau_parameters])
+    for xi, level in zip(order, levels):
+        k = int(np.argmax(fitted[:, task.frequencies.index(xi)] > 0.99))
+        assert fitted[k, task.frequencies.index(xi)] > 0.99
+        assert p.losses[k] == pytest.approx(level, rel=1e-2, abs=1e-3 * initial)
+    assert p.losses[-1] < 1e-3 * initial
+
+
+def test_linear_preset_agf_stays_in_numpy(monkeypatch):
+    # Warm AGF on the `linear` preset must cost less than the flow: each step's label comes from
+    # β in NumPy, with no model built (only the plateau models returned).
+    from saddlestep.presets import get_preset
+
+    preset = get_preset("linear")
+    setup = preset.build(preset.parameters(), init_scale=1e-6, seed=0, data=None)
+    expected = agf.predict(setup.model, setup.task)
+    calls = collections.Counter()
+
+    def counted(name, f):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return f(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(ss.PopulationRegression, "mode_strengths",
+                        counted("mode_strengths", ss.PopulationRegression.mode_strengths))
+    monkeypatch.setattr(ss.TwoLayer, "with_neurons", counted("with_neurons", ss.TwoLayer.with_neurons))
+    p = agf.predict(setup.model, setup.task)
+    assert p.order == expected.order == theory.linear_network(setup.task, init_scale=1e-6).order
+    assert calls["mode_strengths"] == 0
+    assert calls["with_neurons"] == p.num_steps  # the plateau models, nothing else

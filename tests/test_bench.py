@@ -9,7 +9,9 @@ from saddlestep import bench
 
 
 def test_bench_reduced(tmp_path):
-    result = bench.run_bench(tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3))
+    result = bench.run_bench(
+        tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3), stiff_alphas=(0.5, 0.4)
+    )
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["speedup_vs_gd"] == result["speedup_vs_gd"] > 0
     md = (tmp_path / "bench.md").read_text()

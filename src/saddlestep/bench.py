@@ -105,6 +105,7 @@ def run_bench(
     gd_targets: tuple[float, ...] = (1e-3, 1e-4),
     alphas: tuple[float, ...] | None = None,
     batches: tuple[int, ...] | None = None,
+    stiff_alphas: tuple[float, ...] | None = None,
 ) -> dict:
     """Run the benchmark and write `bench.json` and `bench.md` into `out` (each atomically).
 
@@ -115,6 +116,7 @@ def run_bench(
     - `gd_targets`: drop-time errors at which GD is run.
     - `alphas`: init scales of the steps-against-ln(1/α) table (default 1e-3 … 1e-12).
     - `batches`: ensemble sizes of the throughput table (default by device and `quick`).
+    - `stiff_alphas`: init scales of the `stiff` section's degree-3 case (default by `quick`).
 
     **Returns:** the dictionary written to `bench.json`; its top-level `speedup_vs_gd` is GD's wall
     time at the tightest target (1e-4) over the flow's at rtol 1e-6.
@@ -216,6 +218,7 @@ def run_bench(
         else:
             batches = [1, 4, 16] if quick else [1, 4, 16, 64, 256, 1024]
     throughput = _throughput(batches, alpha, t_max, n_coarse, repeats)
+    stiff_section = run_stiff_bench(quick=quick, alphas=stiff_alphas)
 
     result = {
         "format": "saddlestep.bench/1",
@@ -236,6 +239,8 @@ def run_bench(
                                     "steps_per_log_first": float(per_log[0]), "steps_per_log_last": float(per_log[-1]),
                                     "at_most_linear": bool(per_log[-1] <= per_log[0] * 1.05)},
         "throughput": throughput,
+        "stiff": stiff_section,
+        "stiff_speedup": stiff_section["stiff_speedup"],
         "compile_s": {
             "flow_single": flow_row["compile_s"],
             "flow_vmapped": max(r["compile_s"] for r in throughput),
@@ -244,8 +249,207 @@ def run_bench(
         },
     }
     atomic_write_text(os.path.join(out, "bench.json"), json.dumps(result, indent=2) + "\n")
-    atomic_write_text(os.path.join(out, "bench.md"), to_markdown(result))
+    atomic_write_text(os.path.join(out, "bench.md"), to_markdown(result) + stiff_markdown(stiff_section))
     return result
+
+
+# ----------------------------------------------------------------------------- stiff section
+_STIFF_TEMPLATE = {1: 10.0, 2: 2.5}  # p = 5, two frequencies; width 8: 120 parameters
+
+
+def _modular_case(alpha: float, seed: int = 0):
+    from .models import QuadraticNetwork
+    from .tasks import fourier_template, ModularAddition
+
+    task = ModularAddition(fourier_template(5, _STIFF_TEMPLATE))
+    return QuadraticNetwork(5, 8, key=jax.random.PRNGKey(seed), init_scale=alpha), task
+
+
+def _linear_case(alpha: float, seed: int = 0):
+    from .models import TwoLayer
+    from .tasks.regression import teacher_spectrum
+
+    s = np.array([10.0, 1.0, 0.1, 0.01])  # spans 10³
+    task = teacher_spectrum(jax.random.PRNGKey(1), 8, 8, s)
+    return TwoLayer(8, 8, 8, "linear", key=jax.random.PRNGKey(seed), init_scale=alpha), task
+
+
+def _crossings(traj: Trajectory, level: float = 0.5) -> np.ndarray:
+    from .steps import crossing_time
+
+    F = np.asarray(traj.observables["features"])
+    if F.ndim == 1:
+        F = F[:, None]
+    return np.array([crossing_time(traj.times, F[:, k], level * (np.nanmax(F[:, k]) if level is None else 1.0))
+                     for k in range(F.shape[1])], dtype=float)
+
+
+def _lambda_max(model, task, iterations: int = 60) -> float:
+    """λ_max(∇²L) at `model` by power iteration on HVPs."""
+    from jax.flatten_util import ravel_pytree
+
+    from .models.base import parameters
+    from .stiff import StabilityBound
+
+    params, static = eqx.partition(parameters(model), eqx.is_inexact_array)
+    y, unravel = ravel_pytree(params)
+    grad = jax.grad(lambda z: task.loss(eqx.combine(unravel(z), static)))
+    return float(StabilityBound(iterations=iterations).lambda_max(y, grad))
+
+
+def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, alphas=None) -> dict:
+    """The `stiff` section: degree-3 (modular addition, quadratic network) and a linear teacher
+    whose singular values span 10³, at several α: Tsit5, implicit with a dense Newton solve,
+    implicit matrix-free (CG on HVPs), automatic switching, and GD at its stability limit.
+
+    **Arguments:**
+
+    - `quick`: fewer α and no runs that take minutes.
+    - `rtol`: tolerance of all flow solvers.
+    - `alphas`: run only the degree-3 case at these α, every method (a small smoke configuration).
+
+    **Returns:** the section; `stiff_speedup` = Tsit5 wall / best stiff wall on the degree-3 case
+    at the smallest α where Tsit5 runs.
+    """
+    from . import stiff
+
+    # α where Tsit5 still finishes (its steps grow like 1/α) and α for the implicit solvers only.
+    explicit_alphas = [2e-1, 1e-1] if quick else [1e-1, 3e-2, 1e-2]
+    implicit_alphas = explicit_alphas if quick else [1e-1, 1e-2, 1e-3, 1e-4]
+    if alphas is not None:
+        explicit_alphas = implicit_alphas = sorted({float(a) for a in alphas}, reverse=True)
+        quick = True
+    cases = {"degree3": (_modular_case, 40.0, 0.5), "linear-1e3": (_linear_case, None, 0.5)}
+    runs = []
+    for case, (make, t_fac, level) in cases.items():
+        if quick and case != "degree3":
+            continue
+        alphas = sorted(set(explicit_alphas) | set(implicit_alphas), reverse=True)
+        if case != "degree3":
+            alphas = explicit_alphas
+        for a in alphas:
+            model, task = make(a)
+            if t_fac is None:  # κ = 2: plateaus ∝ ln(1/α)/s
+                s_min = float(np.min(np.asarray(task.singular_values)))
+                t_max = 3.0 * math.log(1 / a) / s_min
+                levels = np.asarray(task.singular_values) / 2
+            else:
+                t_max = t_fac / a
+                levels = None
+            kw = dict(t_max=t_max, rtol=rtol, n_save=2001, n_snapshots=2, converge_tol=1e-9, max_steps=4_000_000)
+            methods = [("implicit dense", dict(solver="implicit", linear_solver="dense")),
+                       ("implicit matrix-free", dict(solver="implicit", linear_solver="cg")),
+                       ("auto", dict(solver="auto"))]
+            if a in explicit_alphas:
+                methods.insert(0, ("Tsit5", dict(solver=dfx.Tsit5())))
+            results = {}
+            for name, extra in methods:
+                traj, first, best = _timed(lambda: simulate(model, task, **kw, **extra), 1)
+                evals = {}
+                if name != "Tsit5":
+                    stiff.EVAL_COUNT.update(grad=0, hvp=0)
+                    simulate(model, task, **kw, **extra, count_evals=True)
+                    evals = dict(stiff.EVAL_COUNT)
+                    evals["grad"] += 6 * int(traj.stats.get("explicit_steps", 0)) if name == "auto" else 0
+                else:
+                    evals = {"grad": _TSIT5_EVALS_PER_STEP * int(traj.stats["steps"]) + 1, "hvp": 0}
+                if levels is None:
+                    t_cross = _crossings(traj)
+                else:
+                    F = np.asarray(traj.observables["features"])
+                    from .steps import crossing_time
+                    t_cross = np.array([crossing_time(traj.times, F[:, k], levels[k]) for k in range(len(levels))])
+                results[name] = traj
+                runs.append({
+                    "case": case, "init_scale": a, "method": name, "t_max": t_max,
+                    "steps": int(traj.stats["steps"]), "rejected": int(traj.stats["rejected"]),
+                    "implicit_steps": int(traj.stats.get("implicit_steps", 0)),
+                    "t_switch": float(traj.stats.get("t_switch", -1.0)),
+                    "grad_evals": int(evals["grad"]), "hvp_evals": int(evals["hvp"]),
+                    "wall_s": best, "compile_s": max(first - best, 0.0), "status": traj.status,
+                    "drop_times": t_cross.tolist(),
+                })
+            ref_name = "Tsit5" if "Tsit5" in results else "implicit dense"
+            ref_row = [r for r in runs if r["case"] == case and r["init_scale"] == a and r["method"] == ref_name][0]
+            for r in runs:
+                if r["case"] == case and r["init_scale"] == a:
+                    rel = np.abs(np.asarray(r["drop_times"]) / np.asarray(ref_row["drop_times"]) - 1)
+                    r["drop_time_error_vs"] = ref_name
+                    r["drop_time_error"] = float(np.nanmax(rel)) if np.any(np.isfinite(rel)) else None
+            if a in explicit_alphas:
+                # GD at its stability limit: η = 1.9/λ_max, λ_max at the end of the flow (its largest).
+                lam = _lambda_max(results["Tsit5"].final, task)
+                lr = 1.9 / lam
+                traj, first, best = _timed(lambda: simulate(model, task, learning_rate=lr, **{
+                    k: v for k, v in kw.items() if k not in ("rtol", "max_steps")}), 0)
+                t_cross = _crossings(traj) if levels is None else np.array(
+                    [crossing_time(traj.times, np.asarray(traj.observables["features"])[:, k], levels[k]) for k in range(len(levels))])
+                rel = np.abs(t_cross / np.asarray(ref_row["drop_times"]) - 1)
+                runs.append({
+                    "case": case, "init_scale": a, "method": "GD (stability limit)", "t_max": t_max,
+                    "setting": f"lr {lr:.3g} = 1.9/λ_max", "steps": int(traj.stats["steps"]), "rejected": 0,
+                    "implicit_steps": 0, "t_switch": -1.0, "grad_evals": int(traj.stats["steps"]), "hvp_evals": 0,
+                    "wall_s": best, "compile_s": max(first - best, 0.0), "status": traj.status,
+                    "drop_times": t_cross.tolist(), "drop_time_error_vs": ref_name,
+                    "drop_time_error": float(np.nanmax(rel)) if np.any(np.isfinite(rel)) else None,
+                })
+
+    def fit(method):
+        rows = [r for r in runs if r["case"] == "degree3" and r["method"] == method]
+        x = np.log([1 / r["init_scale"] for r in rows])
+        y = np.array([r["steps"] for r in rows], dtype=float)
+        if len(rows) < 2:
+            return None
+        # steps ∝ α^{−e}: the exponent e of a power law; and the slope b of steps ≈ a + b·ln(1/α).
+        e = float(np.polyfit(x, np.log(y), 1)[0])
+        b = float(np.polyfit(x, y, 1)[0])
+        return {"alphas": [r["init_scale"] for r in rows], "steps": y.astype(int).tolist(),
+                "power_exponent": e, "log_slope": b}
+
+    fits = {m: fit(m) for m in ("Tsit5", "implicit dense", "implicit matrix-free", "auto")}
+    a_speed = min(explicit_alphas)
+    at = [r for r in runs if r["case"] == "degree3" and r["init_scale"] == a_speed]
+    tsit5 = [r for r in at if r["method"] == "Tsit5"][0]
+    best = min((r for r in at if r["method"] in ("implicit dense", "implicit matrix-free", "auto")),
+               key=lambda r: r["wall_s"])
+    speedups = {}
+    for a in explicit_alphas:
+        rows = [r for r in runs if r["case"] == "degree3" and r["init_scale"] == a]
+        t = [r for r in rows if r["method"] == "Tsit5"][0]["wall_s"]
+        speedups[str(a)] = t / min(r["wall_s"] for r in rows if r["method"] in ("implicit dense", "implicit matrix-free", "auto"))
+    return {
+        "case": "modular addition p = 5, template |x̂[1]| = 10, |x̂[2]| = 2.5, quadratic network width 8 "
+                "(120 parameters), t_max = 40/α; linear teacher s = 10, 1, 0.1, 0.01 (d = width = 8)",
+        "rtol": rtol,
+        "runs": runs,
+        "step_fits": fits,
+        "stiff_speedup": tsit5["wall_s"] / best["wall_s"],
+        "stiff_speedup_alpha": a_speed,
+        "stiff_speedup_best_method": best["method"],
+        "stiff_speedup_by_alpha": speedups,
+    }
+
+
+def stiff_markdown(sec: dict) -> str:
+    """The `stiff` tables of `bench.md`."""
+    lines = ["", "## Stiff gradient flows (implicit solvers)", "", sec["case"] + f"; rtol {sec['rtol']:g}.", "",
+             f"**stiff_speedup = {sec['stiff_speedup']:.1f}** (Tsit5 / {sec['stiff_speedup_best_method']} wall time, "
+             f"degree 3, α = {sec['stiff_speedup_alpha']:g}); by α: "
+             + ", ".join(f"{a}: {v:.1f}" for a, v in sec["stiff_speedup_by_alpha"].items()), "",
+             "| case | α | method | steps | rejected | grad evals | HVP evals | wall (s) | switch t | drop-time error | vs | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sec["runs"]:
+        err = "—" if r.get("drop_time_error") is None else f"{r['drop_time_error']:.1e}"
+        sw = "—" if r["t_switch"] < 0 else f"{r['t_switch']:.4g}"
+        lines.append(f"| {r['case']} | {r['init_scale']:.0e} | {r['method']} | {r['steps']} | {r['rejected']} | "
+                     f"{r['grad_evals']} | {r['hvp_evals']} | {r['wall_s']:.2f} | {sw} | {err} | {r.get('drop_time_error_vs', '')} | {r['status']} |")
+    lines += ["", "Steps against α (degree 3): steps ∝ α^(−e), and slope b of steps ≈ a + b·ln(1/α).", "",
+              "| method | α | steps | e | b |", "|---|---|---|---|---|"]
+    for m, f in sec["step_fits"].items():
+        if f:
+            lines.append(f"| {m} | {', '.join(f'{a:g}' for a in f['alphas'])} | {', '.join(map(str, f['steps']))} | "
+                         f"{f['power_exponent']:.2f} | {f['log_slope']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _throughput(batches, alpha, t_max, n_save, repeats) -> list[dict]:

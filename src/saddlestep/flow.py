@@ -13,8 +13,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import lineax as lx
 import optax
 
+from jax.flatten_util import ravel_pytree
+
+from . import stiff as _stiff
 from .models.base import AbstractModel, parameters
 from .tasks.base import AbstractTask
 from .trajectory import Trajectory
@@ -140,6 +144,120 @@ def _flow_core(
     return times, loss, obs, snap_times, snaps, final, t_final, code, stats
 
 
+_STIFF_MODES = ("explicit", "implicit", "auto")
+# Below this many parameters the Newton systems are solved densely (the Hessian from one vmapped
+# batch of HVPs, then LU); above, matrix-free with CG.
+_DENSE_MAX_PARAMETERS = 200
+
+
+def _implicit_solver(rtol, atol, linear: str, count: bool):
+    """Kvaerno5 with a full Newton root finder on I + γh∇²L and a filtered error estimate."""
+    if linear == "dense":
+        newton_ls, filter_ls = lx.LU(), lx.LU()
+    else:
+        newton_ls = lx.CG(rtol=1e-4, atol=0.0, max_steps=200)
+        filter_ls = lx.CG(rtol=1e-3, atol=0.0, max_steps=100)
+    inner = dfx.Kvaerno5(root_finder=_stiff.NewtonCG(rtol=rtol, atol=atol, linear_solver=newton_ls, count=count))
+    return _stiff.ErrorFiltered(inner, _stiff.kvaerno5_gamma(), linear_solver=filter_ls, count=count)
+
+
+def _stiff_core(
+    params, static, task, init_scale, t_max, rtol, atol, loss_floor, converge_tol,
+    *, mode, linear, stiffness, n_save, n_snapshots, max_steps, progress_meter, count,
+):
+    """The `"implicit"` and `"auto"` paths: an optional explicit Tsit5 segment ended by a
+    stiffness event, then Kvaerno5 with matrix-free Newton from there (one compiled core)."""
+    TRACE_COUNT["stiff"] += 1
+    del init_scale
+    # A flat state: the Newton and filter systems are then plain vectors for lineax.
+    y0, unravel = ravel_pytree(params)
+
+    def loss_of(y):
+        return task.loss(eqx.combine(unravel(y), static))
+
+    grad = jax.grad(loss_of)
+
+    def vector_field(t, y, args):
+        _stiff._bump("grad", count)
+        return -grad(y)
+
+    def record(t, y, args):
+        model = eqx.combine(unravel(y), static)
+        return task.loss(model), task.observables(model)
+
+    L0 = loss_of(y0)
+    stop = _stop_condition(loss_of, L0, loss_floor, converge_tol)
+    grid = jnp.linspace(0.0, 1.0, n_save) * t_max
+    snap_grid = jnp.linspace(0.0, 1.0, n_snapshots) * t_max
+    controller = dfx.PIDController(rtol=rtol, atol=atol)
+    common = dict(adjoint=dfx.ForwardMode(), max_steps=max_steps, throw=False, progress_meter=progress_meter)
+
+    def saveat(t_start):
+        # Save points before the segment's start repeat its first state; they are replaced below.
+        clip = lambda g: jnp.maximum(g, t_start)
+        return dfx.SaveAt(subs=[dfx.SubSaveAt(ts=clip(grid), fn=record), dfx.SubSaveAt(ts=clip(snap_grid)),
+                                dfx.SubSaveAt(t1=True)])
+
+    zero = jnp.zeros((), jnp.int64)
+    if mode == "auto":
+        floor = jnp.where(jnp.isfinite(loss_floor), loss_floor, 0.0)
+
+        def stiff_cond(t, y, args, **kw):
+            dropped = L0 - loss_of(y) >= stiffness.drop * jnp.abs(L0 - floor)
+            return stiffness(t, y, t_max, grad, dropped)
+
+        sol1 = dfx.diffeqsolve(
+            dfx.ODETerm(vector_field), dfx.Tsit5(), t0=0.0, t1=t_max, dt0=None, y0=y0,
+            saveat=saveat(0.0), stepsize_controller=controller,
+            event=dfx.Event((stop, stiff_cond)), **common,
+        )
+        explicit = sol1.ys
+        t_switch = sol1.ts[2][-1]
+        y_switch = sol1.ys[2][-1]
+        switched = (sol1.result == dfx.RESULTS.event_occurred) & sol1.event_mask[1] & ~sol1.event_mask[0]
+        s1 = (sol1.stats["num_steps"], sol1.stats["num_accepted_steps"], sol1.stats["num_rejected_steps"])
+    else:
+        explicit = None
+        t_switch = jnp.zeros(())
+        y_switch = y0
+        switched = jnp.array(True)
+        s1 = (zero, zero, zero)
+    sol2 = dfx.diffeqsolve(
+        dfx.ODETerm(vector_field), _implicit_solver(rtol, atol, linear, count), t0=t_switch, t1=t_max,
+        dt0=None, y0=y_switch, saveat=saveat(t_switch), stepsize_controller=controller,
+        event=dfx.Event(stop), **common,
+    )
+    ys = sol2.ys
+    if explicit is not None:
+        pick = lambda g, a, b: jnp.where((g <= t_switch).reshape(-1, *([1] * (a.ndim - 1))), a, b)
+        ys = (
+            jax.tree.map(lambda a, b: pick(grid, a, b), explicit[0], ys[0]),
+            pick(snap_grid, explicit[1], ys[1]),
+            ys[2],
+        )
+    (loss, obs), snaps, final = ys
+    t_final = sol2.ts[2][-1]
+    final_loss = loss_of(final[-1])
+    code = _status_code(sol2.result, final_loss, L0)
+    if explicit is not None:
+        # The explicit segment ran out of steps: report it (the implicit one continued anyway).
+        code = jnp.where(sol1.result == dfx.RESULTS.max_steps_reached, jnp.maximum(code, 2), code)
+    times = jnp.where(grid <= t_final, grid, jnp.nan)
+    snap_times = jnp.where(snap_grid <= t_final, snap_grid, jnp.nan)
+    s2 = (sol2.stats["num_steps"], sol2.stats["num_accepted_steps"], sol2.stats["num_rejected_steps"])
+    stats = {
+        "steps": s1[0] + s2[0],
+        "accepted": s1[1] + s2[1],
+        "rejected": s1[2] + s2[2],
+        "explicit_steps": s1[0],
+        "implicit_steps": jnp.where(switched, s2[0], 0),
+        # −1: never switched (explicit throughout).
+        "t_switch": jnp.where(switched, t_switch, -1.0),
+    }
+    unravel_all = lambda v: jax.vmap(unravel)(v)
+    return times, loss, obs, snap_times, unravel_all(snaps), unravel_all(final), t_final, code, stats
+
+
 def _status_code(result, final_loss, L0):
     diverged = ~jnp.isfinite(final_loss) | (final_loss > _DIVERGED_FACTOR * (1.0 + jnp.abs(L0)))
     code = jnp.where(
@@ -218,6 +336,7 @@ def _discrete_core(
 
 
 _flow_single = eqx.filter_jit(_flow_core)
+_stiff_single = eqx.filter_jit(_stiff_core)
 _discrete_single = eqx.filter_jit(_discrete_core)
 _BATCHED: dict[str, Any] = {}
 
@@ -256,7 +375,7 @@ def simulate(
     task: AbstractTask,
     *,
     t_max: float,
-    solver: dfx.AbstractSolver | None = None,
+    solver: dfx.AbstractSolver | str | None = None,
     rtol: float = 1e-6,
     atol: float | None = None,
     optimizer: optax.GradientTransformation | None = None,
@@ -268,6 +387,9 @@ def simulate(
     loss_floor: float | None = None,
     progress: bool | None = False,
     mesh: jax.sharding.Mesh | None = None,
+    linear_solver: str = "auto",
+    stiffness: _stiff.AbstractStiffness | None = None,
+    count_evals: bool = False,
 ) -> Trajectory:
     """Integrate the gradient flow of `model` on `task` from its (small) initialization.
 
@@ -282,7 +404,10 @@ def simulate(
     - `model`: the network, at its initialization; its `init_scale` α sets the tolerances.
     - `task`: the loss and observables.
     - `t_max`: the horizon (physical time).
-    - `solver`: a Diffrax solver (default `Tsit5()`), adaptive with a PID controller.
+    - `solver`: a Diffrax solver (default `Tsit5()`), adaptive with a PID controller; or
+      `"explicit"` (Tsit5), `"implicit"` (Kvaerno5 with Newton on I + γh∇²L and a filtered error
+      estimate, `saddlestep.stiff`), or `"auto"`: Tsit5 until the flow turns stiff (see
+      `stiffness`), then the implicit solver; `stats` then records `t_switch` (−1: never).
     - `rtol`, `atol`: tolerances; `atol` defaults to rtol·α, since the parameters start O(α) and
       a plateau's escape time is set by their relative accuracy (reference/engineering.md §1.2).
     - `optimizer`: an optax optimizer for discrete training (needs `learning_rate` for the time axis).
@@ -295,6 +420,13 @@ def simulate(
     - `progress`: show a progress bar (default: only when stderr is a terminal and not batched).
     - `mesh`: a one-axis device mesh; a batch is split over its devices with `shard_map`, each
       device running its own adaptive loop (the batch is padded to a multiple of the devices).
+
+    - `linear_solver`: the implicit path's Newton solve: `"dense"` (the Hessian from a vmapped
+      batch of HVPs, LU), `"cg"` (matrix-free conjugate gradients on HVPs) or `"auto"` (dense up
+      to 200 parameters).
+    - `stiffness`: when `"auto"` switches (default `saddlestep.stiff.StabilityBound()`).
+    - `count_evals`: count gradient and Hessian-vector evaluations of the implicit path in
+      `saddlestep.stiff.EVAL_COUNT` (host callbacks: for benchmarks).
 
     **Returns:** a `Trajectory`.
     """
@@ -347,6 +479,12 @@ def simulate(
         )
         method = "gd" if optimizer is None else "optax"
     else:
+        if isinstance(solver, str):
+            if solver not in _STIFF_MODES:
+                raise ValueError(f"solver: expected a diffrax solver or one of {_STIFF_MODES}, got {solver!r}")
+            if solver == "explicit":
+                solver = dfx.Tsit5()
+        stiff_mode = solver if isinstance(solver, str) else None
         solver = dfx.Tsit5() if solver is None else solver
         if atol is None:
             atol_arr = rtol * init_scale
@@ -355,31 +493,52 @@ def simulate(
         if progress is None:
             progress = sys.stderr.isatty() and not batched
         meter = dfx.TqdmProgressMeter(refresh_steps=50) if progress and not batched else dfx.NoProgressMeter()
-        core = _batched(_flow_core, "flow", mesh) if batched else _flow_single
         scalars = (init_scale, t_max, rtol, atol_arr, loss_floor, converge_tol)
-        out = core(
-            params, static, task, *map(bcast, scalars),
-            solver=solver, n_save=n_save, n_snapshots=n_snapshots,
-            max_steps=int(max_steps), progress_meter=meter,
-        )
-        method = type(solver).__name__
+        if stiff_mode is None:
+            core = _batched(_flow_core, "flow", mesh) if batched else _flow_single
+            out = core(
+                params, static, task, *map(bcast, scalars),
+                solver=solver, n_save=n_save, n_snapshots=n_snapshots,
+                max_steps=int(max_steps), progress_meter=meter,
+            )
+            method = type(solver).__name__
+        else:
+            if linear_solver not in ("auto", "dense", "cg"):
+                raise ValueError(f"linear_solver: expected 'auto', 'dense' or 'cg', got {linear_solver!r}")
+            n_params = sum(x.size for x in jax.tree.leaves(params)) // (size or 1)
+            if linear_solver == "auto":
+                linear_solver = "dense" if n_params <= _DENSE_MAX_PARAMETERS else "cg"
+            stiffness = _stiff.StabilityBound() if stiffness is None else stiffness
+            core = _batched(_stiff_core, "stiff", mesh) if batched else _stiff_single
+            out = core(
+                params, static, task, *map(bcast, scalars),
+                mode=stiff_mode, linear=linear_solver, stiffness=stiffness, n_save=n_save,
+                n_snapshots=n_snapshots, max_steps=int(max_steps), progress_meter=meter, count=count_evals,
+            )
+            implicit = f"Kvaerno5+Newton-{'LU' if linear_solver == 'dense' else 'CG'}"
+            method = f"auto(Tsit5->{implicit})" if stiff_mode == "auto" else implicit
     out = jax.device_get(out)
     if n_shards > 1:
         out = jax.tree.map(lambda x: x[:size], out)
     times, loss, obs, snap_t, snaps, final, t_final, code, stats = out
+    times = np.asarray(times)
+    if discrete:
+        # With fewer steps than save points the integer save grid repeats a step: keep one copy.
+        repeat = np.concatenate([np.zeros_like(times[..., :1], dtype=bool), np.diff(times, axis=-1) == 0], axis=-1)
+        times = np.where(repeat, np.nan, times)
     codes = ["converged", "t_max", "max_steps", "diverged"]
     status = [codes[int(c)] for c in np.atleast_1d(code)]
     rebuild = lambda p: None if p is None else eqx.combine(p, static)
     final_model = _take_last(final, batched)
     labels = task.feature_labels(probe)
     traj = Trajectory(
-        times=np.asarray(times),
-        loss=np.where(np.isfinite(np.asarray(times)), np.asarray(loss), np.nan),
+        times=times,
+        loss=np.where(np.isfinite(times), np.asarray(loss), np.nan),
         observables={k: np.asarray(v) for k, v in obs.items()},
         init_scale=init_scale if batched else float(init_scale),
         status=status if batched else status[0],
         t_final=np.asarray(t_final) if batched else float(t_final),
-        stats={k: np.asarray(v) if batched else int(v) for k, v in stats.items()},
+        stats={k: np.asarray(v) if batched else (float(v) if k == "t_switch" else int(v)) for k, v in stats.items()},
         method=method,
         feature_labels=labels,
         snapshot_times=np.asarray(snap_t),

@@ -81,8 +81,20 @@ def _utility_phase(problem: AbstractAGFProblem, x, S, c, log_norm0, dormant, rst
     return sol.ts[-1], x1, S1, sol.result == dfx.RESULTS.event_occurred, sol.stats["num_steps"]
 
 
+class _Calls:
+    """The problem's methods, bound once per run: each method lookup on an Equinox module builds
+    a bound-method module, which on closed-form problems cost more than the phases themselves."""
+
+    def __init__(self, problem: AbstractAGFProblem):
+        names = ("exhausted", "advance", "ties", "absorb", "to_params", "enter", "cost", "start", "rebase",
+                 "model", "label")
+        for name in names:
+            setattr(self, name, getattr(problem, name))
+
+
 def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps, loss_tol, tie_tol, min_drop):
     """One AGF run with every initial norm multiplied by e^shift (same directions)."""
+    calls = _Calls(problem)
     x, log_norm0 = problem.initial()
     log_norm0 = log_norm0 + shift
     kappa = problem.kappa
@@ -93,24 +105,27 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
     params = np.zeros((width, p))
     order = np.full(width, np.iinfo(np.int64).max)
     x_at_activation = x.copy()
-    rstate, loss0 = problem.start(params, active)
+    rstate, loss0 = calls.start(params, active)
     floor = problem.loss_floor
+    # The loss is a mean of squares: with no known floor, 0 still bounds it (for stopping).
+    stop_floor = floor if math.isfinite(floor) else 0.0
     if horizon is None:
         horizon = 1e3 * max(float(np.max(np.abs(c))), 1.0)
     t, loss = 0.0, loss0
     dtmin = problem.min_step * float(np.max(np.abs(c)))
     if rtol is None:
         rtol = problem.rtol
+    closed_form = problem.closed_form
     record = collections.defaultdict(list)
     solver_steps = 0
     for _ in range(max_steps):
         dormant = ~active
-        if not dormant.any() or problem.exhausted(x, dormant, rstate):
+        if not dormant.any() or calls.exhausted(x, dormant, rstate):
             break
-        if math.isfinite(floor) and loss - floor <= loss_tol * max(loss0 - floor, 1e-300):
+        if loss - stop_floor <= loss_tol * max(loss0 - stop_floor, 1e-300):
             break
-        if problem.closed_form:
-            dt, x, S1, hit = problem.advance(x, S, c, dormant, rstate, horizon)
+        if closed_form:
+            dt, x, S1, hit = calls.advance(x, S, c, dormant, rstate, horizon)
             t_new = t + dt
         else:
             t_new, x1, S1, hit, nsteps = _utility_phase(
@@ -128,14 +143,15 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         # it, and still losing utility, is not one of them.
         crossed = dormant & (S1 - c >= -tie_tol * np.maximum(1.0, np.abs(c))) & (S1 > S)
         S = np.where(dormant, S1, S)
-        crossed = problem.ties(x, crossed, dormant)
-        x, S = problem.absorb(x, S, log_norm0, crossed, dormant, rstate)
+        crossed = calls.ties(x, crossed, dormant)
+        x, S = calls.absorb(x, S, log_norm0, crossed, dormant, rstate)
         x_at_activation[crossed] = x[crossed]
         order[crossed] = len(record["times"])
         before = np.where(active[:, None], params, 0.0)
         start = before.copy()
-        start[crossed] = problem.to_params(x[crossed], rstate)
-        new_params, still = problem.cost(start, active | crossed, order)
+        start[crossed] = calls.to_params(x[crossed], rstate)
+        start = calls.enter(start, crossed, active, rstate)
+        new_params, still = calls.cost(start, active | crossed, order)
         left = (active | crossed) & ~still
         # A neuron that leaves returns to dormant just below its threshold, keeping its
         # accumulated utility and the direction it activated with (Kunin et al. 2025, §1.7).
@@ -143,9 +159,9 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         S[left] = c[left] - 1e-12 * np.maximum(1.0, np.abs(c[left]))
         active = still
         params = np.where(active[:, None], new_params, 0.0)
-        new_rstate, loss = problem.start(params, active)
-        x = problem.rebase(x, rstate, new_rstate)
-        x_at_activation = problem.rebase(x_at_activation, rstate, new_rstate)
+        new_rstate, loss = calls.start(params, active)
+        x = calls.rebase(x, rstate, new_rstate)
+        x_at_activation = calls.rebase(x_at_activation, rstate, new_rstate)
         rstate = new_rstate
         record["events"].append((t, loss, np.flatnonzero(crossed).tolist(), np.flatnonzero(left).tolist()))
         if record["times"] and record["losses"][-1] - loss < min_drop * max(loss0 - floor if math.isfinite(floor) else loss0, 1e-300):
@@ -155,15 +171,15 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             record["activated"][-1] += np.flatnonzero(crossed).tolist()
             record["deactivated"][-1] += np.flatnonzero(left).tolist()
             record["active"][-1] = np.flatnonzero(active).tolist()
-            record["plateau"][-1] = problem.model(params)
+            record["plateau"][-1] = calls.model(params)
             continue
         record["times"].append(t)
         record["losses"].append(loss)
-        record["order"].append(problem.label(before, params, crossed & active if (crossed & active).any() else crossed))
+        record["order"].append(calls.label(before, params, crossed & active if (crossed & active).any() else crossed))
         record["activated"].append(np.flatnonzero(crossed).tolist())
         record["deactivated"].append(np.flatnonzero(left).tolist())
         record["active"].append(np.flatnonzero(active).tolist())
-        record["plateau"].append(problem.model(params))
+        record["plateau"].append(calls.model(params))
     return record, loss0, c, solver_steps
 
 

@@ -160,7 +160,12 @@ def qwem(
 def cross_correlation(
     za: Float[Array, "n d"], zb: Float[Array, "n d"]
 ) -> Float[Array, "d d"]:
-    """Symmetrised, unnormalised cross-correlation C = (1/2n) Σ_i (z_i z_i′ᵀ + z_i′ z_iᵀ)."""
+    """Symmetrised, unnormalised cross-correlation C = (1/2n) Σ_i (z_i z_i′ᵀ + z_i′ z_iᵀ).
+
+    **Arguments:** `za`, `zb`: embeddings of the two views, (n, d) each.
+
+    **Returns:** C, (d, d).
+    """
     c = za.T @ zb / za.shape[0]
     return 0.5 * (c + c.T)
 

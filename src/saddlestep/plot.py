@@ -104,6 +104,9 @@ def _default_label(tr: Trajectory) -> str:
 def features(trajectory: Trajectory, *, rescaled: bool = True, title: str | None = None):
     """The `features` observable (mode strengths, β coordinates, teacher overlaps) over time.
 
+    **Arguments:** `trajectory`, a single `Trajectory` with a `features` observable; `rescaled`,
+    plot against t/ln(1/α) instead of t; `title`.
+
     **Returns:** the matplotlib `Figure`.
     """
     F = trajectory.observables.get("features")

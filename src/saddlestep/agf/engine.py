@@ -26,7 +26,12 @@ _KEYS = ("times", "losses", "order", "activated", "deactivated", "active", "plat
 
 def thresholds(log_norm0: Float[np.ndarray, " width"], kappa: int) -> Float[np.ndarray, " width"]:
     """Activation thresholds c_i on the accumulated utility S_i (η = 1): ln(1/‖θ_i(0)‖) for κ = 2,
-    (‖θ_i(0)‖^{2−κ} − 1)/(κ − 2) for κ > 2, i.e. where the neuron's norm reaches 1."""
+    (‖θ_i(0)‖^{2−κ} − 1)/(κ − 2) for κ > 2, i.e. where the neuron's norm reaches 1.
+
+    **Arguments:** `log_norm0`, ln‖θ_i(0)‖ per neuron; `kappa`, the degree of homogeneity.
+
+    **Returns:** c_i per neuron (Kunin et al. 2025).
+    """
     if kappa == 2:
         return -log_norm0
     return (np.exp((2 - kappa) * log_norm0) - 1.0) / (kappa - 2)

@@ -652,7 +652,12 @@ def _minimize(problem: NeuronProblem, params, mask):
 
 
 def make_problem(model, task) -> AbstractAGFProblem:
-    """The AGF view of a model–task pair, or a `ValueError` naming what does not fit."""
+    """The AGF view of a model–task pair, or a `ValueError` naming what does not fit.
+
+    **Arguments:** `model`, a neuron-view model at its initialization; `task`, its task.
+
+    **Returns:** the `AbstractAGFProblem` the engine runs (diagonal, linear, embedding or general).
+    """
     if not isinstance(model, AbstractNeuronModel):
         raise ValueError(
             f"model: AGF needs a model with a neuron view (an AbstractNeuronModel such as "

@@ -228,7 +228,12 @@ def analogy_accuracy(W, questions) -> float:
 
 def top_words(directions, words, k: int = 8) -> list[tuple[list[str], list[str]]]:
     """For each column of `directions` (V×r), the k words with the largest and the k with the
-    smallest coordinates: what each eigen-direction separates."""
+    smallest coordinates: what each eigen-direction separates.
+
+    **Arguments:** `directions` (V, r); `words`, the vocabulary; `k` words per end.
+
+    **Returns:** per direction, (the k most positive words, the k most negative words).
+    """
     D = np.asarray(directions, dtype=np.float64)
     out = []
     for col in D.T:

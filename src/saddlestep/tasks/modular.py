@@ -44,7 +44,12 @@ def fourier_template(p: int, magnitudes: Mapping[int, float]) -> np.ndarray:
 
 
 def one_hot_template(p: int) -> np.ndarray:
-    """The mean-centred one-hot template e₀ − 1/p: standard modular addition (all |x̂[ξ]| = 1)."""
+    """The mean-centred one-hot template e₀ − 1/p: standard modular addition (all |x̂[ξ]| = 1).
+
+    **Arguments:** `p`, the modulus.
+
+    **Returns:** the template, shape (p,).
+    """
     p = check_positive_int("p", p)
     return np.eye(p)[0] - 1.0 / p
 

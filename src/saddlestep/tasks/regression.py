@@ -302,6 +302,8 @@ def sparse_regression(
     """Sparse regression y = Xβ* + noise with Gaussian X, for diagonal networks.
 
     **Arguments:** `key`; `n` samples; dimension `d`; `beta_star` of length d; `noise` std.
+
+    **Returns:** a `SampleRegression` with targets y (n, 1).
     """
     beta = check_finite("beta_star", beta_star, 1)
     if beta.size != d:
@@ -329,6 +331,8 @@ def relu_teacher(
     - `teacher_norms`: a*_j for each teacher neuron (distinct values give a definite order).
     - `n`: number of samples (for Gaussian inputs).
     - `inputs`: `"gaussian"` (x ~ N(0, I)) or `"orthogonal"` (x ∈ {±√d e_i}: 2d orthogonal points).
+
+    **Returns:** a `SampleRegression` carrying the teacher (for the `teacher j` overlap features).
     """
     a_star = check_finite("teacher_norms", teacher_norms, 1)
     m = a_star.size

@@ -106,7 +106,12 @@ def digit_pairs(n: int = 500, *, shift: int = 1, noise: float = 0.1, seed: int =
 
 
 def rbf_kernel(X, Y, bandwidth: float = 1.0) -> np.ndarray:
-    """K(x, y) = exp(−‖x − y‖²/(2 bandwidth²)) for every row of X against every row of Y."""
+    """K(x, y) = exp(−‖x − y‖²/(2 bandwidth²)) for every row of X against every row of Y.
+
+    **Arguments:** `X` (n, p), `Y` (m, p), `bandwidth` > 0.
+
+    **Returns:** the kernel matrix (n, m).
+    """
     X, Y = np.asarray(X, float), np.asarray(Y, float)
     sq = (X**2).sum(1)[:, None] + (Y**2).sum(1)[None, :] - 2 * X @ Y.T
     return np.exp(-np.maximum(sq, 0.0) / (2 * bandwidth**2))
@@ -143,7 +148,12 @@ def kernel_features(K, K_cross=None, *, ridge: float = 1e-10):
 
 
 def cross_correlation_matrix(xa, xb) -> np.ndarray:
-    """Γ = (1/2n) Σ_i (x_i x_i′ᵀ + x_i′ x_iᵀ), the symmetrised cross-correlation of the pairs."""
+    """Γ = (1/2n) Σ_i (x_i x_i′ᵀ + x_i′ x_iᵀ), the symmetrised cross-correlation of the pairs.
+
+    **Arguments:** `xa`, `xb`: the two views, (n, p) each.
+
+    **Returns:** Γ, (p, p), symmetric.
+    """
     g = np.asarray(xa).T @ np.asarray(xb) / len(xa)
     return 0.5 * (g + g.T)
 

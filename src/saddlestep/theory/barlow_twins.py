@@ -48,6 +48,8 @@ def barlow_twins_final(gamma, d: int) -> Float[np.ndarray, "d p"]:
 
     - `gamma`: Γ, symmetric p×p.
     - `d`: the embedding dimension.
+
+    **Returns:** W*, (d, p).
     """
     G = np.asarray(gamma, dtype=float)
     lam, vec = np.linalg.eigh(0.5 * (G + G.T))

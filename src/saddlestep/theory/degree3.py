@@ -64,6 +64,10 @@ def modular_utility_maxima(template) -> Float[np.ndarray, " k"]:
     (AGF reference §2.4, R7): √(2/27)·p^{−3/2}|x̂[ξ]|³, and 2/(3√3)·p^{−3/2}|x̂[p/2]|³ at the
     Nyquist frequency of an even p (a real, one-dimensional frequency); 0 at ξ = 0.
     The maximizer has ‖u‖² = ‖v‖² = ‖w‖² = 1/3, all three pure frequency ξ.
+
+    **Arguments:** `template`, the mean-centred x ∈ R^p.
+
+    **Returns:** Ū*_ξ for ξ = 0 … ⌊p/2⌋.
     """
     x = _template(template)
     p = x.size
@@ -76,7 +80,12 @@ def modular_utility_maxima(template) -> Float[np.ndarray, " k"]:
 
 
 def modular_utility_max(template) -> float:
-    """max over unit neurons of the utility at the start, max_ξ Ū*_ξ (AGF reference R7)."""
+    """max over unit neurons of the utility at the start, max_ξ Ū*_ξ (AGF reference R7).
+
+    **Arguments:** `template`, the mean-centred x ∈ R^p.
+
+    **Returns:** the largest Ū*_ξ.
+    """
     return float(np.max(modular_utility_maxima(template)))
 
 
@@ -86,6 +95,8 @@ def modular_levels(template) -> tuple[list[int], np.ndarray, float]:
     P_ξ = (|x̂[ξ]|² + |x̂[−ξ]|²)/p from the residual; ℓ^(k) = ½ Σ_{j>k} P_{ξ_j}.
 
     **Returns:** (frequencies in the order learned, the level after each, the initial level).
+
+    **Arguments:** `template`, the mean-centred x ∈ R^p.
     """
     x = _template(template)
     p = x.size
@@ -105,6 +116,8 @@ def modular_lower_bounds(template, init_norm: float) -> tuple[list[int], np.ndar
     61.091, 488.73 for the p = 20 template at ‖θ₀‖ = √2·0.01).
 
     **Returns:** (frequencies in the order learned, their lower bounds).
+
+    **Arguments:** `template`, the mean-centred x ∈ R^p; `init_norm`, ‖θ_i(0)‖.
     """
     order, _, _ = modular_levels(template)
     util = modular_utility_maxima(template)
@@ -157,14 +170,22 @@ def _spectrum(eigenvalues, N) -> tuple[np.ndarray, int]:
 
 def attention_coefficients(eigenvalues, N: int) -> Float[np.ndarray, " D"]:
     """The learned coefficient along each principal component, 1/(tr Λ + (N+1)λ_i), in decreasing
-    order of λ_i (AGF reference §2.3, R5). `eigenvalues` may also be Λ itself."""
+    order of λ_i (AGF reference §2.3, R5). `eigenvalues` may also be Λ itself.
+
+    **Arguments:** `eigenvalues`, λ (or Λ); `N`, the context length.
+
+    **Returns:** the coefficients, one per component.
+    """
     lam, N = _spectrum(eigenvalues, N)
     return 1.0 / (lam.sum() + (N + 1) * lam)
 
 
 def attention_levels(eigenvalues, N: int) -> tuple[np.ndarray, float]:
     """Plateau levels of ½E(y − ŷ)² after each principal component is learned (AGF reference R5):
-    ℓ^(k) = ½(tr Λ − Σ_{i≤k} λ_i/(1 + (1 + tr Λ/λ_i)/N)). **Returns:** (levels, initial ½tr Λ)."""
+    ℓ^(k) = ½(tr Λ − Σ_{i≤k} λ_i/(1 + (1 + tr Λ/λ_i)/N)). **Returns:** (levels, initial ½tr Λ).
+
+    **Arguments:** `eigenvalues`, λ (or Λ); `N`, the context length.
+    """
     lam, N = _spectrum(eigenvalues, N)
     tr = lam.sum()
     pos = lam > 0
@@ -174,7 +195,12 @@ def attention_levels(eigenvalues, N: int) -> tuple[np.ndarray, float]:
 
 def attention_utility_maxima(eigenvalues, N: int) -> Float[np.ndarray, " D"]:
     """Ū*_i = Nλ_i²/(3√3): a unit head aligned with the i-th principal component on the residual
-    y_q (v = 1/√3, k = q = e_i/√3; AGF reference §2.3, R5)."""
+    y_q (v = 1/√3, k = q = e_i/√3; AGF reference §2.3, R5).
+
+    **Arguments:** `eigenvalues`, λ (or Λ); `N`, the context length.
+
+    **Returns:** Ū*_i per component.
+    """
     lam, N = _spectrum(eigenvalues, N)
     return N * lam**2 / (3.0 * math.sqrt(3.0))
 

@@ -334,7 +334,12 @@ def direction(model: AbstractModel) -> tuple[np.ndarray, ...]:
 
 
 def direction_cosine(a, b) -> float:
-    """cos∠(θ_a, θ_b) between two layered networks or escape directions (flattened parameters)."""
+    """cos∠(θ_a, θ_b) between two layered networks or escape directions (flattened parameters).
+
+    **Arguments:** `a`, `b`: networks (with `layers`) or `EscapeDirection`s of the same shapes.
+
+    **Returns:** the cosine, in [−1, 1].
+    """
     pick = lambda x: x.layers if isinstance(x, EscapeDirection) else direction(x)
     la, lb = pick(a), pick(b)
     if [w.shape for w in la] != [w.shape for w in lb]:
@@ -356,6 +361,10 @@ def escape_time(speed: float, init_norm: float, depth: int) -> float:
 
     With a random initialization the direction first has to align, which costs time: these
     are lower bounds whose exponent in ε is exact as ε → 0.
+
+    **Arguments:** `speed` s* > 0; `init_norm` ε; `depth` L ≥ 2.
+
+    **Returns:** the escape time.
     """
     if isinstance(depth, bool) or int(depth) != depth or depth < 2:
         raise ValueError(f"depth: expected an integer ≥ 2, got {depth!r}")

@@ -102,7 +102,12 @@ def qwem_closed_form(target, W0, t) -> Float[np.ndarray, "t V V"]:
 
 def qwem_final(target, d: int) -> Float[np.ndarray, "V d"]:
     """The final embeddings W* = V*[:, :d] Λ[:d]₊^{1/2} (Karkada et al. 2025, Theorem 1;
-    up to a right rotation), the best PSD rank-d approximation of M* (Eckart–Young)."""
+    up to a right rotation), the best PSD rank-d approximation of M* (Eckart–Young).
+
+    **Arguments:** `target`, M* (V, V); `d`, the embedding dimension.
+
+    **Returns:** W*, (V, d).
+    """
     M = np.asarray(target, dtype=float)
     lam, vec = np.linalg.eigh(0.5 * (M + M.T))
     lam, vec = lam[::-1][:d], vec[:, ::-1][:, :d]

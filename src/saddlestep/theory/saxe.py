@@ -24,6 +24,8 @@ def saxe_mode(s: float, u0: float, t, *, lam: float = 1.0):
 
     **Arguments:** `s` singular value of Σyx; `u0` initial strength; `t` time(s); `lam` the input
     variance λ along the mode (1 for whitened inputs).
+
+    **Returns:** u(t), shaped like `t`.
     """
     t = np.asarray(t, dtype=float)
     e = np.exp(2.0 * s * t)
@@ -32,7 +34,13 @@ def saxe_mode(s: float, u0: float, t, *, lam: float = 1.0):
 
 def saxe_time(s: float, u0: float, u: float, *, depth: int = 2, lam: float = 1.0) -> float:
     """Time for a mode to grow from u₀ to u under u̇ = L u^{2−2/L}(s − λu) (balanced depth-L
-    network, Saxe et al. 2014; L = 2 in closed form: ln(u(s − λu₀)/(u₀(s − λu)))/(2s))."""
+    network, Saxe et al. 2014; L = 2 in closed form: ln(u(s − λu₀)/(u₀(s − λu)))/(2s)).
+
+    **Arguments:** `s`, the singular value; `u0`, `u`, the start and end strengths (0 < u₀ < u < s/λ);
+    `depth` L ≥ 2; `lam`, the input variance along the mode.
+
+    **Returns:** the time.
+    """
     depth = _check_depth(depth)
     if depth == 2:
         return math.log(u * (s - lam * u0) / (u0 * (s - lam * u))) / (2.0 * s)

@@ -106,3 +106,18 @@ def check_positive_int(name: str, value) -> int:
     if value <= 0:
         raise ValueError(f"{name}: expected a positive integer, got {value}")
     return value
+
+
+def layer_stack(dims, key, init_scale) -> tuple[Float[Array, "..."], ...]:
+    """Dense layers W_l of shape (d_l, d_{l−1}) with entries N(0, α²/d_{l−1}), after checking `dims`
+    (input, hidden widths…, output; depth ≥ 2)."""
+    dims = [check_positive_int(f"dims[{i}]", d) for i, d in enumerate(dims)]
+    if len(dims) < 3:
+        raise ValueError(
+            f"dims: expected at least 3 widths (input, hidden…, output; depth ≥ 2), got {dims}"
+        )
+    keys = jax.random.split(key, len(dims) - 1)
+    return tuple(
+        init_scale * jax.random.normal(k, (d_out, d_in)) / jnp.sqrt(d_in)
+        for k, d_in, d_out in zip(keys, dims[:-1], dims[1:])
+    )

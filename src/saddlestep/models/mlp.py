@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .base import AbstractModel, check_init_scale, check_positive_int
+from .base import AbstractModel, check_init_scale, layer_stack
 
 
 class DeepReLU(AbstractModel):
@@ -28,17 +28,8 @@ class DeepReLU(AbstractModel):
         - `key`: a JAX PRNG key.
         - `init_scale`: α > 0.
         """
-        dims = [check_positive_int(f"dims[{i}]", d) for i, d in enumerate(dims)]
-        if len(dims) < 3:
-            raise ValueError(
-                f"dims: expected at least 3 widths (input, hidden…, output; depth ≥ 2), got {dims}"
-            )
         self.init_scale = check_init_scale(init_scale)
-        keys = jax.random.split(key, len(dims) - 1)
-        self.layers = tuple(
-            self.init_scale * jax.random.normal(k, (d_out, d_in)) / jnp.sqrt(d_in)
-            for k, d_in, d_out in zip(keys, dims[:-1], dims[1:])
-        )
+        self.layers = layer_stack(dims, key, self.init_scale)
 
     @property
     def depth(self) -> int:

@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 
 from . import stiff as _stiff
 from .models.base import AbstractModel, parameters
-from .tasks.base import AbstractTask
+from .tasks.base import AbstractTask, check_positive as _positive
 from .trajectory import Trajectory
 
 # Number of times each compiled core was traced; tests use it to prove that seeds, init scales,
@@ -569,11 +569,3 @@ def _trim(traj: Trajectory) -> Trajectory:
     return traj
 
 
-def _positive(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return v

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import shutil
@@ -19,6 +18,7 @@ from .flow import simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
 from .steps import compare, detect_steps, steps_table, Step
+from .tasks.base import check_positive
 from .trajectory import atomic_write_text, Trajectory
 
 _PACKAGES = ("saddlestep", "jax", "jaxlib", "diffrax", "equinox", "optax", "optimistix", "lineax", "numpy")
@@ -36,13 +36,7 @@ def versions() -> dict[str, str]:
 
 
 def check_init_scale_arg(value) -> float:
-    try:
-        a = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"--init-scale: expected a positive number, got {value!r}") from None
-    if not (a > 0 and math.isfinite(a)):
-        raise ValueError(f"--init-scale: expected a positive finite number, got {value!r}")
-    return a
+    return check_positive("--init-scale", value)
 
 
 def check_seed_arg(value) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 
 import equinox as eqx
 import numpy as np
@@ -58,3 +59,14 @@ def check_finite(name: str, value, ndim: int | tuple[int, ...] | None = None) ->
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return arr
+
+
+def check_positive(name: str, value) -> float:
+    """A positive finite number, or a `ValueError` naming the argument."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return v

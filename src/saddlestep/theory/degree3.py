@@ -15,17 +15,9 @@ import numpy as np
 from jaxtyping import Float
 
 from ..prediction import Prediction
-from ..tasks.base import check_finite
+from ..tasks.base import check_finite, check_positive as _positive
 
 
-def _positive(name, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return v
 
 
 def alignment_time(utility, init_norm, kappa: int = 3):

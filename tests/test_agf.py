@@ -63,28 +63,33 @@ def test_linear_agf_matches_closed_form(name, steps):
     np.testing.assert_allclose(scaled[0], scaled[2], rtol=0.5)
 
 
-@pytest.mark.parametrize("name", ["R3", "commuting"])
-def test_linear_agf_limit_is_exact(name):
+# Non-commuting: steps 4 and 5 are close (τ = 7.9, 8.6), so AGF's offsets still drift between
+# α = e^-100 and e^-200, by ≤ 5e-4 of the slope (≤ 3e-5 between e^-400 and e^-800).
+@pytest.mark.parametrize("name,rtol", [("R3", 1e-5), ("commuting", 1e-5), ("noncommuting", 1e-3)])
+def test_linear_agf_limit_is_exact(name, rtol):
     p, cf = _linear_prediction(name, 1e-6, limit=True)
     k = min(p.num_steps, cf.num_steps)
     assert k >= 4
-    np.testing.assert_allclose(p.rescaled_times[:k], cf.rescaled_times[:k], rtol=1e-5)
+    np.testing.assert_allclose(p.rescaled_times[:k], cf.rescaled_times[:k], rtol=rtol)
 
 
-def test_linear_agf_noncommuting_first_steps():
-    # Conjecture 4.1 is a conjecture; AGF's neuron-level timing matches its first steps.
-    p, cf = _linear_prediction("noncommuting", 1e-30)
-    np.testing.assert_allclose(p.rescaled_times[:3], cf.rescaled_times[:3], rtol=0.015)
-    np.testing.assert_allclose(p.losses[:6], cf.losses[:6], atol=1e-10)
-    assert p.order[:6] == cf.order[:6]
-
-
-def test_linear_agf_noncommuting_no_underflow():
-    # At α = 1e-100 hidden components fall far below e^-745; log-magnitudes keep them, so the
-    # first steps still agree with Conjecture 4.1 and every mode is learned, in order.
-    p, cf = _linear_prediction("noncommuting", 1e-100)
-    assert p.order == cf.order and p.num_steps == 10
-    np.testing.assert_allclose(p.rescaled_times[:2], cf.rescaled_times[:2], rtol=0.005)
+def test_linear_agf_noncommuting_all_steps():
+    # Σxx does not commute with Σyx: Conjecture 4.1 (the limit of AGF) for every step, within 1%
+    # at α = 1e-100. There the not-yet-learned modes sit up to e^-500 below the learned ones;
+    # dormant neurons grown apart in one go turned parallel to rounding and lost them (step 3
+    # was 17% off), so they are kept as orthogonal singular components.
+    errors = []
+    for alpha in (1e-10, 1e-30, 1e-100):
+        p, cf = _linear_prediction("noncommuting", alpha)
+        assert p.order == cf.order and p.num_steps == 10
+        np.testing.assert_allclose(p.losses, cf.losses, atol=1e-10)
+        errors.append(np.abs(p.rescaled_times / cf.rescaled_times - 1))
+    assert errors[-1].max() < 0.01
+    # The error is AGF's O(1) offset over ln(1/α). Steps 4 and 5 are close (τ = 7.9, 8.6): their
+    # offsets settle only below α ≈ 1e-30, so 1e-10 is held to the trend alone.
+    assert np.all(errors[0] > errors[1]) and np.all(errors[1] > errors[2])
+    scaled = [e * math.log(1 / a) for e, a in zip(errors, (1e-10, 1e-30, 1e-100))]
+    np.testing.assert_allclose(scaled[1], scaled[2], rtol=0.15)
 
 
 def test_quadratic_phases_need_no_ode_solve():

@@ -130,3 +130,19 @@ def test_bad_solver_name():
         ss.simulate(model, task, t_max=1.0, solver="stiff")
     with pytest.raises(ValueError, match="linear_solver"):
         ss.simulate(model, task, t_max=1.0, solver="implicit", linear_solver="gmres")
+
+
+def test_batched_auto_keeps_switch_times():
+    # An ensemble over seeds: each member switches at its own time, and indexing the batch
+    # keeps that time as a float (it once went through int()).
+    kw = dict(t_max=200.0, rtol=1e-7, n_save=401, converge_tol=1e-9, solver="auto")
+    models = eqx.filter_vmap(lambda k: QuadraticNetwork(5, 8, key=k, init_scale=0.1))(
+        jax.random.split(jax.random.PRNGKey(0), 2))
+    task = _modular(0.1)[1]
+    batch = ss.simulate(models, task, **kw)
+    for i in range(2):
+        member = jax.tree.map(lambda a: a[i] if eqx.is_array(a) else a, models)
+        single = ss.simulate(member, task, **kw)
+        t = batch[i].stats["t_switch"]
+        assert isinstance(t, float) and t > 0 and t != int(t)
+        assert t == pytest.approx(single.stats["t_switch"], rel=1e-9)

@@ -155,8 +155,10 @@ def _implicit_solver(rtol, atol, linear: str, count: bool):
     if linear == "dense":
         newton_ls, filter_ls = lx.LU(), lx.LU()
     else:
-        newton_ls = lx.CG(rtol=1e-4, atol=0.0, max_steps=200)
-        filter_ls = lx.CG(rtol=1e-3, atol=0.0, max_steps=100)
+        # Inexact Newton: the Newton test judges the update, so a 1e-2 linear solve suffices
+        # (1e-4 cost 25% more HVPs for the same steps); the filter only steers the step size.
+        newton_ls = lx.CG(rtol=1e-2, atol=0.0, max_steps=200)
+        filter_ls = lx.CG(rtol=1e-2, atol=0.0, max_steps=100)
     inner = dfx.Kvaerno5(root_finder=_stiff.NewtonCG(rtol=rtol, atol=atol, linear_solver=newton_ls, count=count))
     return _stiff.ErrorFiltered(inner, _stiff.kvaerno5_gamma(), linear_solver=filter_ls, count=count)
 

@@ -76,7 +76,7 @@ class Trajectory:
             init_scale=float(np.asarray(self.init_scale)[i]),
             status=self.status[i],
             t_final=float(np.asarray(self.t_final)[i]),
-            stats={k: int(np.asarray(v)[i]) for k, v in self.stats.items()},
+            stats={k: np.asarray(v)[i].item() for k, v in self.stats.items()},
             method=self.method,
             feature_labels=self.feature_labels,
             snapshot_times=None if self.snapshot_times is None else self.snapshot_times[i],

@@ -86,6 +86,56 @@ def _utility_phase(problem: AbstractAGFProblem, x, S, c, log_norm0, dormant, rst
     return sol.ts[-1], x1, S1, sol.result == dfx.RESULTS.event_occurred, sol.stats["num_steps"]
 
 
+def _phase(problem, x, S, c, log_norm0, dormant, rstate, t, horizon, rtol, dtmin):
+    """One utility phase from time t: (end time, x, S, whether a neuron crossed, solver steps).
+
+    For κ > 2 this is one solve. For κ = 2 the directions move at unit speed and settle on
+    local maxima of the utility in O(1) time, while a phase lasts O(c) = O(ln(1/α)); at a
+    ReLU kink the settled direction chatters and the solve would crawl at its step floor
+    (exhausting the step budget at tiny α, so no activation was ever found). So the phase is
+    solved in chunks, and once every dormant utility has stopped changing over two chunks the
+    directions are stationary, S_i grows linearly at κŪ_i, and the first crossing is solved
+    in closed form."""
+    t_end = t + horizon
+    args = (jnp.asarray(c), jnp.asarray(log_norm0), jnp.asarray(dormant), rstate)
+    if problem.kappa != 2:
+        t1, x1, S1, hit, n = _utility_phase(
+            problem, jnp.asarray(x), jnp.asarray(S), *args, jnp.asarray(float(t)),
+            jnp.asarray(float(t_end)), jnp.asarray(rtol), jnp.asarray(dtmin),
+        )
+        return float(t1), np.asarray(x1), np.asarray(S1), bool(hit), int(n)
+    chunk = max(0.05 * float(np.max(np.abs(c))), 1.0)
+    steps, history = 0, []
+    x, S = np.asarray(x), np.asarray(S)
+    while t < t_end:
+        t1, x1, S1, hit, n = _utility_phase(
+            problem, jnp.asarray(x), jnp.asarray(S), *args, jnp.asarray(float(t)),
+            jnp.asarray(float(min(t + chunk, t_end))), jnp.asarray(rtol), jnp.asarray(dtmin),
+        )
+        steps += int(n)
+        t, x, S = float(t1), np.asarray(x1), np.asarray(S1)
+        if bool(hit):
+            return t, x, S, True, steps
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        U = np.where(dormant, np.asarray(problem.utility(jnp.asarray(x), rstate)), 0.0)
+        history.append(U)
+        if len(history) >= 3:
+            scale = max(float(np.max(np.abs(U))), 1e-300)
+            if all(np.max(np.abs(history[-1] - h)) <= _STATIONARY * scale for h in history[-3:-1]):
+                rate = 2.0 * U
+                wait = np.where(dormant & (rate > 0), (c - S) / np.where(rate > 0, rate, 1.0), np.inf)
+                dt = float(np.min(wait))
+                if t + dt > t_end:
+                    return t_end, x, S + rate * (t_end - t), False, steps
+                return t + dt, x, S + rate * dt, True, steps
+    return t, x, S, False, steps
+
+
+# Largest change of any dormant utility (relative to the largest) across two chunks for the
+# directions to count as settled.
+_STATIONARY = 1e-7
+
+
 class _Calls:
     """The problem's methods, bound once per run: each method lookup on an Equinox module builds
     a bound-method module, which on closed-form problems cost more than the phases themselves."""
@@ -133,13 +183,9 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             dt, x, S1, hit = calls.advance(x, S, c, dormant, rstate, horizon)
             t_new = t + dt
         else:
-            t_new, x1, S1, hit, nsteps = _utility_phase(
-                problem, jnp.asarray(x), jnp.asarray(S), jnp.asarray(c), jnp.asarray(log_norm0),
-                jnp.asarray(dormant), rstate, jnp.asarray(float(t)), jnp.asarray(float(t + horizon)), jnp.asarray(rtol), jnp.asarray(dtmin),
-            )
-            solver_steps += int(nsteps)
-            x = np.asarray(x1)
-            x = x / np.linalg.norm(x, axis=1, keepdims=True)
+            t_new, x1, S1, hit, nsteps = _phase(problem, x, S, c, log_norm0, dormant, rstate, t, horizon, rtol, dtmin)
+            solver_steps += nsteps
+            x = x1 / np.linalg.norm(x1, axis=1, keepdims=True)
         if not bool(hit):
             break  # no activation within the horizon, or the step budget ran out
         t = float(t_new)

@@ -345,14 +345,90 @@ class DiagonalProblem(_AbstractQuadratic):
         return "+".join(self.labels[i] for i in np.flatnonzero(crossed))
 
 
+# ----------------------------------------------------------------------------- linear-network frames
+# The dormant neurons of a linear network are kept as the singular components of their block
+# Θ_D = diag(e^ρ) W (rows: neurons; W orthonormal rows, ρ log-norms). Rows e^-500 apart must keep
+# their relative precision, so the rotations are one-sided Jacobi on (ρ, W) (relatively accurate
+# on graded rows, Demmel & Veselić 1992), re-applied every time the rows' growth spreads by e^_H
+# (as in Lyapunov-exponent QR), before they turn parallel to rounding.
+_H = 8.0
+_ORTH_TOL = 1e-15
+
+
+def _pairs(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Round-robin rounds of disjoint pairs covering every pair of n rows once."""
+    m = n + (n % 2)
+    idx = list(range(m))
+    rounds = []
+    for _ in range(m - 1):
+        r = np.array(idx[: m // 2])
+        s = np.array(idx[m // 2 :][::-1])
+        keep = (r < n) & (s < n)
+        rounds.append((r[keep], s[keep]))
+        idx = [idx[0], idx[-1]] + idx[1:-1]
+    return rounds
+
+
+def _orthogonalize(rho, W):
+    """The hidden-unit rotation that makes the rows diag(e^ρ)W mutually orthogonal: (ρ, W) of the
+    singular components, largest first. Exact zero rows (ρ = −∞) are left as they are."""
+    rho = np.asarray(rho, dtype=float).copy()
+    W = np.asarray(W, dtype=float).copy()
+    live = np.isfinite(rho)
+    out_rho, out_W = rho[~live], W[~live]
+    rho, W = rho[live], W[live]
+    n = rho.size
+    if n:
+        norm = np.linalg.norm(W, axis=1)
+        rho, W = rho + np.log(norm), W / norm[:, None]
+    rounds = _pairs(n)
+    for _ in range(60):
+        rotated = False
+        for r, s in rounds:
+            # Work on each pair with r the larger row, in units of it: the pair's Gram matrix is
+            # [[1, e·cos], [e·cos, e²]] with e = e^{ρ_s − ρ_r} ≤ 1, so nothing overflows.
+            big = rho[r] >= rho[s]
+            r, s = np.where(big, r, s), np.where(big, s, r)
+            cos = np.sum(W[r] * W[s], axis=1)
+            go = np.abs(cos) > _ORTH_TOL
+            if not go.any():
+                continue
+            rotated = True
+            r, s, cos = r[go], s[go], cos[go]
+            e = np.exp(rho[s] - rho[r])
+            z = (1.0 - e**2) / (2.0 * cos)
+            u = -np.where(z >= 0, 1.0, -1.0) / (np.abs(z) + np.sqrt(z**2 + e**2))  # tan θ / e
+            cs = 1.0 / np.sqrt(1.0 + (e * u) ** 2)
+            Wr = cs[:, None] * (W[r] - (e**2 * u)[:, None] * W[s])
+            Ws = cs[:, None] * (u[:, None] * W[r] + W[s])
+            for rows, new in ((r, Wr), (s, Ws)):
+                norm = np.linalg.norm(new, axis=1)
+                rho[rows] += np.log(norm)
+                W[rows] = new / norm[:, None]
+        if not rotated:
+            break
+    order = np.argsort(-rho, kind="stable")
+    return np.concatenate([rho[order], out_rho]), np.concatenate([W[order], out_W])
+
+
+def _log_top(rho, W, lam, t):
+    """(ln σ₁, d ln σ₁/dt) of diag(e^ρ) W e^{Λt}."""
+    top = float(np.max(rho))
+    with np.errstate(under="ignore"):
+        B = np.exp(rho - top)[:, None] * W * np.exp(lam * t)
+    _, s, vt = np.linalg.svd(B, full_matrices=False)
+    return top + math.log(s[0]), float(np.sum(lam * vt[0] ** 2))
+
+
 class LinearProblem(_AbstractQuadratic):
     """Two-layer linear network f = Σ_i a_i w_iᵀx on second moments: U_i = a_iᵀ M w_i with
     M = Σyx − βΣxx, the quadratic form K = [[0, M], [Mᵀ, 0]] on θ_i = (a_i, w_i); the cost phase
     is reduced-rank regression (Kunin et al. 2025, §4).
 
-    The hidden units can be rotated into each other without changing the function, so when a
-    neuron activates, the other neurons' share of the same growing mode joins it (`absorb`):
-    this is what leaves each dormant neuron with only its not-yet-learned modes (Conjecture 4.1).
+    The hidden units can be rotated into each other without changing the function (gradient
+    flow is equivariant to it), so the dormant neurons are kept as the singular components of
+    their block: the top one activates when σ₁ reaches 1 and carries all of its mode, which
+    leaves each other dormant neuron with only not-yet-learned modes (Conjecture 4.1).
     """
 
     template: TwoLayer
@@ -397,7 +473,61 @@ class LinearProblem(_AbstractQuadratic):
         theta = np.concatenate([np.asarray(self.template.a).T, np.asarray(self.template.W)], axis=1)
         norm = np.linalg.norm(theta, axis=1)
         _, Q = self._basis(np.asarray(self.Syx))
-        return _log((theta / norm[:, None]) @ Q), np.log(norm)
+        # Dormant neurons are the singular components of the dormant block (see `advance`).
+        rho, W = _orthogonalize(np.log(norm), (theta / norm[:, None]) @ Q)
+        null = rho < rho[0] - 30.0  # beyond the rank (width > a + w): exactly zero
+        rho[null], W[null] = -np.inf, 0.0
+        return _log(W), rho
+
+    def advance(self, x, S, c, dormant, rstate, horizon):
+        """The utility phase with the dormant neurons kept as the singular components of their
+        block (a hidden-unit rotation, to which gradient flow is equivariant): the first to
+        activate is the top one, when σ₁ of the block reaches 1. Growing the rows apart in one
+        go would leave them parallel to rounding (all dominated by the top mode), losing the
+        not-yet-learned modes that later steps grow from; so the block is re-rotated whenever
+        its growth spreads by e^_H, and log-norms ρ are carried separately."""
+        lam = np.asarray(rstate["lam"])[0]
+        D = np.flatnonzero(dormant & np.isfinite(c))
+        if not D.size:
+            return horizon, x, S, False
+        # σ₁ bounds every row's norm, so the rows' own first crossing bounds σ₁'s from above.
+        t_ub, _, _, hit = super().advance(x, S, c, dormant & np.isfinite(c), rstate, horizon)
+        if not hit:
+            return horizon, x, S, False
+        rho, W = np.asarray(S - c)[D], _exp(x[D])
+        spread = float(lam.max() - lam.min())
+        dt_max = _H / spread if spread > 0 else math.inf
+        t = 0.0
+        while True:
+            step = min(dt_max, t_ub - t)
+            last = t + step >= t_ub
+            if last or _log_top(rho, W, lam, step)[0] >= 0.0:
+                # ln σ₁ is convex in time (a supremum of log-sum-exps), so Newton from the
+                # right of the root decreases monotonically onto it.
+                tau = step
+                for _ in range(100):
+                    g, slope = _log_top(rho, W, lam, tau)
+                    new = max(tau - g / slope, 0.0) if slope > 0 else tau
+                    done = abs(new - tau) <= 1e-15 * max(tau, 1e-300)
+                    tau = new
+                    if done:
+                        break
+                with np.errstate(under="ignore"):
+                    rho, W = _orthogonalize(rho, W * np.exp(lam * tau))
+                rho[0] = 0.0  # σ₁ = 1: the top neuron sits exactly on its threshold
+                t += tau
+                break
+            with np.errstate(under="ignore"):
+                rho, W = _orthogonalize(rho, W * np.exp(lam * step))
+            t += step
+        x, S = np.array(x), np.array(S, dtype=float)
+        x[D], S[D] = _log(W), rho + c[D]
+        return t, x, S, True
+
+    def absorb(self, x, S, log_norm0, crossed, dormant, rstate):
+        # The other dormant rows are orthogonal to the top one, in mode and hidden space: it
+        # already carries all of its mode, and nothing is left to collect.
+        return x, S
 
     def start(self, params, active):
         T, C = np.asarray(self.task.target), np.asarray(self.task.sqrt_cov)

@@ -128,6 +128,18 @@ def load_npz(path: str, *, required: tuple[str, ...] = (), one_of: tuple[tuple[s
     return data
 
 
+SOLVERS = ("explicit", "implicit", "auto")
+
+
+def solver_choice(params: dict) -> str:
+    """The preset's `solver` parameter, checked: `explicit` (Tsit5), `implicit` (Kvaerno5 with
+    Newton on I + γh∇²L) or `auto` (explicit until the flow turns stiff); see `simulate`."""
+    value = params["solver"]
+    if value not in SOLVERS:
+        raise ValueError(f"--set solver: expected one of {', '.join(SOLVERS)}, got {value!r}")
+    return value
+
+
 _REGISTRY: dict[str, Preset] = {}
 
 

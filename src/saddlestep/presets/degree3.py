@@ -16,7 +16,7 @@ from ..steps import Step
 from ..tasks.in_context import InContextRegression
 from ..tasks.modular import fourier_template, ModularAddition
 from ..theory import degree3
-from .base import load_npz, Preset, register, Setup
+from .base import load_npz, Preset, register, Setup, solver_choice
 from .regression import horizon
 
 
@@ -226,7 +226,8 @@ def _build_modular(params, *, init_scale, seed, data):
     return Setup(
         model, task, t_max,
         predict=_predictor(model, task, params, lambda: bound, cache),
-        simulate_kwargs={"rtol": params["rtol"], "converge_tol": 1e-6, "max_steps": 1_000_000},
+        simulate_kwargs={"rtol": params["rtol"], "converge_tol": 1e-6, "max_steps": 1_000_000,
+                         "solver": solver_choice(params)},
         summarize=lambda traj: _summarize(traj, bound),
         write_extra=write_extra,
     )
@@ -242,6 +243,7 @@ register(
             "magnitudes": (10.0, 5.0, 2.5),
             "width": 18,
             "predictor": "agf",
+            "solver": "auto",
             "rtol": 1e-6,
             "t_max": "auto",
         },
@@ -281,7 +283,7 @@ def _build_attention(params, *, init_scale, seed, data):
     return Setup(
         model, task, t_max,
         predict=_predictor(model, task, params, lambda: bound, cache),
-        simulate_kwargs={"rtol": params["rtol"], "max_steps": 1_000_000},
+        simulate_kwargs={"rtol": params["rtol"], "max_steps": 1_000_000, "solver": solver_choice(params)},
         summarize=lambda traj: _summarize(traj, bound),
         write_extra=write_extra,
     )
@@ -299,6 +301,7 @@ register(
             "samples": 0,
             "basis_seed": 0,
             "predictor": "agf",
+            "solver": "auto",
             "rtol": 1e-7,
             "t_max": "auto",
         },

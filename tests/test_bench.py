@@ -31,6 +31,17 @@ def test_bench_reduced(tmp_path):
     assert steps[1] > steps[0] and scaling["at_most_linear"]
     assert all(r["status"] == "converged" for r in scaling["runs"])
     assert [r["batch"] for r in result["throughput"]] == [1, 3]
+    # The stiff section: every method at both α, the implicit ones on the explicit solution.
+    stiff = result["stiff"]
+    assert "Stiff gradient flows" in md and result["stiff_speedup"] == stiff["stiff_speedup"] > 0
+    for a in (0.5, 0.4):
+        rows = {r["method"]: r for r in stiff["runs"] if r["init_scale"] == a}
+        assert set(rows) == {"Tsit5", "implicit dense", "implicit matrix-free", "auto", "GD (stability limit)"}
+        for m in ("implicit dense", "implicit matrix-free", "auto"):
+            assert rows[m]["drop_time_error"] < 1e-4 and rows[m]["loss_error"] < 1e-4
+            assert rows[m]["steps"] < rows["Tsit5"]["steps"] and rows[m]["hvp_evals"] > 0
+        assert np.isfinite(rows["GD (stability limit)"]["wall_s"])
+    assert stiff["step_fits"]["implicit dense"]["alphas"] == [0.5, 0.4]
 
 
 def test_drop_times_cubic_crossing():

@@ -78,6 +78,7 @@ def bad_cases(tmp):
         "inf init scale": (["run", "linear", "--init-scale", "inf"], "--init-scale"),
         "unknown preset": (["run", "nonesuch"], "nonesuch"),
         "unknown --set key": (["run", "linear", "--set", "colour=blue"], "colour"),
+        "unknown solver": (["run", "modular", "--set", "solver=stiff"], "--set solver"),
         "--set without =": (["run", "linear", "--set", "width"], "--set"),
         "width zero": (["run", "linear", "--set", "width=0"], "width"),
         "width not a number": (["run", "linear", "--set", "width=wide"], "width"),

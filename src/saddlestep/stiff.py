@@ -39,10 +39,10 @@ _SPD = frozenset({lx.symmetric_tag, lx.positive_semidefinite_tag})
 EVAL_COUNT: dict[str, int] = {"grad": 0, "hvp": 0}
 
 
-def _bump(kind: str, count: bool):
+def _bump(kind: str, count: bool, n: int = 1):
     if count:
         def inc(_):
-            EVAL_COUNT[kind] += 1
+            EVAL_COUNT[kind] += n
         jax.debug.callback(inc, jnp.zeros(()))
 
 
@@ -59,7 +59,33 @@ def hvp(grad_fn: Callable, theta: Float[Array, " n"], v: Float[Array, " n"]) -> 
     return jax.jvp(grad_fn, (theta,), (v,))[1]
 
 
-def _krylov_solve(matvec, b, solver: lx.AbstractLinearSolver, count: bool):
+class Deflation(eqx.Module):
+    """A preconditioner for I + s∇²L that inverts it exactly on k approximate eigenvectors of ∇²L.
+
+    M⁻¹ = I + V (diag(1/(1 + sλ)) − I) Vᵀ with V orthonormal Ritz vectors and λ ≥ 0 their Ritz
+    values: symmetric positive definite, and CG then only has to resolve the bulk of the spectrum
+    (the stiff directions of a neuron model are few: those of its active neurons).
+
+    **Arguments:**
+
+    - `V`: orthonormal columns (n, k).
+    - `lam`: the Ritz values (k,), clipped at 0.
+    - `scale`: s = γh of the system.
+    """
+
+    V: Float[Array, "n k"]
+    lam: Float[Array, " k"]
+    scale: Scalar
+
+    def __call__(self, v: Float[Array, " n"]) -> Float[Array, " n"]:
+        c = self.V.T @ v
+        return v + self.V @ ((1.0 / (1.0 + self.scale * self.lam) - 1.0) * c)
+
+    def rescaled(self, scale) -> "Deflation":
+        return Deflation(self.V, self.lam, scale)
+
+
+def _krylov_solve(matvec, b, solver: lx.AbstractLinearSolver, count: bool, precondition: Deflation | None = None):
     """Solve A x = b for a symmetric positive definite A given by `matvec`, matrix-free.
 
     A is I + (positive)·∇²L: positive definite whenever h·γ·λ_min(∇²L) > −1, which holds on the
@@ -70,13 +96,17 @@ def _krylov_solve(matvec, b, solver: lx.AbstractLinearSolver, count: bool):
         _bump("hvp", count)
         return matvec(v)
 
-    op = lx.FunctionLinearOperator(mv, jax.eval_shape(lambda: b), tags=_SPD)
+    struct = jax.eval_shape(lambda: b)
+    op = lx.FunctionLinearOperator(mv, struct, tags=_SPD)
     # Scale-free stopping: lineax CG's scale is atol + rtol·|b| per component, which never
     # stops on components of b that are exactly zero; use a norm-relative atol instead.
+    options = {}
     if isinstance(solver, lx.CG):
         bnorm = jnp.max(jnp.abs(b))
         solver = eqx.tree_at(lambda s: s.atol, solver, solver.rtol * bnorm)
-    sol = lx.linear_solve(op, b, solver, throw=False)
+        if precondition is not None:
+            options["preconditioner"] = lx.FunctionLinearOperator(precondition, struct, tags=_SPD)
+    sol = lx.linear_solve(op, b, solver, options=options, throw=False)
     return jnp.where(jnp.isfinite(sol.value), sol.value, jnp.inf)
 
 
@@ -104,6 +134,8 @@ class NewtonCG(optx.AbstractRootFinder):
     kappa: float = 1e-2
     norm: Callable[[PyTree], Scalar] = optx.max_norm
     count: bool = eqx.field(static=True, default=False)
+    # Set per step by `ErrorFiltered` (Ritz vectors reused from step to step).
+    precondition: Deflation | None = None
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags):
         init_state = options.get("init_state", None)
@@ -117,7 +149,7 @@ class NewtonCG(optx.AbstractRootFinder):
         fx, aux = fn(y, args)
         _bump("grad", self.count)
         matvec = lambda v: jax.jvp(lambda z: fn(z, args)[0], (y,), (v,))[1]
-        diff = _krylov_solve(matvec, fx, self.linear_solver, self.count)
+        diff = _krylov_solve(matvec, fx, self.linear_solver, self.count, self.precondition)
         new_y = y - diff
         scale = self.atol + self.rtol * jnp.abs(new_y)
         diffsize = self.norm(diff / scale)
@@ -150,12 +182,18 @@ class ErrorFiltered(dfx.AbstractAdaptiveSolver):
     - `solver`: the implicit Runge–Kutta solver (e.g. `diffrax.Kvaerno5`).
     - `gamma`: its diagonal coefficient γ.
     - `linear_solver`: the Krylov solver of the filter.
+    - `rank`: with k = `rank` > 0, the Krylov solves of the step (Newton's, when `solver`'s root
+      finder is a `NewtonCG`, and the filter's) are preconditioned by a `Deflation` on k Ritz
+      vectors of ∇²L. They are carried from step to step and refined by one block power iteration
+      per step (k HVPs): the Jacobian information a dense solver would refactor every step,
+      reused where the stiff directions change slowly.
     - `count`: count HVPs on the host (benchmarks).
     """
 
     solver: dfx.AbstractSolver
     gamma: float
     linear_solver: lx.AbstractLinearSolver = lx.CG(rtol=1e-3, atol=0.0, max_steps=100)
+    rank: int = eqx.field(static=True, default=0)
     count: bool = eqx.field(static=True, default=False)
     term_structure: ClassVar = dfx.AbstractTerm
     interpolation_cls: ClassVar = dfx.ThirdOrderHermitePolynomialInterpolation.from_k
@@ -170,19 +208,38 @@ class ErrorFiltered(dfx.AbstractAdaptiveSolver):
         return self.solver.strong_order(terms)
 
     def init(self, terms, t0, t1, y0, args):
-        return self.solver.init(terms, t0, t1, y0, args)
+        inner = self.solver.init(terms, t0, t1, y0, args)
+        if not self.rank:
+            return inner, None
+        # Any orthonormal start: the power iteration turns it to the stiff directions once they
+        # exist (before the first drop ∇²L is small and the preconditioner is near identity).
+        V = jax.random.normal(jax.random.PRNGKey(0), (y0.size, self.rank), y0.dtype)
+        return inner, jnp.linalg.qr(V)[0]
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        y1, y_error, dense_info, state, result = self.solver.step(terms, t0, t1, y0, args, solver_state, made_jump)
+        inner_state, V = solver_state
         h = t1 - t0
+        solver, precondition, V_next = self.solver, None, V
+        if self.rank:
+            _bump("hvp", self.count, self.rank)
+            W = jax.vmap(lambda v: -jax.jvp(lambda z: terms.vf(t0, z, args), (y0,), (v,))[1], in_axes=1, out_axes=1)(V)
+            lam, Q = jnp.linalg.eigh(0.5 * (V.T @ W + W.T @ V))
+            precondition = Deflation(V @ Q, jnp.maximum(lam, 0.0), self.gamma * h)
+            if isinstance(getattr(solver, "root_finder", None), NewtonCG):
+                solver = eqx.tree_at(lambda s: s.root_finder.precondition, solver, precondition,
+                                     is_leaf=lambda x: x is None)
+            V_next = jnp.linalg.qr(W)[0]
+            V_next = jnp.where(jnp.all(jnp.isfinite(V_next)), V_next, V)
+        y1, y_error, dense_info, state, result = solver.step(terms, t0, t1, y0, args, inner_state, made_jump)
         # Jacobian of the vector field at the step's end: on a relaxed component its error is
         # what the next step inherits (RADAU5 uses the start; the end is as cheap here).
         matvec = lambda v: v - self.gamma * h * jax.jvp(lambda z: terms.vf(t1, z, args), (y1,), (v,))[1]
-        filtered = _krylov_solve(matvec, jnp.where(jnp.isfinite(y_error), y_error, 0.0), self.linear_solver, self.count)
+        filtered = _krylov_solve(matvec, jnp.where(jnp.isfinite(y_error), y_error, 0.0), self.linear_solver,
+                                 self.count, precondition)
         # A failed stage solve reports an infinite error: keep it so (a Krylov solve of inf
         # could come back finite and accept a failed step).
         ok = dfx.is_okay(result) & jnp.all(jnp.isfinite(y_error))
-        return y1, jnp.where(ok, filtered, jnp.inf), dense_info, state, result
+        return y1, jnp.where(ok, filtered, jnp.inf), dense_info, (state, V_next), result
 
     def func(self, terms, t0, y0, args):
         return self.solver.func(terms, t0, y0, args)

@@ -55,3 +55,21 @@ def test_compare_matches_steps_in_order():
     assert list(table["feature_simulated"]) == ["f0", "f1"]
     np.testing.assert_allclose(table["time_rel_error"], [(5 - 5.5) / 5.5, (20 - 19) / 19], atol=2e-3)
     np.testing.assert_allclose(table["loss_simulated"], [1.0, 0.0], atol=1e-6)
+
+
+def test_compare_merges_sub_steps_of_one_feature():
+    # Three drops, the first two of the same feature (two neurons joining one after another):
+    # against a two-step prediction they count as one step, from the first plateau to the last.
+    import dataclasses
+
+    t = np.linspace(0, 40, 4001)
+    steps = detect_steps(synthetic(t, [5.0, 9.0, 20.0], [0.1, 0.1, 0.2], [6.0, 4.0, 1.0]))
+    steps = [dataclasses.replace(s, feature=f) for s, f in zip(steps, ["a", "a", "b"])]
+    pred = ss.Prediction.from_rescaled(
+        "closed-form:test", np.array([5.0, 20.0]) / math.log(1e6), [1.0, 0.0], ["a", "b"], init_scale=1e-6
+    )
+    table = compare(steps, pred)
+    assert list(table["feature_simulated"]) == ["a", "b"]
+    np.testing.assert_allclose(table["loss_simulated"], [1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(table["time_simulated"], [5.0, 20.0], atol=1e-2)  # 6 of the 10 drop at t = 5
+    assert len(compare(steps, pred, merge=False)) == 3

@@ -22,7 +22,7 @@ from .models import (  # noqa: E402
 from . import plot as plot  # noqa: E402
 from .prediction import Prediction as Prediction  # noqa: E402
 from .runs import run_preset as run_preset  # noqa: E402
-from .steps import compare as compare, detect_steps as detect_steps, Step as Step  # noqa: E402
+from .steps import compare as compare, detect_steps as detect_steps, feature_steps as feature_steps, Step as Step  # noqa: E402
 from .tasks import (  # noqa: E402
     AbstractTask as AbstractTask,
     digits as digits,

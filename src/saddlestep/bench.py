@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from typing import Any
 
@@ -389,6 +390,7 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
                     "wall_s": wall, "compile_s": compile_s, "status": traj.status,
                     "drop_times": crossings(traj).tolist(),
                 })
+                _progress(runs[-1])
             if a in explicit:
                 # GD at its stability limit: η = 1.9/λ_max, λ_max at the end of the flow (its largest).
                 lr = 1.9 / _lambda_max(results["Tsit5"].final, task)
@@ -403,6 +405,7 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
                     "wall_s": wall, "compile_s": compile_s, "status": traj.status,
                     "drop_times": crossings(traj).tolist(),
                 })
+                _progress(runs[-1])
             ref_name = "Tsit5" if a in explicit else "implicit dense"
             ref_row = [r for r in runs if r["case"] == case and r["init_scale"] == a and r["method"] == ref_name][0]
             ref = results[ref_name]
@@ -452,6 +455,12 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
         "stiff_speedup_best_method": best["method"],
         "stiff_speedup_by_alpha": speedups,
     }
+
+
+def _progress(row: dict) -> None:
+    # The full stiff section runs for tens of minutes: one line per finished run.
+    print(f"bench stiff: {row['case']} α={row['init_scale']:g} {row['method']}: {row['steps']} steps, "
+          f"{row['wall_s']:.2f} s, {row['status']}", file=sys.stderr, flush=True)
 
 
 def stiff_markdown(sec: dict) -> str:

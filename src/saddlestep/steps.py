@@ -162,13 +162,39 @@ def crossing_time(times, values, level: float) -> float:
     return float(times[j - 1] + (times[j] - times[j - 1]) * (level - values[j - 1]) / (values[j] - values[j - 1]))
 
 
-def compare(steps: Trajectory | list[Step], prediction: Prediction) -> pd.DataFrame:
+def feature_steps(steps: list[Step]) -> list[Step]:
+    """Merge consecutive steps that learn the same feature into one.
+
+    With κ = 3 a feature often takes several neurons that activate one after another (a
+    frequency of modular addition takes 3–5), so the flow shows a small staircase per feature.
+    The merged step runs from the first plateau to the last; its time is that of the sub-step
+    whose drop crosses the midpoint of the merged drop (as `detect_steps` times a drop).
+    """
+    out: list[Step] = []
+    group: list[Step] = []
+    for s in [*steps, None]:
+        if group and (s is None or s.feature != group[0].feature or s.feature is None):
+            before, after = group[0].loss_before, group[-1].loss_after
+            mid = 0.5 * (before + after)
+            at = next((g for g in group if g.loss_after <= mid), group[-1])
+            out.append(dataclasses.replace(at, loss_before=before, loss_after=after, start=group[0].start, end=group[-1].end))
+            group = []
+        if s is not None:
+            group.append(s)
+    return out
+
+
+def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bool | None = None) -> pd.DataFrame:
     """Predicted against simulated steps, one row per step (matched in order).
 
     **Arguments:**
 
     - `steps`: a single `Trajectory` (its steps are detected) or a list of `Step`s.
     - `prediction`: a `Prediction`.
+    - `merge`: merge consecutive simulated steps that learn the same feature first
+      (`feature_steps`: several neurons that join one after another, as with κ = 3). By default
+      they are merged when the simulation shows more steps than the prediction and every step
+      on both sides is labelled.
 
     **Returns:** a DataFrame with columns `step`, `feature_predicted`, `feature_simulated`,
     `time_predicted`, `time_simulated`, `time_rel_error`, `rescaled_predicted`,
@@ -178,6 +204,11 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction) -> pd.DataFr
         if steps.batch_size is not None:
             raise ValueError("steps: expected a single trajectory, got a batch (index it first)")
         steps = detect_steps(steps)
+    if merge is None:
+        labelled = all(s.feature is not None for s in steps) and all(f is not None for f in prediction.order)
+        merge = labelled and len(steps) > prediction.num_steps
+    if merge:
+        steps = feature_steps(steps)
     n = max(len(steps), prediction.num_steps)
     rows = []
     for k in range(n):

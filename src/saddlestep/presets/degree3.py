@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models import LinearAttention, QuadraticNetwork
 from ..prediction import Prediction
-from ..steps import Step
+from ..steps import feature_steps, Step  # noqa: F401 (feature_steps: re-exported)
 from ..tasks.in_context import InContextRegression
 from ..tasks.modular import fourier_template, ModularAddition
 from ..theory import degree3
@@ -21,28 +21,6 @@ from .regression import horizon
 
 
 # ----------------------------------------------------------------------------- feature merging
-def feature_steps(steps: list[Step]) -> list[Step]:
-    """Merge consecutive steps that learn the same feature into one.
-
-    With κ = 3 a feature often takes several neurons that activate one after another (a
-    frequency of modular addition takes 3–5), so the flow shows a small staircase per feature.
-    The merged step runs from the first plateau to the last; its time is that of the sub-step
-    whose drop crosses the midpoint of the merged drop (as `detect_steps` times a drop).
-    """
-    out: list[Step] = []
-    group: list[Step] = []
-    for s in [*steps, None]:
-        if group and (s is None or s.feature != group[0].feature or s.feature is None):
-            before, after = group[0].loss_before, group[-1].loss_after
-            mid = 0.5 * (before + after)
-            at = next((g for g in group if g.loss_after <= mid), group[-1])
-            out.append(dataclasses.replace(at, loss_before=before, loss_after=after, start=group[0].start, end=group[-1].end))
-            group = []
-        if s is not None:
-            group.append(s)
-    return out
-
-
 def _label_and_merge(pred: Prediction, task) -> Prediction:
     """Label each AGF step by the task feature that grows most across it (from the plateau
     models), then merge consecutive steps with the same feature (see `feature_steps`)."""
@@ -128,8 +106,8 @@ def _heatmap(traj, folder, key, ylabel, title, fname):
 
 
 def _feature_comparison(traj, folder, cache):
-    """`feature_comparison.csv`: flow steps merged by feature against the (merged) prediction;
-    `comparison.csv` sets the unmerged sub-steps (one per neuron activation) beside it."""
+    """`feature_comparison.csv`: flow steps merged by feature against the (merged) prediction,
+    always (`comparison.csv` merges only when the flow shows more steps than the prediction)."""
     from ..steps import compare, detect_steps
 
     if "prediction" in cache:

@@ -12,6 +12,18 @@ from saddlestep import agf
 from saddlestep.presets.base import Setup
 
 
+def _assert_flow_follows(make, p):
+    """The flow's slopes over α = 1e-6, 1e-10 match AGF's limit times, and at α = 1e-6 it learns
+    the same teachers in the same order."""
+    df = ss.converge(make, [1e-6, 1e-10], prediction=p, simulate_kwargs={"n_save": 401})
+    slopes = df.groupby("step")["slope"].first().to_numpy()
+    np.testing.assert_allclose(slopes, p.rescaled_times, rtol=0.05)
+    np.testing.assert_allclose(slopes, p.rescaled_times, rtol=0.005)
+    setup = make(1e-6)
+    traj = ss.simulate(setup.model, setup.task, t_max=setup.t_max, n_save=401)
+    assert [s.feature for s in ss.detect_steps(traj)] == p.order
+
+
 def _gaussian_setup(init_scale: float) -> Setup:
     # Gaussian inputs: ReLU features overlap, and every dormant neuron of one output sign settles
     # on the same utility maximum (a mixture of teachers, not a teacher), so teachers of one sign
@@ -25,17 +37,12 @@ def _gaussian_setup(init_scale: float) -> Setup:
 def test_relu_gaussian_order_and_slopes_match_agf():
     # Measured over α = 1e-4 … 1e-10 (4 runs): slopes 0.9204, 1.5941 against AGF 0.9204, 1.5962
     # (0.00%, −0.13%); single-α ratios at α = 1e-6: 1.039, 1.138.
-    p = agf.predict(_gaussian_setup(1e-6).model, _gaussian_setup(1e-6).task, limit=True)
+    setup = _gaussian_setup(1e-6)
+    p = agf.predict(setup.model, setup.task, limit=True)
     assert p.order == ["teacher 1", "teacher 2"]
     np.testing.assert_allclose(p.rescaled_times, [0.92036, 1.59621], rtol=1e-3)
     assert p.losses[-1] < 1e-10
-    df = ss.converge(_gaussian_setup, [1e-6, 1e-10], prediction=p, simulate_kwargs={"n_save": 401})
-    slopes = df.groupby("step")["slope"].first().to_numpy()
-    np.testing.assert_allclose(slopes, p.rescaled_times, rtol=0.05)
-    np.testing.assert_allclose(slopes, p.rescaled_times, rtol=0.005)  # measured: 0.03%
-    # The flow learns the same teachers in the same order.
-    traj = ss.simulate(_gaussian_setup(1e-6).model, _gaussian_setup(1e-6).task, t_max=2.0 * math.log(1e6), n_save=401)
-    assert [s.feature for s in ss.detect_steps(traj)] == ["teacher 1", "teacher 2"]
+    _assert_flow_follows(_gaussian_setup, p)  # slopes measured: 0.03%
 
 
 def _orthogonal_setup(init_scale: float) -> Setup:
@@ -50,12 +57,8 @@ def _orthogonal_setup(init_scale: float) -> Setup:
 def test_relu_orthogonal_order_and_slopes_match_agf():
     # Measured over α = 1e-4 … 1e-10 (4 runs): slopes 0.66667, 1.33333 against AGF 2/3, 4/3
     # (< 0.01%); single-α ratios at α = 1e-6: 1.021, 1.216.
-    p = agf.predict(_orthogonal_setup(1e-6).model, _orthogonal_setup(1e-6).task, limit=True)
+    setup = _orthogonal_setup(1e-6)
+    p = agf.predict(setup.model, setup.task, limit=True)
     assert p.order == ["teacher 1", "teacher 2"]
     np.testing.assert_allclose(p.rescaled_times, [2 / 3.0, 2 / 1.5], rtol=1e-4)
-    df = ss.converge(_orthogonal_setup, [1e-6, 1e-10], prediction=p, simulate_kwargs={"n_save": 401})
-    slopes = df.groupby("step")["slope"].first().to_numpy()
-    np.testing.assert_allclose(slopes, p.rescaled_times, rtol=0.05)
-    np.testing.assert_allclose(slopes, p.rescaled_times, rtol=0.005)  # measured: < 0.01%
-    traj = ss.simulate(_orthogonal_setup(1e-6).model, _orthogonal_setup(1e-6).task, t_max=2.0 * math.log(1e6), n_save=401)
-    assert [s.feature for s in ss.detect_steps(traj)] == ["teacher 1", "teacher 2"]
+    _assert_flow_follows(_orthogonal_setup, p)  # slopes measured: < 0.01%

@@ -45,8 +45,9 @@ def test_linear_r3_slopes():
     assert np.all(np.abs(ratio.loc[1e-12] - 1) < np.abs(ratio.loc[1e-6] - 1))
 
 
-def test_linear_commuting_slopes():
-    task = ten_by_ten(commuting=True)
+def _ten_by_ten_slopes(commuting):
+    """The 10×10 flow's first five steps over α = 1e-6 … 1e-12 against the closed form."""
+    task = ten_by_ten(commuting=commuting)
     cf = theory.linear_network(task, num_steps=5)
 
     def make(a):
@@ -54,7 +55,11 @@ def test_linear_commuting_slopes():
         return _setup(model, task, 1.12 * cf.rescaled_times[-1] * np.log(1 / a) + 20, 1e-9)
 
     df = ss.converge(make, [1e-6, 1e-9, 1e-12], prediction=cf)
-    slopes = df.groupby("step")["slope"].first().to_numpy()
+    return df, df.groupby("step")["slope"].first().to_numpy(), cf
+
+
+def test_linear_commuting_slopes():
+    _, slopes, cf = _ten_by_ten_slopes(commuting=True)
     np.testing.assert_allclose(slopes, cf.rescaled_times, rtol=0.005)
 
 
@@ -87,15 +92,7 @@ def test_linear_noncommuting_slopes():
     # 2.267 against 2.141): the flow carries a c·ln ln(1/α) term that AGF, finite α included,
     # does not have; a fit τ + c/ln(1/α) to the pairwise slopes gives τ = 2.11, c = 3.7. Float64
     # flows cannot go below α ≈ 1e-12 to settle it, so later steps are held only loosely.
-    task = ten_by_ten(commuting=False)
-    cf = theory.linear_network(task, num_steps=5)
-
-    def make(a):
-        model = ss.TwoLayer(10, 10, 10, "linear", key=jax.random.PRNGKey(1), init_scale=a)
-        return _setup(model, task, 1.12 * cf.rescaled_times[-1] * np.log(1 / a) + 20, 1e-9)
-
-    df = ss.converge(make, [1e-6, 1e-9, 1e-12], prediction=cf)
-    slopes = df.groupby("step")["slope"].first().to_numpy()
+    df, slopes, cf = _ten_by_ten_slopes(commuting=False)
     np.testing.assert_allclose(slopes[:2], cf.rescaled_times[:2], rtol=0.005)
     np.testing.assert_allclose(slopes[2:], cf.rescaled_times[2:], rtol=0.1)
     t3 = df[df.step == 3].sort_values("log_inv")

@@ -287,14 +287,14 @@ def _linear_case(alpha: float, seed: int = 0):
     return TwoLayer(8, 8, 8, "linear", key=jax.random.PRNGKey(seed), init_scale=alpha), task
 
 
-def _crossings(traj: Trajectory, level: float = 0.5) -> np.ndarray:
+def _crossings(traj: Trajectory, levels) -> np.ndarray:
+    """Each feature's first crossing of its level (a scalar or one level per feature)."""
     from .steps import crossing_time
 
     F = np.asarray(traj.observables["features"])
-    if F.ndim == 1:
-        F = F[:, None]
-    return np.array([crossing_time(traj.times, F[:, k], level * (np.nanmax(F[:, k]) if level is None else 1.0))
-                     for k in range(F.shape[1])], dtype=float)
+    F = F[:, None] if F.ndim == 1 else F
+    levels = np.broadcast_to(np.asarray(levels, dtype=float), F.shape[1:])
+    return np.array([crossing_time(traj.times, F[:, k], levels[k]) for k in range(F.shape[1])], dtype=float)
 
 
 def _lambda_max(model, task, iterations: int = 60) -> float:
@@ -331,7 +331,6 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
     at the smallest α where Tsit5 runs.
     """
     from . import stiff
-    from .steps import crossing_time
 
     # α where Tsit5 still finishes (its steps grow like 1/α², see below) and α for the implicit
     # solvers only; the κ = 2 linear teacher at its own α (plateaus ∝ ln(1/α)).
@@ -359,7 +358,7 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
                 levels = np.asarray(task.singular_values) / 2
             else:
                 t_max = t_fac / a
-                levels = None
+                levels = 0.5
             kw = dict(t_max=t_max, rtol=rtol, n_save=2001, n_snapshots=2, converge_tol=1e-9, max_steps=8_000_000)
             # An implicit run that needs this many steps has failed at its job: stop it there.
             implicit_max = dict(max_steps=_IMPLICIT_MAX_STEPS)
@@ -368,12 +367,6 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
                        ("auto", dict(solver="auto", rtol=implicit_rtol))]
             if a in explicit:
                 methods.insert(0, ("Tsit5", dict(solver=dfx.Tsit5())))
-
-            def crossings(traj):
-                if levels is None:
-                    return _crossings(traj)
-                F = np.asarray(traj.observables["features"])
-                return np.array([crossing_time(traj.times, F[:, k], levels[k]) for k in range(len(levels))])
 
             results = {}
             for name, extra in methods:
@@ -395,7 +388,7 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
                     "t_switch": float(traj.stats.get("t_switch", -1.0)),
                     "grad_evals": evals["grad"], "hvp_evals": evals["hvp"],
                     "wall_s": wall, "compile_s": compile_s, "status": traj.status,
-                    "drop_times": crossings(traj).tolist(),
+                    "drop_times": _crossings(traj, levels).tolist(),
                 })
                 _progress(runs[-1])
             if a in explicit:
@@ -410,7 +403,7 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
                     "setting": f"lr {lr:.3g} = 1.9/λ_max", "steps": int(traj.stats["steps"]), "rejected": 0,
                     "implicit_steps": 0, "t_switch": -1.0, "grad_evals": int(traj.stats["steps"]), "hvp_evals": 0,
                     "wall_s": wall, "compile_s": compile_s, "status": traj.status,
-                    "drop_times": crossings(traj).tolist(),
+                    "drop_times": _crossings(traj, levels).tolist(),
                 })
                 _progress(runs[-1])
             ref_name = "Tsit5" if a in explicit else "implicit dense"

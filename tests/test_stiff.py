@@ -111,6 +111,25 @@ def test_implicit_reproduces_linear_preset():
         assert imp.stats["t_switch"] == 0.0 and imp.stats["implicit_steps"] == imp.stats["steps"]
 
 
+def test_newton_converges_at_tight_tolerance():
+    # A teacher spanning 10³ at α = 1e-6 and rtol 1e-9: once the first mode has relaxed its
+    # stage derivatives are ~0, and a Newton test on atol + rtol·|f| (1e-15) sat below the rounding
+    # of ∇L, so every step after the first drop failed (2,736 of 5,000 steps rejected without
+    # reaching the third drop). The test is now on the stage values.
+    from saddlestep.tasks.regression import teacher_spectrum
+
+    s = np.array([10.0, 1.0, 0.1, 0.01])
+    task = teacher_spectrum(jax.random.PRNGKey(1), 8, 8, s)
+    model = ss.models.TwoLayer(8, 8, 8, "linear", key=jax.random.PRNGKey(0), init_scale=1e-6)
+    kw = dict(t_max=200.0, n_save=2001, converge_tol=1e-12)
+    imp = ss.simulate(model, task, solver="implicit", linear_solver="dense", rtol=1e-9, max_steps=2000, **kw)
+    assert imp.status != "max_steps" and imp.stats["rejected"] < imp.stats["steps"] / 4
+    ref = ss.simulate(model, task, rtol=1e-6, **kw)  # Tsit5: stability-bound, far tighter than 1e-6
+    F, G = imp.observables["features"], ref.observables["features"]
+    t_imp = [crossing_time(imp.times, F[:, k], s[k] / 2) for k in range(3)]
+    t_ref = [crossing_time(ref.times, G[:, k], s[k] / 2) for k in range(3)]
+    np.testing.assert_allclose(t_imp, t_ref, rtol=1e-5)
+
 def test_stiff_path_reproduces_small_modular_case():
     model, task = _modular(0.1)
     kw = dict(t_max=400.0, rtol=1e-8, n_save=2001, converge_tol=1e-9)

@@ -418,6 +418,8 @@ def simulate(
       `stiffness`), then the implicit solver; `stats` then records `t_switch` (−1: never).
     - `rtol`, `atol`: tolerances; `atol` defaults to rtol·α, since the parameters start O(α) and
       a plateau's escape time is set by their relative accuracy (reference/engineering.md §1.2).
+      The implicit path is accuracy-bound and spends what rtol allows: a weak feature growing
+      inside entries a strong one made O(1) needs rtol ≤ 1e-8 (`saddlestep.stiff`).
     - `optimizer`: an optax optimizer for discrete training (needs `learning_rate` for the time axis).
     - `learning_rate`: step size of discrete training; alone, plain gradient descent.
     - `n_save`: points of the save grid, uniform in t (and so in t/ln(1/α)).

@@ -52,3 +52,14 @@ def test_drop_times_cubic_crossing():
     traj = bench.Trajectory(times=t, loss=np.zeros_like(t), observables={"features": u}, init_scale=1e-3,
                             status="t_max", t_final=10.0, stats={}, method="test")
     np.testing.assert_allclose(bench.drop_times(traj, s / 2), t0, rtol=1e-5)
+
+
+def test_stiff_markdown_without_degree3_case():
+    # A stiff section of the linear teacher alone has no speed-up to report; its table still renders.
+    row = {"case": "linear-1e3", "init_scale": 1e-2, "method": "implicit dense", "steps": 201, "rejected": 11,
+           "grad_evals": None, "hvp_evals": None, "wall_s": 0.6, "t_switch": 0.0, "drop_time_error": 2.5e-6,
+           "loss_error": 6e-7, "drop_time_error_vs": "Tsit5", "status": "converged"}
+    sec = {"case": "linear teacher", "rtol": 1e-6, "implicit_rtol": 1e-7, "linear_implicit_rtol": 1e-8,
+           "runs": [row], "step_fits": {"implicit dense": None}, "stiff_speedup": None}
+    md = bench.stiff_markdown(sec)
+    assert "stiff_speedup: not measured" in md and "| linear-1e3 | 1e-02 | implicit dense | 201 |" in md

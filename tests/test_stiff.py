@@ -130,6 +130,7 @@ def test_newton_converges_at_tight_tolerance():
     t_ref = [crossing_time(ref.times, G[:, k], s[k] / 2) for k in range(3)]
     np.testing.assert_allclose(t_imp, t_ref, rtol=1e-5)
 
+
 def test_stiff_path_reproduces_small_modular_case():
     model, task = _modular(0.1)
     kw = dict(t_max=400.0, rtol=1e-8, n_save=2001, converge_tol=1e-9)

@@ -237,21 +237,18 @@ class ErrorFiltered(dfx.AbstractAdaptiveSolver):
         inner_state, V = solver_state
         h = t1 - t0
         solver, precondition, V_next = self.solver, None, V
-        newton = isinstance(getattr(solver, "root_finder", None), NewtonCG)
-        if newton:
-            rf = solver.root_finder
-            solver = eqx.tree_at(lambda s: s.root_finder.scale, solver,
-                                 (rf.atol + rf.rtol * jnp.abs(y0)) / (self.gamma * h), is_leaf=lambda x: x is None)
         if self.rank:
             _bump("hvp", self.count, self.rank)
             W = jax.vmap(lambda v: -jax.jvp(lambda z: terms.vf(t0, z, args), (y0,), (v,))[1], in_axes=1, out_axes=1)(V)
             lam, Q = jnp.linalg.eigh(0.5 * (V.T @ W + W.T @ V))
             precondition = Deflation(V @ Q, jnp.maximum(lam, 0.0), self.gamma * h)
-            if newton:
-                solver = eqx.tree_at(lambda s: s.root_finder.precondition, solver, precondition,
-                                     is_leaf=lambda x: x is None)
             V_next = jnp.linalg.qr(W)[0]
             V_next = jnp.where(jnp.all(jnp.isfinite(V_next)), V_next, V)
+        rf = getattr(solver, "root_finder", None)
+        if isinstance(rf, NewtonCG):
+            scale = (rf.atol + rf.rtol * jnp.abs(y0)) / (self.gamma * h)
+            solver = eqx.tree_at(lambda s: (s.root_finder.scale, s.root_finder.precondition), solver,
+                                 (scale, precondition), is_leaf=lambda x: x is None)
         y1, y_error, dense_info, state, result = solver.step(terms, t0, t1, y0, args, inner_state, made_jump)
         # Jacobian of the vector field at the step's end: on a relaxed component its error is
         # what the next step inherits (RADAU5 uses the start; the end is as cheap here).

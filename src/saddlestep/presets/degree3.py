@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models import LinearAttention, QuadraticNetwork
 from ..prediction import Prediction
-from ..steps import feature_steps, Step  # noqa: F401 (feature_steps: re-exported)
+from ..steps import feature_steps, Step
 from ..tasks.in_context import InContextRegression
 from ..tasks.modular import fourier_template, ModularAddition
 from ..theory import degree3

@@ -59,7 +59,41 @@ def bad_cases(tmp):
     empty.write_text("")
     tiny = tmp / "tiny.txt"
     tiny.write_text("the cat sat on the mat")
+    npy = tmp / "one.npy"
+    np.save(npy, X)
+    notnpz = tmp / "notnpz.npz"
+    import zipfile
+
+    with zipfile.ZipFile(notnpz, "w") as z:
+        z.writestr("readme.txt", "hello")
+    csv = tmp / "data.csv"
+    csv.write_text("x1,x2,y\n1,2,3\n4,5,6\n")
+    binary = tmp / "binary.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    utf16 = tmp / "utf16.txt"
+    utf16.write_text("le garçon mange une pomme " * 50, encoding="utf-16")
+    latin1 = tmp / "latin1.txt"
+    latin1.write_bytes(("le garçon mange une pomme " * 50).encode("latin-1"))
+    pickled = tmp / "pickled.npz"
+    np.savez(pickled, template=np.array([{"a": 1}], dtype=object))
     return {
+        "a .npy where an .npz with keys is needed": (["run", "linear", "--data", str(npy)], "single .npy"),
+        "a zip whose members are not .npy": (["run", "diagonal", "--data", str(notnpz)], "not .npy"),
+        "a CSV as --data": (["run", "linear", "--data", str(csv)], "CSV"),
+        "pickled objects in an npz": (["run", "modular", "--data", str(pickled)], "Python objects"),
+        "binary file named .txt": (["run", "word2vec", "--data", str(binary)], "binary"),
+        "UTF-16 corpus": (["run", "word2vec", "--data", str(utf16)], "UTF-16"),
+        "latin-1 corpus": (["run", "word2vec", "--data", str(latin1)], "not UTF-8"),
+        "seed past 2^63": (["run", "linear", "--seed", str(2**63)], "--seed"),
+        "seed past 2^32": (["run", "linear", "--seed", str(2**32)], "--seed"),
+        "init scale 1.5": (["run", "linear", "--init-scale", "1.5"], "--init-scale"),
+        "init scale 1": (["run", "diagonal", "--init-scale", "1"], "--init-scale"),
+        "converge init scale 2": (["converge", "linear", "--init-scales", "1e-3,2"], "--init-scales"),
+        "rtol 10": (["run", "linear", "--set", "rtol=10"], "--set rtol"),
+        "rtol zero": (["run", "relu", "--set", "rtol=0"], "--set rtol"),
+        "width beyond memory": (["run", "linear", "--set", "width=1000000000"], "GiB"),
+        "vocabulary beyond memory": (["run", "qwem", "--set", "vocab_size=10000000"], "GiB"),
+        "grid of a million runs": (["sweep", "linear", "--grid", "seed=0:1000000"], "runs"),
         "predict without a predictor": (["predict", "deep-linear"], "no predictor"),
         "converge with one init scale": (["converge", "linear", "--init-scales", "1e-4"], "init_scales"),
         "converge with words": (["converge", "linear", "--init-scales", "a,b"], "--init-scales"),

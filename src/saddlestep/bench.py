@@ -33,7 +33,8 @@ import optax
 
 from .flow import simulate
 from .presets import get_preset
-from .trajectory import atomic_write_text, Trajectory
+from .outputs import atomic_write_text, check_out, output_folder
+from .trajectory import Trajectory
 
 PRESET = "linear"
 _TSIT5_EVALS_PER_STEP = 6  # 7 stages, first same as last
@@ -119,6 +120,7 @@ def run_bench(
     alphas: tuple[float, ...] | None = None,
     batches: tuple[int, ...] | None = None,
     stiff_alphas: tuple[float, ...] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Run the benchmark and write `bench.json` and `bench.md` into `out` (each atomically).
 
@@ -130,6 +132,7 @@ def run_bench(
     - `alphas`: init scales of the steps-against-ln(1/α) table (default 1e-3 … 1e-12).
     - `batches`: ensemble sizes of the throughput table (default by device and `quick`).
     - `stiff_alphas`: init scales of the `stiff` section's degree-3 case (default by `quick`).
+    - `overwrite`: replace an earlier bench output at `out` (see `saddlestep.outputs`).
 
     **Returns:** the dictionary written to `bench.json`; its top-level `speedup_vs_gd` is GD's wall
     time at the tightest target (1e-4) over the flow's at rtol 1e-6.
@@ -137,7 +140,7 @@ def run_bench(
     from .runs import versions
 
     out = os.fspath(out)
-    os.makedirs(out, exist_ok=True)
+    check_out(out, kind="bench", overwrite=overwrite)
     alpha = get_preset(PRESET).init_scale
     setup = _setup(0, alpha)
     model, task = setup.model, setup.task
@@ -261,8 +264,9 @@ def run_bench(
             "optax": rows[-1]["compile_s"],
         },
     }
-    atomic_write_text(os.path.join(out, "bench.json"), json.dumps(result, indent=2) + "\n")
-    atomic_write_text(os.path.join(out, "bench.md"), to_markdown(result) + stiff_markdown(stiff_section))
+    with output_folder(out, kind="bench", overwrite=overwrite) as tmp:
+        atomic_write_text(os.path.join(tmp, "bench.json"), json.dumps(result, indent=2) + "\n")
+        atomic_write_text(os.path.join(tmp, "bench.md"), to_markdown(result) + stiff_markdown(stiff_section))
     return result
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import signal
 import sys
 
 
@@ -36,37 +38,53 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE", help="override a preset parameter")
 
 
+def _writer(p: argparse.ArgumentParser, help: str, **kwargs) -> None:
+    p.add_argument("--out", help=help, **kwargs)
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an earlier saddlestep output at --out (files saddlestep did not write are never touched)",
+    )
+
+
+def _debug_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error (also SADDLESTEP_DEBUG=1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="saddlestep", description="Gradient flow from small initialization, beside its theory.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also SADDLESTEP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("list", help="the presets, one line each")
 
     p = sub.add_parser("run", help="simulate the flow; predict too where the preset has a predictor")
     _common(p)
-    p.add_argument("--out", default=None, help="run folder (default runs/PRESET-aALPHA-sSEED)")
+    _writer(p, "run folder (default runs/PRESET-aALPHA-sSEED)", default=None)
 
     p = sub.add_parser("predict", help="the prediction only (AGF or closed form), no simulation")
     _common(p)
-    p.add_argument("--out", default=None, help="folder for prediction.json (default: print only)")
+    _writer(p, "folder for prediction.json (default: print only)", default=None)
 
     p = sub.add_parser("converge", help="the flow at several α against the prediction")
     _common(p)
     p.add_argument("--init-scales", dest="init_scales", required=True, help="comma-separated α values")
-    p.add_argument("--out", default=None, help="output folder (default runs/PRESET-converge)")
+    _writer(p, "output folder (default runs/PRESET-converge)", default=None)
 
     p = sub.add_parser("sweep", help="many runs over a grid; resumable")
     _common(p)
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2|A:B", help="a grid axis")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--out", required=True, help="sweep folder")
+    _writer(p, "sweep folder (an earlier sweep there is resumed)", required=True)
 
     p = sub.add_parser("bench", help="speed and accuracy against discrete GD")
     p.add_argument("--quick", action="store_true", help="a reduced run (under 3 minutes on 2 CPU cores)")
-    p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    _writer(p, "folder for bench.json and bench.md", required=True)
 
     p = sub.add_parser("figures", help="regenerate the gallery")
-    p.add_argument("--out", default="figures", help="folder (default figures/)")
+    _writer(p, "folder (default figures/; its own files are regenerated in place)", default="figures")
+    for action in sub.choices.values():
+        _debug_flag(action)
     return parser
 
 
@@ -94,7 +112,7 @@ def _cmd_run(args) -> int:
     out = args.out or _default_out(args)
     result = run_preset(
         args.preset, init_scale=args.init_scale, seed=args.seed, data=args.data, overrides=overrides,
-        out=out, progress=None,
+        out=out, overwrite=args.overwrite, progress=None,
     )
     _print_result(result)
     return 0
@@ -123,10 +141,12 @@ def _print_result(result) -> None:
 
 
 def _cmd_predict(args) -> int:
+    from .outputs import atomic_write_text, check_out, output_folder
     from .runs import prepare
-    from .trajectory import atomic_write_text
 
     overrides = _parse_sets(args.sets)
+    if args.out:
+        check_out(args.out, kind="predict", overwrite=args.overwrite)
     preset, params, setup, init_scale, seed = prepare(
         args.preset, init_scale=args.init_scale, seed=args.seed, data=args.data, overrides=overrides
     )
@@ -141,10 +161,9 @@ def _cmd_predict(args) -> int:
             f"loss after {pred.losses[k]:.6g}  feature {pred.order[k]}"
         )
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, "prediction.json")
-        atomic_write_text(path, pred.dumps() + "\n")
-        print(f"wrote {path}")
+        with output_folder(args.out, kind="predict", overwrite=args.overwrite) as tmp:
+            atomic_write_text(os.path.join(tmp, "prediction.json"), pred.dumps() + "\n")
+        print(f"wrote {os.path.join(os.path.abspath(args.out), 'prediction.json')}")
     return 0
 
 
@@ -159,7 +178,8 @@ def _cmd_converge(args) -> int:
         except ValueError:
             raise ValueError(f"--init-scales: expected comma-separated numbers, got {text!r}") from None
     out = args.out or os.path.join("runs", f"{args.preset}-converge")
-    df = converge_preset(args.preset, alphas, seed=args.seed, data=args.data, overrides=overrides, out=out)
+    df = converge_preset(args.preset, alphas, seed=args.seed, data=args.data, overrides=overrides, out=out,
+                         overwrite=args.overwrite)
     per_step = df.groupby("step").first()[["feature", "predicted", "slope", "slope_error"]]
     print(f"{args.preset}: slopes dt_k/dln(1/α) over α = {', '.join(f'{a:g}' for a in sorted(set(df['init_scale'])))}")
     print(per_step.to_string(float_format=lambda v: f"{v:.5g}"))
@@ -184,7 +204,7 @@ def _cmd_bench(args) -> int:
         from .bench import run_bench
     except ImportError:
         raise ValueError("bench: benchmarks are not available in this version") from None
-    run_bench(args.out, quick=args.quick)
+    run_bench(args.out, quick=args.quick, overwrite=args.overwrite)
     return 0
 
 
@@ -203,16 +223,38 @@ _COMMANDS = {
 }
 
 
+def _terminate(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so half-written temporaries are removed on the way out.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("SADDLESTEP_DEBUG", "") not in ("", "0")
+    if argv is None and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return _COMMANDS[args.command](args)
-    except ValueError as err:
-        print(f"saddlestep: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("saddlestep: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - every error a user can cause ends in one line
+        if debug:
+            raise
+        print(f"saddlestep: error: {_one_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, (ValueError, OSError, json.JSONDecodeError, UnicodeError)) else 1
+
+
+def _one_line(err: Exception) -> str:
+    from .outputs import errno_message
+
+    if isinstance(err, OSError):
+        text = errno_message(err)
+    elif isinstance(err, ValueError):
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err} (an internal error: rerun with --debug for the traceback and report it)"
+    return " ".join(text.split()) or type(err).__name__
 
 
 if __name__ == "__main__":

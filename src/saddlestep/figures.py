@@ -12,6 +12,7 @@ import numpy as np
 
 from . import plot
 from .flow import simulate
+from .outputs import owned, prepare_updatable, record_files
 from .presets import all_presets
 from .runs import run_preset
 
@@ -27,12 +28,19 @@ _GALLERY_OVERRIDES: dict[str, dict[str, str]] = {
 
 def _save(fig, path: str) -> None:
     # Whole or not at all: render to a temporary file beside the target, then rename.
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png")
+    folder, name = os.path.split(path)
+    if not owned(folder, name):
+        plot.plt.close(fig)
+        raise ValueError(f"--out: {path} exists and was not written by saddlestep; choose a new --out")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.tmp-{os.getpid()}-", suffix=".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600
         os.replace(tmp, path)
+        record_files(folder, "figures", [name])
     finally:
         plot.plt.close(fig)
         if os.path.exists(tmp):
@@ -157,12 +165,12 @@ def make_figures(out: str = "figures", presets: list[str] | None = None) -> list
     **Returns:** the paths written. A figure that fails does not stop the others; the failures are
     reported together at the end as a `ValueError`.
     """
-    os.makedirs(out, exist_ok=True)
     known = all_presets()
     names = sorted(known) + sorted(_STANDALONE) if presets is None else list(presets)
     unknown = [n for n in names if n not in known and n not in _STANDALONE]
     if unknown:
         raise ValueError(f"figures: unknown name(s) {', '.join(unknown)}; expected presets or {', '.join(_STANDALONE)}")
+    out = prepare_updatable(out, kind="figures")
     written, failed = [], []
     for name in names:
         print(f"figures: {name} …", flush=True)

@@ -7,8 +7,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -18,8 +16,9 @@ from .flow import simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
 from .steps import compare, detect_steps, steps_table, Step
+from .outputs import atomic_write_text, check_out, output_folder
 from .tasks.base import check_positive
-from .trajectory import atomic_write_text, Trajectory
+from .trajectory import Trajectory
 
 _PACKAGES = ("saddlestep", "jax", "jaxlib", "diffrax", "equinox", "optax", "optimistix", "lineax", "numpy")
 
@@ -35,17 +34,31 @@ def versions() -> dict[str, str]:
     return out
 
 
-def check_init_scale_arg(value) -> float:
-    return check_positive("--init-scale", value)
+def check_init_scale_arg(value, argument: str = "--init-scale") -> float:
+    """α, checked: the small-initialization theory (and every predictor) needs 0 < α < 1."""
+    alpha = check_positive(argument, value)
+    if alpha >= 1:
+        raise ValueError(f"{argument}: expected a small init scale 0 < α < 1 (the theory needs α < 1), got {value!r}")
+    return alpha
 
 
-def check_seed_arg(value) -> int:
+SEED_MAX = 2**32 - 1  # jax.random.key takes a 32-bit seed without folding it
+
+
+def check_seed_arg(value, argument: str = "--seed") -> int:
+    """A seed, checked: an integer in [0, 2³² − 1] (a float such as 2.7 is refused, not truncated)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{argument}: expected an integer in [0, {SEED_MAX}], got {value!r}")
+    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f"):
+        if not float(value).is_integer():
+            raise ValueError(f"{argument}: expected an integer in [0, {SEED_MAX}], got {value!r}")
+        value = int(value)
     try:
-        s = int(value)
+        s = int(str(value).strip()) if isinstance(value, str) else int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"--seed: expected a non-negative integer, got {value!r}") from None
-    if s < 0:
-        raise ValueError(f"--seed: expected a non-negative integer, got {value!r}")
+        raise ValueError(f"{argument}: expected an integer in [0, {SEED_MAX}], got {value!r}") from None
+    if not 0 <= s <= SEED_MAX:
+        raise ValueError(f"{argument}: expected an integer in [0, {SEED_MAX}], got {value!r}")
     return s
 
 
@@ -84,6 +97,7 @@ def run_preset(
     data=None,
     overrides=None,
     out: str | None = None,
+    overwrite: bool = False,
     progress: bool | None = None,
 ) -> RunResult:
     """Run a preset and, with `out`, write its run folder atomically.
@@ -95,11 +109,16 @@ def run_preset(
     - `seed`: the model's initialization seed.
     - `data`: a user data file (what the preset accepts: see `saddlestep list`).
     - `overrides`: `{parameter: text}` as given to `--set`.
-    - `out`: the run folder to write (replaced whole if it exists); None writes nothing.
+    - `out`: the run folder to write, whole or not at all; None writes nothing. An existing
+      folder is refused unless it is an earlier saddlestep run and `overwrite` is set (see
+      `saddlestep.outputs`).
+    - `overwrite`: replace an earlier run folder at `out` (never files saddlestep did not write).
     - `progress`: progress bar (default: when stderr is a terminal).
 
     **Returns:** a `RunResult`.
     """
+    if out is not None:
+        check_out(out, kind="run", overwrite=overwrite)
     preset, params, setup, init_scale, seed = prepare(
         preset_name, init_scale=init_scale, seed=seed, data=data, overrides=overrides
     )
@@ -109,7 +128,7 @@ def run_preset(
     summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall)
     folder = None
     if out is not None:
-        folder = write_run_folder(out, summary, traj, steps, prediction, setup)
+        folder = write_run_folder(out, summary, traj, steps, prediction, setup, overwrite=overwrite)
     return RunResult(setup, traj, steps, prediction, summary, folder)
 
 
@@ -171,16 +190,22 @@ def _final_observables(traj: Trajectory, setup: Setup) -> dict[str, Any]:
 
 
 def write_run_folder(
-    out: str, summary: dict, traj: Trajectory, steps: list[Step], prediction: Prediction | None, setup: Setup | None = None
+    out: str,
+    summary: dict,
+    traj: Trajectory,
+    steps: list[Step],
+    prediction: Prediction | None,
+    setup: Setup | None = None,
+    *,
+    overwrite: bool = False,
 ) -> str:
-    """Write a run folder whole or not at all: fill a temporary sibling, then rename it into place."""
+    """Write a run folder whole or not at all (`saddlestep.outputs.output_folder`).
+
+    **Returns:** the folder's absolute path.
+    """
     from . import plot  # matplotlib only when a folder is written
 
-    out = os.path.abspath(out)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-")
-    try:
+    with output_folder(out, kind="run", overwrite=overwrite) as tmp:
         atomic_write_text(os.path.join(tmp, "summary.json"), json.dumps(summary, indent=2) + "\n")
         traj.save(os.path.join(tmp, "trajectory.npz"))
         steps_table(steps).to_csv(os.path.join(tmp, "steps.csv"), index=False)
@@ -192,24 +217,7 @@ def write_run_folder(
             compare(steps, prediction).to_csv(os.path.join(tmp, "comparison.csv"), index=False)
         if setup is not None and setup.write_extra is not None:
             setup.write_extra(traj, tmp)
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def replace_folder(src: str, dst: str) -> None:
-    """Move the finished folder `src` to `dst`, replacing an older `dst` without a gap in which
-    neither exists whole."""
-    if os.path.exists(dst):
-        old = tempfile.mkdtemp(dir=os.path.dirname(dst), prefix=f".{os.path.basename(dst)}.old-")
-        os.rmdir(old)
-        os.rename(dst, old)
-        os.rename(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(src, dst)
+    return os.path.abspath(out)
 
 
 def _jsonable(obj):
@@ -225,7 +233,7 @@ def _jsonable(obj):
 
 
 def converge_preset(
-    preset_name: str, init_scales, *, seed=0, data=None, overrides=None, out: str | None = None
+    preset_name: str, init_scales, *, seed=0, data=None, overrides=None, out: str | None = None, overwrite: bool = False
 ):
     """`saddlestep converge`: the preset's flow at several α against its prediction.
 
@@ -242,23 +250,18 @@ def converge_preset(
     except (TypeError, ValueError):
         raise ValueError(f"--init-scales: expected comma-separated numbers, got {init_scales!r}") from None
     for a in scales:
-        check_init_scale_arg(a)
+        check_init_scale_arg(a, "--init-scales")
+    if out is not None:
+        check_out(out, kind="converge", overwrite=overwrite)
 
     def make_setup(alpha):
         return prepare(preset_name, init_scale=alpha, seed=seed, data=data, overrides=overrides)[2]
 
     df = converge(make_setup, scales)
     if out is not None:
-        out = os.path.abspath(out)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{os.path.basename(out)}.tmp-")
-        try:
+        with output_folder(out, kind="converge", overwrite=overwrite) as tmp:
             df.to_csv(os.path.join(tmp, "convergence.csv"), index=False)
             fig = convergence_figure(df)
             fig.savefig(os.path.join(tmp, "convergence.png"), dpi=120)
             plt.close(fig)
-            replace_folder(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return df

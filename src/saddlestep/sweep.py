@@ -39,7 +39,8 @@ from .flow import simulate
 from .models.base import parameters
 from .presets import get_preset, Preset, Setup
 from .presets.base import parse_value
-from .trajectory import atomic_write_bytes, atomic_write_text, STATUSES, Trajectory
+from .outputs import atomic_write_bytes, atomic_write_text, check_out, prepare_updatable
+from .trajectory import STATUSES, Trajectory
 
 SPECIAL_KEYS = ("init_scale", "seed")
 _FORMAT = "saddlestep.sweep/1"
@@ -412,10 +413,17 @@ def sweep(
     if data is not None:
         if preset.data_help is None:
             raise ValueError(f"--data: preset {preset_name!r} takes no data file")
-        if not os.path.exists(data):
+        if not os.path.isfile(data):
             raise ValueError(f"--data: no such file {data!r}")
         data = os.path.abspath(data)
-    out = os.path.abspath(os.fspath(out))
+    out = check_out(out, kind="sweep")
+    total = math.prod(len(v) for v in typed_grid.values())
+    if total > MAX_RUNS:
+        raise ValueError(
+            f"--grid: {total:,} runs (the product of the axes' lengths) is more than {MAX_RUNS:,}; "
+            f"split the sweep or check the ranges (a:b is b − a values)"
+        )
+    _say(f"sweep {preset.name}: {total:,} runs over {', '.join(f'{k} ({len(v)})' for k, v in typed_grid.items())}")
 
     # Every grid point, with its effective parameters, and its folder.
     members = []
@@ -433,10 +441,17 @@ def sweep(
     runs_dir = os.path.join(out, "runs")
     manifest = _check_manifest(out, preset.name, base, data, alpha, seed, typed_grid)
     pending = [(n, m) for n, m in members if not _finished(os.path.join(runs_dir, n))]
+    if len(pending) < len(members):
+        _say(f"sweep: {len(members) - len(pending):,} runs already finished in {out}, {len(pending):,} to go")
 
     # Build every pending run first: bad parameters fail here, before anything is written.
-    setups = {n: _build(preset, m, data) for n, m in pending}
+    setups = {}
+    for i, (n, m) in enumerate(pending):
+        setups[n] = _build(preset, m, data)
+        if len(pending) >= 50 and (i + 1) % max(1, len(pending) // 5) == 0:
+            _say(f"sweep: built {i + 1:,}/{len(pending):,} setups")
     cells, cell_names = _group(preset.name, data, pending, setups)
+    prepare_updatable(out, kind="sweep")
     os.makedirs(runs_dir, exist_ok=True)
     atomic_write_text(os.path.join(out, "sweep.json"), json.dumps(manifest, indent=2) + "\n")
     _remove_partial_folders(runs_dir)
@@ -470,9 +485,34 @@ def sweep(
     return dataset
 
 
+MAX_RUNS = 100_000
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _finished(folder: str) -> bool:
     # Folders appear whole by rename, so a summary inside means the run is complete.
-    return os.path.isfile(os.path.join(folder, "summary.json"))
+    path = os.path.join(folder, "summary.json")
+    if not os.path.isfile(path):
+        return False
+    _read_summary(path)
+    return True
+
+
+def _read_summary(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"--out: {path} is not a readable run summary ({type(err).__name__}: {err}); "
+            f"delete that run folder to recompute it"
+        ) from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"--out: {path} is not a run summary; delete that run folder to recompute it")
+    return summary
 
 
 def _remove_partial_folders(runs_dir: str) -> None:
@@ -484,10 +524,20 @@ def _remove_partial_folders(runs_dir: str) -> None:
             shutil.rmtree(os.path.join(runs_dir, entry), ignore_errors=True)
 
 
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _check_manifest(out, preset, base, data, alpha, seed, grid) -> dict:
     """Refuse to mix runs of different fixed settings in one folder (the grid may grow); returns
-    the manifest to write."""
+    the manifest to write. The `--data` file enters by its content digest, so a resume after the
+    file changed is refused rather than mixing old and new results."""
     fixed = {"preset": preset, "parameters": _jsonable(base), "data": data, "init_scale": alpha, "seed": seed}
+    digest = _file_digest(data) if data is not None else None
     path = os.path.join(out, "sweep.json")
     if os.path.exists(path):
         try:
@@ -495,12 +545,22 @@ def _check_manifest(out, preset, base, data, alpha, seed, grid) -> dict:
                 old = json.load(f)
         except (OSError, json.JSONDecodeError):
             raise ValueError(f"--out: {path} is not a readable sweep manifest; choose another folder") from None
+        if not isinstance(old, dict):
+            raise ValueError(f"--out: {path} is not a readable sweep manifest; choose another folder")
         if old.get("format") != _FORMAT or {k: old.get(k) for k in fixed} != json.loads(json.dumps(fixed)):
             raise ValueError(
                 f"--out: {out} holds a sweep with other settings (preset, --set, --data, --init-scale "
                 f"or --seed); choose another folder"
             )
-    return {"format": _FORMAT, **fixed, "grid": {k: [_jsonable(v) for v in vs] for k, vs in grid.items()}}
+        if data is not None and old.get("data_sha256") not in (None, digest):
+            raise ValueError(
+                f"--data: {data} changed since the sweep in {out} started (sha256 differs); "
+                f"choose another --out for the new data"
+            )
+    manifest = {"format": _FORMAT, **fixed, "grid": {k: [_jsonable(v) for v in vs] for k, vs in grid.items()}}
+    if digest is not None:
+        manifest["data_sha256"] = digest
+    return manifest
 
 
 def _group(preset_name, data, pending, setups) -> tuple[list[Cell], list[list[str]]]:
@@ -583,8 +643,7 @@ def collect(out: str | os.PathLike, grid: Mapping[str, Sequence], names: Sequenc
     runs = []
     for name in names:
         folder = os.path.join(os.fspath(out), "runs", name)
-        with open(os.path.join(folder, "summary.json")) as f:
-            summary = json.load(f)
+        summary = _read_summary(os.path.join(folder, "summary.json"))
         runs.append((summary, Trajectory.load(os.path.join(folder, "trajectory.npz"))))
     n_save = max(len(t.times) for _, t in runs)
     n_drop = max([len(s["steps"]) for s, _ in runs] + [1])

@@ -66,7 +66,59 @@ class Preset:
                     f"expected one of {', '.join(sorted(params))}"
                 )
             params[key] = parse_value(key, text, params[key])
+        check_tolerances(params)
+        check_memory(params)
         return params
+
+
+_TOLERANCES = ("rtol", "atol")
+RTOL_RELIABLE = 1e-3
+
+
+def check_tolerances(params: dict[str, Any]) -> None:
+    """Solver tolerances lie in (0, 1); above `RTOL_RELIABLE` step times are not reliable (warned)."""
+    import warnings
+
+    for key in _TOLERANCES:
+        value = params.get(key)
+        if isinstance(value, float) and not 0.0 < value < 1.0:
+            raise ValueError(f"--set {key}: expected a tolerance in (0, 1), e.g. 1e-6, got {value:g}")
+    rtol = params.get("rtol")
+    if isinstance(rtol, float) and rtol > RTOL_RELIABLE:
+        warnings.warn(
+            f"--set rtol={rtol:g}: above {RTOL_RELIABLE:g} the solver's error can exceed a plateau's "
+            f"loss differences, so step times will not be reliable",
+            stacklevel=2,
+        )
+
+
+_SIZES = ("d", "width", "N", "heads", "n", "m", "p", "vocab_size", "samples", "depth")
+# What one float64 array of the largest shape costs, times the copies the solver keeps
+# (Runge–Kutta stages, error estimate, saved states, gradients): a deliberate upper estimate.
+_COPIES = 16
+
+
+def check_memory(params: dict[str, Any]) -> None:
+    """Refuse sizes whose arrays cannot fit in this machine's memory, before anything is allocated."""
+    sizes = sorted((int(params[k]) for k in _SIZES if isinstance(params.get(k), int) and not isinstance(params.get(k), bool)
+                    and params[k] > 0), reverse=True)
+    if len(sizes) < 1:
+        return
+    if isinstance(params.get("vocab_size"), int) and params["vocab_size"] > 0:
+        # Co-occurrence statistics are V × V whatever the embedding dimension.
+        sizes = [max(sizes[0], params["vocab_size"]), params["vocab_size"]]
+    elements = sizes[0] * (sizes[1] if len(sizes) > 1 else 1)
+    estimate = 8 * _COPIES * elements
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if estimate > total:
+        big = [k for k in _SIZES if isinstance(params.get(k), int) and params[k] in sizes[:2]]
+        raise ValueError(
+            f"--set {big[0] if big else 'size'}: arrays of {sizes[0]:,} × {sizes[1] if len(sizes) > 1 else 1:,} float64 "
+            f"need about {estimate / 2**30:,.0f} GiB with the solver's copies; this machine has {total / 2**30:.0f} GiB"
+        )
 
 
 def parse_value(key: str, text: str, default: Any) -> Any:
@@ -98,22 +150,39 @@ def parse_value(key: str, text: str, default: Any) -> Any:
         raise ValueError(f"--set {key}: expected {kind}, got {text!r}") from None
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
 def load_npz(path: str, *, required: tuple[str, ...] = (), one_of: tuple[tuple[str, ...], ...] = ()) -> dict[str, np.ndarray]:
-    """Read a user's `.npz`, with one clear error for a missing, truncated or foreign file.
+    """Read a user's `.npz` (or a `.npy` where one array is enough), with one clear error for a
+    missing, truncated, foreign or text file.
 
     **Arguments:**
 
     - `path`: the file.
     - `required`: keys that must be present.
     - `one_of`: groups of keys of which at least one whole group must be present.
+
+    **Returns:** `{key: array}`, every array numeric and finite.
     """
-    if not os.path.exists(path):
-        raise ValueError(f"--data: no such file {path!r}")
+    needs = _needs(required, one_of)
+    if os.path.isdir(path):
+        raise ValueError(f"--data: {path!r} is a folder; expected an .npz file with keys {needs}")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise ValueError(f"--data: {path!r} is not a readable .npz file ({err})") from None
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except FileNotFoundError:
+        raise ValueError(f"--data: no such file {path!r}") from None
+    except OSError as err:
+        raise ValueError(f"--data: cannot read {path!r} ({err.strerror or err})") from None
+    if head.startswith(_NPY_MAGIC):
+        data = _load_npy(path, required, one_of, needs)
+    elif head.startswith(_ZIP_MAGIC) or head[:2] == b"PK":
+        data = _load_zip(path, needs)
+    else:
+        raise ValueError(f"--data: {path!r} is {_what(head)}, not an .npz file; expected keys {needs} "
+                         f"(write it with numpy.savez)")
     missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"--data: {path!r} lacks key(s) {', '.join(missing)} (has: {', '.join(sorted(data)) or 'none'})")
@@ -126,6 +195,62 @@ def load_npz(path: str, *, required: tuple[str, ...] = (), one_of: tuple[tuple[s
         if not np.all(np.isfinite(v)):
             raise ValueError(f"--data: key {k!r} in {path!r} contains NaN or infinite values")
     return data
+
+
+def _needs(required, one_of) -> str:
+    if required:
+        return ", ".join(required)
+    return " or ".join("(" + ", ".join(g) + ")" for g in one_of) or "(any)"
+
+
+def _what(head: bytes) -> str:
+    if not head:
+        return "empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file of another format"
+    first = text.splitlines()[0] if text.splitlines() else ""
+    if "," in first or "\t" in first:
+        return "a text (CSV) file"
+    return "a text file"
+
+
+def _load_npy(path, required, one_of, needs) -> dict[str, np.ndarray]:
+    singles = [required[0]] if len(required) == 1 else [g[0] for g in one_of if len(g) == 1]
+    if len(singles) != 1:
+        raise ValueError(f"--data: {path!r} is a single .npy array; this preset needs an .npz with keys {needs} "
+                         f"(numpy.savez(path, {', '.join(f'{k}=…' for k in needs.strip('()').split(', ')[:3])}))")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise ValueError(f"--data: {path!r} holds Python objects, not numbers; save numeric arrays") from None
+        raise ValueError(f"--data: {path!r} is not a readable .npy file ({err})") from None
+    except (OSError, EOFError) as err:
+        raise ValueError(f"--data: {path!r} is not a readable .npy file ({err})") from None
+    return {singles[0]: array}
+
+
+def _load_zip(path, needs) -> dict[str, np.ndarray]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"--data: {path!r} is not a readable .npz file ({err})") from None
+    foreign = [m for m in members if not m.endswith(".npy")]
+    if foreign or not members:
+        raise ValueError(f"--data: {path!r} is a zip archive but not an .npz (members such as "
+                         f"{(foreign or ['none'])[0]!r} are not .npy arrays); expected keys {needs}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise ValueError(f"--data: {path!r} holds Python objects, not numbers; save numeric arrays") from None
+        raise ValueError(f"--data: {path!r} is not a readable .npz file ({err})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"--data: {path!r} is not a readable .npz file ({err})") from None
 
 
 SOLVERS = ("explicit", "implicit", "auto")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import jax
 import numpy as np
@@ -110,6 +111,9 @@ def _build_word2vec(params, *, init_scale, seed, data):
     d = _check_d(params, params["vocab_size"], "vocab_size")
     kind = _loss_kind(params, ("sgns", "qwem"))
     stats = corpus_statistics(data, vocab_size=params["vocab_size"], window=params["window"])
+    if data is not None:
+        print(f"word2vec: read {stats.n_tokens:,} tokens, {stats.n_distinct:,} distinct words from {data}; "
+              f"keeping the {stats.vocab_size:,} most frequent", file=sys.stderr, flush=True)
     cls = SGNS if kind == "sgns" else QWEM.from_cooccurrence
     task = cls(stats.P, negatives=params["negatives"])
     model = Embedding(stats.vocab_size, d, key=jax.random.PRNGKey(seed), init_scale=init_scale)

@@ -2,8 +2,8 @@
 
 Text, offline: the English Wikipedia sample and the Google analogy questions that ship inside
 the gensim wheel (`gensim.test.utils.datapath`), or a user's own `.txt` file. The pipeline:
-tokens (lower-case alphabetic runs; every other character is a separator, as in Karkada et al.,
-App. A.1) → the `vocab_size` most frequent words (other words are deleted from the stream) →
+tokens (lower-case runs of letters of any script, as gensim's tokenizer reads them; digits,
+punctuation and spaces separate words, as in Karkada et al., App. A.1) → the `vocab_size` most frequent words (other words are deleted from the stream) →
 window-weighted co-occurrence counts, weight (L + 1 − δ) at separation δ ≤ L, which reproduces
 word2vec's dynamic window → the joint distribution P → the target M* (`losses.qwem_target`).
 """
@@ -25,14 +25,15 @@ from .. import losses
 from ..models.embedding import Embedding
 from .base import AbstractTask, check_finite
 
-_WORD = re.compile(r"[a-z]+")
+# Letters of any script (gensim.utils.tokenize's PAT_ALPHABETIC): "garçon" and "Straße" stay whole.
+_WORD = re.compile(r"[^\W\d_]+")
 _WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 _ANALOGY_FILE = "questions-words.txt"
 MIN_TOKENS = 100
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case runs of the letters a–z; every other character separates words."""
+    """Lower-case runs of letters (any script); digits, punctuation and spaces separate words."""
     return _WORD.findall(text.lower())
 
 
@@ -74,10 +75,20 @@ def read_text(path: str | os.PathLike) -> tuple[tuple[str, ...], ...]:
     if not os.path.isfile(path):
         raise ValueError(f"data: no such file {path!r}")
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as err:
-        raise ValueError(f"data: cannot read {path!r} ({err})") from None
+        raise ValueError(f"data: cannot read {path!r} ({err.strerror or err})") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"data: {path!r} is UTF-16 text; save it as UTF-8")
+    if b"\x00" in raw[:65536]:
+        raise ValueError(f"data: {path!r} is a binary file, not text; expected a UTF-8 .txt corpus")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"data: {path!r} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); save it as UTF-8"
+        ) from None
     docs = tuple(tuple(tokenize(block)) for block in re.split(r"\n\s*\n", text))
     return tuple(d for d in docs if d)
 
@@ -92,6 +103,7 @@ class CorpusStatistics:
     - `counts`: each word's number of occurrences.
     - `P`: V×V joint co-occurrence probabilities (symmetric, summing to 1).
     - `n_tokens`: tokens in the corpus before out-of-vocabulary words were deleted.
+    - `n_distinct`: distinct words in the corpus (before the vocabulary was cut to V).
     - `window`: L, the one-sided window length.
     """
 
@@ -100,6 +112,7 @@ class CorpusStatistics:
     P: np.ndarray
     n_tokens: int
     window: int
+    n_distinct: int = 0
 
     @property
     def vocab_size(self) -> int:
@@ -165,7 +178,7 @@ def corpus_statistics(
     if np.any(P.sum(axis=1) <= 0):
         raise ValueError(f"data: {source} is too small: some vocabulary words never co-occur with any other")
     counts = np.asarray([c for _, c in top], dtype=np.int64)
-    return CorpusStatistics(words, counts, P, n_tokens, int(window))
+    return CorpusStatistics(words, counts, P, n_tokens, int(window), len(freq))
 
 
 # ------------------------------------------------------------------------- analogies

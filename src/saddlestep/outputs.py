@@ -1,0 +1,332 @@
+"""Output folders that never lose a user's file.
+
+Every command that writes (`run`, `predict`, `converge`, `sweep`, `bench`, `figures`) goes through
+this module, with one rule:
+
+- An output folder is written whole or not at all: it is filled as a hidden temporary sibling
+  (`.NAME.tmp-PID-…`) and renamed into place.
+- A path is only ever replaced when it is a saddlestep output: its writer leaves a marker file
+  `.saddlestep` listing the files it wrote. Replacing an earlier output takes `overwrite=True`
+  (`--overwrite`); even then only the files the marker lists are replaced or removed, and any other
+  file in the folder stays as it is. A folder without a marker, holding anything, is refused.
+- `sweep` and `figures` outputs are updated in place (a resumed sweep, a regenerated gallery)
+  without `overwrite`, again touching only their own files.
+- The path is checked before any computation: a path that is a file, lies under a file, or sits on
+  an unwritable or read-only filesystem fails at once, in one line.
+- Temporaries left by a writer that was killed (its process is gone) are removed by the next
+  writer of the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+
+__all__ = ["MARKER", "check_out", "output_folder", "atomic_write_bytes", "atomic_write_text", "is_output"]
+
+MARKER = ".saddlestep"
+_FORMAT = "saddlestep-output/1"
+UPDATABLE = frozenset({"sweep", "figures"})
+# Outputs of versions before the marker existed, recognised by what they hold.
+_LEGACY = {
+    "run": ({"summary.json"}, {"summary.json", "trajectory.npz", "steps.csv", "staircase.png", "prediction.json",
+                               "comparison.csv", "top_words.txt", "analogy.csv", "escape.json", "richness.json"}),
+    "sweep": ({"sweep.json"}, None),
+}
+_TEMP = re.compile(r"^\.(?P<base>.+)\.(?:tmp|old)-(?P<pid>\d+)-[^.]+$")
+_LEGACY_TEMP = re.compile(r"^\.(?P<base>.+)\.(?:tmp|old)-[A-Za-z0-9_]+$")
+_LEGACY_TEMP_AGE_S = 3600.0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_default(path: str, *, directory: bool) -> None:
+    # mkdtemp/mkstemp create 0700/0600: outputs follow the user's umask like any other file.
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file whole or not at all (a temporary file beside it, then a rename).
+
+    **Arguments:**
+
+    - `path`: the file to write.
+    - `data`: its contents.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _chmod_default(tmp, directory=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode())
+
+
+def _read_marker(folder: str) -> dict | None:
+    path = os.path.join(folder, MARKER)
+    try:
+        with open(path, encoding="utf-8") as f:
+            marker = json.load(f)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(marker, dict) or marker.get("format") != _FORMAT or not isinstance(marker.get("files"), list):
+        return None
+    return marker
+
+
+def _legacy_marker(folder: str, kind: str) -> dict | None:
+    if kind not in _LEGACY:
+        return None
+    needed, allowed = _LEGACY[kind]
+    entries = set(os.listdir(folder))
+    if not needed <= entries:
+        return None
+    if allowed is None:  # a sweep folder: everything in it is its own
+        return {"format": _FORMAT, "kind": kind, "files": sorted(entries)}
+    if kind == "run":
+        try:
+            with open(os.path.join(folder, "summary.json"), encoding="utf-8") as f:
+                summary = json.load(f)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        if not (isinstance(summary, dict) and "saddlestep" in summary.get("versions", {})):
+            return None
+    return {"format": _FORMAT, "kind": kind, "files": sorted(entries & allowed)}
+
+
+def is_output(folder: str | os.PathLike, kind: str | None = None) -> bool:
+    """Whether `folder` is a saddlestep output (of `kind`, if given)."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return False
+    marker = _read_marker(folder)
+    if marker is None and kind is not None:
+        marker = _legacy_marker(folder, kind)
+    return marker is not None and (kind is None or marker.get("kind") == kind)
+
+
+def _foreign(folder: str, marker: dict) -> list[str]:
+    ours = set(marker["files"]) | {MARKER}
+    return sorted(e for e in os.listdir(folder) if e not in ours)
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_out(path: str | os.PathLike, *, kind: str, overwrite: bool = False, argument: str = "--out") -> str:
+    """Check an output path before anything is computed; raise `ValueError` in one line if it
+    cannot or may not be written.
+
+    **Arguments:**
+
+    - `path`: the output folder.
+    - `kind`: what will be written there (`"run"`, `"predict"`, `"converge"`, `"sweep"`, `"bench"`,
+      `"figures"`).
+    - `overwrite`: allow replacing an earlier saddlestep output of this kind.
+    - `argument`: the name the error messages give the path.
+
+    **Returns:** the absolute path.
+    """
+    out = os.path.abspath(os.fspath(path))
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"{argument}: {out} exists and is not a folder; choose a new {argument}")
+    existing = _nearest_existing(out)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{argument}: {existing} is a file, so {out} cannot be a folder; choose a new {argument}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument}: {existing} is not writable (permissions or a read-only filesystem)")
+    if existing != out:
+        return out
+    # The folder exists. Its parent must take the temporary sibling we rename into place.
+    parent = os.path.dirname(out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument}: {parent} is not writable (permissions or a read-only filesystem)")
+    entries = os.listdir(out)
+    if not entries:
+        return out
+    marker = _read_marker(out) or _legacy_marker(out, kind)
+    if marker is None:
+        raise ValueError(f"{argument}: {out} already holds files saddlestep did not write; choose a new {argument}")
+    if marker.get("kind") != kind:
+        raise ValueError(
+            f"{argument}: {out} holds a saddlestep {marker.get('kind')} output, not a {kind} output; choose a new {argument}"
+        )
+    if kind not in UPDATABLE and not overwrite:
+        raise ValueError(
+            f"{argument}: {out} holds an earlier saddlestep {kind} output; pass --overwrite to replace it, "
+            f"or choose a new {argument}"
+        )
+    return out
+
+
+def clean_stale(out: str) -> list[str]:
+    """Remove the temporaries of earlier writers of `out` whose process has ended.
+
+    **Returns:** the paths removed.
+    """
+    parent, base = os.path.split(os.path.abspath(out))
+    removed = []
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP.match(entry)
+        path = os.path.join(parent, entry)
+        if m is not None and m.group("base") == base:
+            if _alive(int(m.group("pid"))):
+                continue
+        else:
+            legacy = _LEGACY_TEMP.match(entry)
+            if legacy is None or legacy.group("base") != base:
+                continue
+            # Written before temporaries carried their writer's pid: stale once old enough.
+            with contextlib.suppress(OSError):
+                if time.time() - os.path.getmtime(path) < _LEGACY_TEMP_AGE_S:
+                    continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_marker(folder: str, kind: str, files: list[str]) -> None:
+    marker = {"format": _FORMAT, "writer": "saddlestep", "kind": kind, "files": sorted(set(files) - {MARKER})}
+    atomic_write_text(os.path.join(folder, MARKER), json.dumps(marker, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike, *, kind: str, overwrite: bool = False) -> Iterator[str]:
+    """Fill a temporary folder, then put it in place of `path` by the module's rule.
+
+    **Arguments:** as `check_out`, which runs again here (the folder may have changed meanwhile).
+
+    **Yields:** the temporary folder to write into. If the block raises, it is removed and `path`
+    is left as it was.
+    """
+    out = check_out(path, kind=kind, overwrite=overwrite)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    clean_stale(out)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-{os.getpid()}-")
+    try:
+        _chmod_default(tmp, directory=True)
+        yield tmp
+        _write_marker(tmp, kind, os.listdir(tmp))
+        _commit(tmp, out, kind, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _commit(tmp: str, out: str, kind: str, overwrite: bool) -> None:
+    check_out(out, kind=kind, overwrite=overwrite)
+    if not os.path.isdir(out) or not os.listdir(out):
+        os.rename(tmp, out)  # rename(2) replaces an empty folder
+        return
+    marker = _read_marker(out) or _legacy_marker(out, kind)
+    if not _foreign(out, marker):
+        # Only our own files: swap the folders, so there is no moment without a whole output.
+        old = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{os.path.basename(out)}.old-{os.getpid()}-")
+        os.rmdir(old)
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    # The user keeps files of their own beside ours: replace ours one by one, leave theirs alone.
+    new_files = [e for e in os.listdir(tmp) if e != MARKER]
+    for entry in set(marker["files"]) - set(new_files):
+        target = os.path.join(out, entry)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target, ignore_errors=True)
+        elif os.path.lexists(target):
+            os.unlink(target)
+    for entry in new_files:
+        target = os.path.join(out, entry)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(tmp, entry), target)
+    os.replace(os.path.join(tmp, MARKER), os.path.join(out, MARKER))
+    os.rmdir(tmp)
+
+
+def prepare_updatable(path: str | os.PathLike, *, kind: str) -> str:
+    """Create (or reopen) an output folder that is updated in place (`sweep`, `figures`).
+
+    **Returns:** the absolute path; the folder exists and carries the marker.
+    """
+    if kind not in UPDATABLE:
+        raise ValueError(f"{kind} outputs are written whole by output_folder, not updated in place")
+    out = check_out(path, kind=kind)
+    os.makedirs(out, exist_ok=True)
+    marker = _read_marker(out)
+    if marker is None:
+        legacy = _legacy_marker(out, kind)
+        _write_marker(out, kind, legacy["files"] if legacy else [])
+    return out
+
+
+def record_files(folder: str, kind: str, names: list[str]) -> None:
+    """Add `names` to the files an updatable output's marker says saddlestep wrote."""
+    marker = _read_marker(folder)
+    files = list(marker["files"]) if marker else []
+    _write_marker(folder, kind, files + [n for n in names if n not in files])
+
+
+def owned(folder: str, name: str) -> bool:
+    """Whether `name` inside an output `folder` is absent or was written by saddlestep."""
+    if not os.path.lexists(os.path.join(folder, name)):
+        return True
+    marker = _read_marker(folder)
+    return marker is not None and name in marker["files"]
+
+
+def errno_message(err: OSError) -> str:
+    """One line for an `OSError`: what failed, on which file."""
+    what = err.strerror or errno.errorcode.get(err.errno or 0, str(err))
+    where = err.filename if err.filename is not None else ""
+    if err.filename2 is not None:
+        where = f"{where} -> {err.filename2}"
+    return f"{where}: {what}" if where else str(what)

@@ -109,3 +109,41 @@ def test_pesme_flammarion_matches_agf_on_diagonal_preset():
     assert q.num_steps == p.num_steps and q.order == p.order
     np.testing.assert_allclose(q.rescaled_times, p.rescaled_times, rtol=1e-5)
     np.testing.assert_allclose(q.losses, p.losses, atol=1e-8 * p.initial_loss)
+
+
+def _commuting_problem(seed, rank_deficient=False):
+    """Σxx = V diag(λ) Vᵀ, Σyx = U diag(σ) Vᵀ with λ, σ drawn independently (random orders)."""
+    rng = np.random.default_rng(1000 + seed)
+    d, out = int(rng.integers(2, 7)), int(rng.integers(2, 7))
+    r = min(d, out) - (1 if rank_deficient and min(d, out) > 1 else 0)
+    V = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    U = np.linalg.qr(rng.standard_normal((out, out)))[0]
+    lam = rng.uniform(0.1, 4, d)
+    sig = np.zeros(min(d, out))
+    sig[:r] = rng.uniform(0.2, 3, r)
+    Syx = U[:, : len(sig)] @ np.diag(sig) @ V[:, : len(sig)].T
+    return V @ np.diag(lam) @ V.T, Syx, sig[:r], lam[:r]
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_linear_commuting_unwhitened_is_decoupled(rank_deficient):
+    for seed in range(50):
+        Sxx, Syx, sig, lam = _commuting_problem(seed, rank_deficient)
+        p = theory.linear_network(ss.PopulationRegression(Sxx, Syx), init_scale=1e-6)
+        order = np.argsort(-sig)
+        np.testing.assert_allclose(p.rescaled_times, 1 / sig[order], rtol=1e-9)
+        mu = sig[order] ** 2 / lam[order]
+        np.testing.assert_allclose(p.initial_loss, 0.5 * mu.sum(), rtol=1e-9)
+        np.testing.assert_allclose(p.losses, 0.5 * (mu.sum() - np.cumsum(mu)), atol=1e-9 * mu.sum())
+        s = theory.saxe(ss.PopulationRegression(Sxx, Syx), init_scale=1e-6)
+        assert np.all(np.diff(s.times) > 0)
+        assert np.all(np.diff(np.concatenate([[s.initial_loss], s.losses])) <= 1e-12)
+
+
+def test_linear_issue_example_diag43():
+    task = ss.PopulationRegression(np.diag([4.0, 1.0]), np.diag([3.0, 2.0]))
+    p = theory.linear_network(task)
+    np.testing.assert_allclose(p.rescaled_times, [1 / 3, 1 / 2], rtol=1e-12)
+    np.testing.assert_allclose(p.losses, [2.0, 0.0], atol=1e-12)
+    s = theory.saxe(task, init_scale=1e-3)
+    assert s.order == ["mode 1", "mode 2"] and s.times[0] < s.times[1]

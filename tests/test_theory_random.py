@@ -147,3 +147,25 @@ def test_linear_issue_example_diag43():
     np.testing.assert_allclose(p.losses, [2.0, 0.0], atol=1e-12)
     s = theory.saxe(task, init_scale=1e-3)
     assert s.order == ["mode 1", "mode 2"] and s.times[0] < s.times[1]
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_linear_commuting_matches_flow_slopes(seed):
+    # The flow's slopes dt_k/d ln(1/α) at two α against the decoupled closed form.
+    import types
+
+    if seed is None:
+        Sxx, Syx = np.diag([4.0, 1.0]), np.diag([3.0, 2.0])
+    else:
+        Sxx, Syx, _, _ = _commuting_problem(seed)
+    task = ss.PopulationRegression(Sxx, Syx)
+    p = theory.linear_network(task)
+    d, out = task.dims
+
+    def make(alpha):
+        model = ss.TwoLayer(d, max(d, out), out, "linear", key=jax.random.PRNGKey(0), init_scale=alpha)
+        return types.SimpleNamespace(model=model, task=task, t_max=1.5 * p.rescaled_times[-1] * np.log(1 / alpha) + 30)
+
+    df = ss.converge(make, [1e-5, 1e-8], prediction=p, simulate_kwargs={"rtol": 1e-9, "n_save": 4001})
+    err = df.groupby("step")["slope_error"].first().abs()
+    assert len(err) == p.num_steps and err.max() < 5e-3

@@ -16,9 +16,14 @@ def _mu(task):
 
 
 def test_pesme_flammarion_r1():
-    p = theory.pesme_flammarion(r1_task())
-    np.testing.assert_allclose(p.rescaled_times, [0.19304, 0.60022, 3.45736], atol=1e-5)
-    assert p.rescaled_times[0] == pytest.approx(1 / 5.18022, rel=1e-5)
+    from test_theory_random import _pf_oracle
+
+    task = r1_task()
+    p = theory.pesme_flammarion(task)
+    t, l, _ = _pf_oracle(np.asarray(task.X), np.asarray(task.Y)[:, 0])
+    np.testing.assert_allclose(p.rescaled_times, t, rtol=1e-10)
+    X, y = np.asarray(task.X), np.asarray(task.Y)[:, 0]
+    assert p.rescaled_times[0] == pytest.approx(1 / np.abs(X.T @ y / 2).max(), rel=1e-12)
     assert p.order == ["β[0]", "β[1]", "β[0]"]
     np.testing.assert_allclose(p.plateau_parameters[0], [0.4619, 0.0], atol=1e-4)
     np.testing.assert_allclose(p.plateau_parameters[1], [0.0, 1.5843], atol=1e-4)

@@ -73,13 +73,15 @@ def saxe(task, *, init_scale, depth: int = 2, u0: float | None = None) -> Predic
     u0 = float(init_scale) ** depth if u0 is None else float(u0)
     T, _, _ = whitened(task)
     sw = np.linalg.svd(T, compute_uv=False)
-    order = np.argsort(-sig[:r] ** 2 / lam, kind="stable")
+    # Modes decouple, so each drops at its own half-height time; sorted by it, which is the
+    # order of the growth rates σ_k (not of the drops σ_k²/λ_k).
     times = []
-    for k in order:
+    for k in range(r):
         s, lk = sig[k], lam[k]
         target = s / (2 * lk)
         times.append(saxe_time(s, u0, target, depth=depth, lam=lk) if u0 < target else 0.0)
-    times = np.asarray(times)
+    order = np.argsort(times, kind="stable")
+    times = np.asarray(times)[order]
     drops = sig[order] ** 2 / lam[order]
     total = float(np.sum(sw**2))
     levels = 0.5 * (total - np.cumsum(drops)) + loss_min
@@ -88,7 +90,7 @@ def saxe(task, *, init_scale, depth: int = 2, u0: float | None = None) -> Predic
         times,
         times / L,
         np.maximum(levels, loss_min),
-        [f"mode {k + 1}" for k in range(r)],
+        [f"mode {k + 1}" for k in order],
         initial_loss=0.5 * total + loss_min,
         init_scale=float(init_scale),
         extra={"depth": depth, "u0": u0},

@@ -237,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("saddlestep: interrupted", file=sys.stderr)
+        if argv is None:
+            # The writers' temporaries are already removed while unwinding; skip the interpreter's
+            # teardown, which can crash while XLA's threads are mid-computation.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except Exception as err:  # noqa: BLE001 - every error a user can cause ends in one line
         if debug:

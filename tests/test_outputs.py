@@ -1,0 +1,172 @@
+"""Output folders: nothing a user wrote is ever replaced, hidden or deleted (saddlestep.outputs)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from saddlestep.cli import main
+from saddlestep.outputs import check_out, clean_stale, MARKER, output_folder
+
+
+def _fill(folder, name="x.txt", text="ours"):
+    with open(os.path.join(folder, name), "w") as f:
+        f.write(text)
+
+
+def test_a_new_folder_is_written_whole_with_its_marker(tmp_path):
+    out = tmp_path / "a" / "b"
+    with output_folder(out, kind="run") as tmp:
+        _fill(tmp)
+        assert not out.exists()
+    assert sorted(os.listdir(out)) == sorted([MARKER, "x.txt"])
+    assert json.loads((out / MARKER).read_text())["files"] == ["x.txt"]
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["b"]  # no temporaries left
+
+
+def test_a_failing_writer_leaves_the_old_output_untouched(tmp_path):
+    out = tmp_path / "run"
+    with output_folder(out, kind="run") as tmp:
+        _fill(tmp, text="old")
+    with pytest.raises(RuntimeError), output_folder(out, kind="run", overwrite=True) as tmp:
+        _fill(tmp, text="new")
+        raise RuntimeError
+    assert (out / "x.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_user_files_are_never_replaced(tmp_path):
+    user = tmp_path / "project"
+    user.mkdir()
+    (user / "mydata.npz").write_bytes(b"precious")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="did not write"):
+            check_out(user, kind="run", overwrite=overwrite)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(ValueError, match="not a folder"):
+        check_out(notes, kind="run", overwrite=True)
+    with pytest.raises(ValueError, match="is a file"):
+        check_out(notes / "run", kind="run")
+    assert (user / "mydata.npz").read_bytes() == b"precious" and notes.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "project"]
+
+
+def test_overwrite_replaces_only_our_files_beside_the_users(tmp_path):
+    out = tmp_path / "run"
+    with output_folder(out, kind="run") as tmp:
+        _fill(tmp, "a.txt", "old")
+        _fill(tmp, "gone.txt", "old")
+    with pytest.raises(ValueError, match="--overwrite"):
+        check_out(out, kind="run")
+    (out / "analysis.py").write_text("print('mine')")
+    with output_folder(out, kind="run", overwrite=True) as tmp:
+        _fill(tmp, "a.txt", "new")
+    assert sorted(os.listdir(out)) == sorted([MARKER, "a.txt", "analysis.py"])
+    assert (out / "a.txt").read_text() == "new" and (out / "analysis.py").read_text() == "print('mine')"
+
+
+def test_another_kind_of_output_is_not_replaced(tmp_path):
+    out = tmp_path / "o"
+    with output_folder(out, kind="converge") as tmp:
+        _fill(tmp)
+    with pytest.raises(ValueError, match="converge output"):
+        check_out(out, kind="run", overwrite=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
+def test_an_unwritable_parent_fails_up_front(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(ValueError, match="not writable"):
+            check_out(ro / "run", kind="run")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_output_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with output_folder(tmp_path / "run", kind="run") as tmp:
+            _fill(tmp)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "run" / MARKER).stat().st_mode & 0o777 == 0o644
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".run.tmp-{dead.pid}-abc"
+    stale.mkdir()
+    live = tmp_path / f".run.tmp-{os.getppid()}-def"  # a writer still running
+    live.mkdir()
+    other = tmp_path / f".other.tmp-{dead.pid}-abc"
+    other.mkdir()
+    assert clean_stale(str(tmp_path / "run")) == [str(stale)]
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_cli_refuses_an_out_holding_user_files_before_simulating(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mydata.txt").write_text("keep me")
+    start = time.perf_counter()
+    assert main(["run", "linear", "--out", "."]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "did not write" in err[0]
+    assert sorted(os.listdir(tmp_path)) == ["mydata.txt"]
+    assert time.perf_counter() - start < 60  # refused before any simulation, not after
+
+
+def test_cli_rerun_needs_overwrite_and_keeps_added_files(tmp_path, capsys):
+    out = tmp_path / "runs" / "diag"
+    argv = ["run", "diagonal", "--set", "n=8", "--set", "d=6", "--set", "beta_star=2,1", "--out", str(out)]
+    assert main(argv) == 0
+    (out / "analysis.py").write_text("mine")
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    assert (out / "analysis.py").read_text() == "mine"
+    assert {"summary.json", "trajectory.npz", "steps.csv", "staircase.png"} <= set(os.listdir(out))
+    # A run into the parent of an earlier run refuses: it would otherwise delete runs/diag.
+    assert main(["run", "linear", "--out", str(tmp_path / "runs")]) == 2
+    assert (out / "summary.json").exists()
+
+
+def test_sigterm_leaves_no_temporary_behind(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saddlestep.cli", "run", "linear", "--init-scale", "1e-12", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode in (0, 130, -signal.SIGTERM)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    assert not out.exists() or (out / "summary.json").exists()
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    env = {**os.environ, "SADDLESTEP_DEBUG": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "saddlestep.cli", "run", "linear", "--set", "width=0", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "saddlestep.cli", "run", "linear", "--set", "width=0", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "SADDLESTEP_DEBUG"},
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Float
 
 from ..prediction import Prediction
-from .problems import AbstractAGFProblem, make_problem
+from .problem import AbstractAGFProblem, make_problem
 
 # Traces of the utility-phase solve; tests use it to check that phases reuse one compilation.
 TRACE_COUNT: collections.Counter = collections.Counter()

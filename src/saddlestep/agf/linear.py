@@ -20,7 +20,9 @@ from .problem import AbstractAGFProblem, register
 class LinearProblem(AbstractAGFProblem):
     """Two-layer linear network f = Σ_i a_i w_iᵀx on second moments: U_i = a_iᵀ M w_i with
     M = Σyx − βΣxx, the quadratic form K = [[0, M], [Mᵀ, 0]] on θ_i = (a_i, w_i); the cost phase
-    is reduced-rank regression (Kunin et al. 2025, §4).
+    is gradient flow's limit from where the new neuron entered (`_fit`): reduced-rank regression
+    in general position (Kunin et al. 2025, §4), the learned modes' saddle where Σxx and Σyx
+    commute (there modes are learned in the order of σ(Σyx), not of σ(Σyx Σxx^{-1/2})).
 
     The hidden units can be rotated into each other without changing the function (gradient
     flow is equivariant to it), so the dormant neurons are kept as the singular components of
@@ -145,29 +147,76 @@ class LinearProblem(AbstractAGFProblem):
         return quad.exhausted(x, dormant, rstate)
 
     def enter(self, params, new, active, rstate):
-        return params
+        # A neuron reaches its threshold aligned with one singular pair of the residual up to
+        # components e^{-Δσ·t} that vanish as α → 0 (at α = 1e-10 still ~1e-3); gradient flow
+        # leaves those for later saddles, so the cost phase starts from the pure pair.
+        Q = np.asarray(rstate.Q)
+        out = params.copy()
+        for i in np.flatnonzero(new):
+            coef = Q.T @ params[i]
+            m = int(np.argmax(np.abs(coef)))
+            out[i] = np.sign(coef[m]) * Q[:, m]
+        return out
+
+    def _whitened(self, params, active):
+        """(a (k, out), z = Cᵀw (k, d)) of the active neurons."""
+        C = np.asarray(self.task.sqrt_cov)
+        p = params[active]
+        return p[:, : self._out], p[:, self._out :] @ C
+
+    def _fit(self, params, active):
+        """The cost phase's limit in whitened coordinates B = βC: gradient flow on (a_i, z_i),
+        ȧ = (T − B)z, ż = Λ(T − B)ᵀa, keeps z in the smallest subspace R that holds the z_i and
+        Λ Tᵀ a_i and is invariant under Λ and Λ TᵀT (and a in T R + span a_i); within it every
+        local minimum of ½‖B − T‖² over rank ≤ k is global (Eckart–Young), so B = [T R]_k Rᵀ.
+        In general position R is everything (reduced-rank regression); where Σxx and Σyx
+        commute it is the learned modes only, and the flow stays on their saddle.
+        **Returns:** (B, k)."""
+        T = np.asarray(self.task.target)
+        lam = np.sum(np.asarray(self.task.sqrt_cov) ** 2, axis=0)  # CᵀC = Λ
+        a, z = self._whitened(params, active)
+        k = a.shape[0]
+        if k == 0:
+            return np.zeros_like(T), 0
+        # Every candidate is scaled by its operator's norm, so rounding of an exact zero stays
+        # below `_span`'s threshold instead of being normalized into a direction.
+        scale = max(float(lam.max(initial=0.0)), 1e-300)
+        gain = scale * max(float(np.linalg.norm(T, 2)) ** 2, 1e-300)
+        norm_a = np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-300)
+        norm_z = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-300)
+        seeds = np.concatenate([z / norm_z, (lam[None, :] * (a @ T)) / (norm_a * scale * max(float(np.linalg.norm(T, 2)), 1e-300))])
+        R = _span(seeds.T)
+        clusters = _clusters(lam, scale)
+        for _ in range(lam.size + 1):
+            parts = [R, lam[:, None] * (T.T @ (T @ R)) / gain]
+            parts += [np.where(c[:, None], R, 0.0) for c in clusters]
+            R_new = _span(np.concatenate(parts, axis=1))
+            if R_new.shape[1] == R.shape[1]:
+                break
+            R = R_new
+        u, s, vt = np.linalg.svd(T @ R, full_matrices=False)
+        r = min(k, int(np.sum(s > 1e-12 * max(1.0, s.max(initial=0.0)))))
+        return (u[:, :r] * s[:r]) @ vt[:r] @ R.T, k
 
     def start(self, params, active):
-        T = np.asarray(self.task.target)
-        k = int(active.sum())
-        u, s, _ = np.linalg.svd(T, full_matrices=False)
-        r = min(k, int(np.sum(s > 1e-12 * max(1.0, s.max(initial=0.0)))))
-        # The cost phase is exact RRR, so the residual is P⊥_{U_r} Σyx (no rounding from βΣxx).
-        M = np.asarray(self.Syx) - u[:, :r] @ (u[:, :r].T @ np.asarray(self.Syx))
-        lam, Q = self._basis(M)
+        T, C = np.asarray(self.task.target), np.asarray(self.task.sqrt_cov)
+        B, _ = self._fit(params, active)
+        # The residual from the cost phase's exact limit (not from βΣxx, which rounds).
+        E = T - B
+        lam, Q = self._basis(E @ C.T)
         width = params.shape[0]
-        loss = 0.5 * float(np.sum(s[r:] ** 2)) + float(self.task.loss_min)
+        loss = 0.5 * float(np.sum(E**2)) + float(self.task.loss_min)
         return quad.QuadraticState(np.broadcast_to(lam, (width, lam.size)).copy(), Q), loss
 
     def cost(self, params, active, order):
-        T, C = np.asarray(self.task.target), np.asarray(self.task.sqrt_cov)
-        u, s, vt = np.linalg.svd(T, full_matrices=False)
+        C = np.asarray(self.task.sqrt_cov)
         idx = np.flatnonzero(active)
         idx = idx[np.argsort(order[idx])]
-        r = min(idx.size, int(np.sum(s > 1e-12 * max(1.0, s.max(initial=0.0)))))
-        beta = (u[:, :r] * s[:r]) @ vt[:r] @ np.linalg.pinv(C)
+        B, _ = self._fit(params, active)
+        beta = B @ np.linalg.pinv(C)
         # A balanced factorization of β over the active neurons, in activation order.
         pb, sb, qbt = np.linalg.svd(beta, full_matrices=False)
+        r = int(np.sum(sb > 1e-12 * max(1.0, sb.max(initial=0.0))))
         out = np.zeros_like(params)
         for j, i in enumerate(idx[:r]):
             out[i, : self._out] = np.sqrt(sb[j]) * pb[:, j]
@@ -188,6 +237,28 @@ class LinearProblem(AbstractAGFProblem):
         strength = [np.einsum("ik,ij,jk->k", U, (q[:, :out].T @ q[:, out:]) @ C, V)
                     for q in (np.asarray(before), np.asarray(after))]
         return labels[int(np.argmax(np.abs(strength[1] - strength[0])))]
+
+
+def _span(V, tol=1e-8):
+    """Orthonormal basis of the columns of V, each already scaled so that 1 is its natural size:
+    directions below `tol` are rounding of exact zeros (invariant subspaces) and are dropped."""
+    if V.shape[1] == 0:
+        return np.zeros((V.shape[0], 0))
+    U, s, _ = np.linalg.svd(V, full_matrices=False)
+    return U[:, s > tol]
+
+
+def _clusters(lam, scale, tol=1e-10):
+    """Masks of the eigen-coordinates of Σxx with one eigenvalue (Λ-invariant subspaces)."""
+    order = np.argsort(lam)
+    out, start = [], 0
+    for j in range(1, lam.size + 1):
+        if j == lam.size or lam[order[j]] - lam[order[j - 1]] > tol * scale:
+            mask = np.zeros(lam.size, bool)
+            mask[order[start:j]] = True
+            out.append(mask)
+            start = j
+    return out
 
 
 def _linear(model, task):

@@ -29,9 +29,8 @@ class NeuronProblem(AbstractAGFProblem):
     """Any neuron model on a sample: U_i = mean_x ⟨f_i(x; θ_i), r(x)⟩; the cost phase minimizes the
     restricted loss with BFGS (optimistix) over the active neurons, dormant ones held at zero.
 
-    An active neuron leaves when it collapses (norm below `collapse`) or its output turns against
-    what it was when the phase began (negative correlation): it becomes dormant again and keeps
-    its accumulated utility.
+    An active neuron leaves only when the cost phase shrinks it to ~0 (norm below `collapse`), as
+    AGF defines deactivation: it becomes dormant again and keeps its accumulated utility.
     """
 
     template: AbstractNeuronModel
@@ -111,7 +110,6 @@ class NeuronProblem(AbstractAGFProblem):
         return out
 
     def cost(self, params, active, order):
-        ref = np.asarray(_outputs_jit(self, jnp.asarray(params)))
         active = active.copy()
         members = active.copy()
         share = np.linalg.norm(params, axis=1) ** self.kappa
@@ -122,13 +120,11 @@ class NeuronProblem(AbstractAGFProblem):
         for _ in range(params.shape[0] + 1):
             out = np.asarray(_minimize(self, jnp.asarray(params), jnp.asarray(active, dtype=float)))
             out = out * active[:, None]
-            now = np.asarray(_outputs_jit(self, jnp.asarray(out)))
-            corr = np.einsum("nho,nho->h", now, ref)
-            # For odd κ, θ → −θ flips the output, so a sign change is no deactivation; and κ > 2
-            # neurons enter poorly aligned (directions barely turn during a plateau), so the
-            # optimum's output may well be anti-correlated with the entering one.
-            flipped = (corr < 0) if self.kappa % 2 == 0 else np.zeros_like(active)
-            gone = active & ((np.linalg.norm(out, axis=1) < self.collapse) | flipped)
+            # As AGF defines it, a neuron returns to dormant only when the cost phase shrinks it
+            # to ~0. (A sign test on its output also dropped neurons whose output turned against
+            # the overshooting entry of a tie: 11 neurons entered and left together, over and
+            # over, on a 200-sample ReLU regression at width 20.)
+            gone = active & (np.linalg.norm(out, axis=1) < self.collapse)
             if not gone.any():
                 break
             active &= ~gone

@@ -1,11 +1,17 @@
-"""Alternating Gradient Flows (Kunin et al. 2025): the AGF engine over a model's neuron view."""
+"""Alternating Gradient Flows (Kunin et al. 2025): the AGF engine over a model's neuron view.
 
+One problem per model family (`diagonal`, `linear`, `embedding`), registered with
+`problem.register`; `neuron` is the generic fallback.
+"""
+
+from . import diagonal as diagonal, embedding as embedding, linear as linear, neuron as neuron  # registers
+from .diagonal import DiagonalProblem as DiagonalProblem
+from .embedding import EmbeddingProblem as EmbeddingProblem
 from .engine import predict as predict, thresholds as thresholds
-from .problems import (
+from .linear import LinearProblem as LinearProblem
+from .neuron import NeuronProblem as NeuronProblem
+from .problem import (
     AbstractAGFProblem as AbstractAGFProblem,
-    DiagonalProblem as DiagonalProblem,
-    EmbeddingProblem as EmbeddingProblem,
-    LinearProblem as LinearProblem,
     make_problem as make_problem,
-    NeuronProblem as NeuronProblem,
+    register as register,
 )

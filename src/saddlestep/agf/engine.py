@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import math
+import warnings
 
 import diffrax as dfx
 import equinox as eqx
@@ -12,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Float
 
 from ..prediction import Prediction
-from .problems import AbstractAGFProblem, make_problem
+from .problem import AbstractAGFProblem, make_problem
 
 # Traces of the utility-phase solve; tests use it to check that phases reuse one compilation.
 TRACE_COUNT: collections.Counter = collections.Counter()
@@ -172,6 +173,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         rtol = problem.rtol
     closed_form = problem.closed_form
     record = collections.defaultdict(list)
+    record["stopped"] = None
     solver_steps = 0
     for _ in range(max_steps):
         dormant = ~active
@@ -214,7 +216,13 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         x = calls.rebase(x, rstate, new_rstate)
         x_at_activation = calls.rebase(x_at_activation, rstate, new_rstate)
         rstate = new_rstate
-        record["events"].append((t, loss, np.flatnonzero(crossed).tolist(), np.flatnonzero(left).tolist()))
+        event = (t, loss, np.flatnonzero(crossed).tolist(), np.flatnonzero(left).tolist())
+        if left.any() and record["events"] and record["events"][-1] == event:
+            # The same neurons entered and left at the same instant twice, the loss unchanged:
+            # the next phase would repeat it (nothing moved), so AGF cannot go on from here.
+            record["stopped"] = "cycling"
+            break
+        record["events"].append(event)
         if record["times"] and record["losses"][-1] - loss < min_drop * max(loss0 - floor if math.isfinite(floor) else loss0, 1e-300):
             # An activation that hardly moves the loss (a second neuron on a learned feature)
             # is part of the step before it, as `detect_steps` would see it.
@@ -231,6 +239,12 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         record["deactivated"].append(np.flatnonzero(left).tolist())
         record["active"].append(np.flatnonzero(active).tolist())
         record["plateau"].append(calls.model(params))
+    else:
+        # The budget ran out; unless AGF was done anyway, later steps are missing.
+        dormant = ~active
+        done = (not dormant.any() or calls.exhausted(x, dormant, rstate)
+                or loss - stop_floor <= loss_tol * max(loss0 - stop_floor, 1e-300))
+        record["stopped"] = None if done else "max_steps"
     return record, loss0, c, solver_steps
 
 
@@ -254,7 +268,7 @@ def predict(
     utilities are quadratic); the first neuron to reach its
     threshold c_i (norm 1) activates, with any that tie. In a cost phase the active neurons
     minimize the restricted loss (least squares, reduced-rank regression, or BFGS), instantly on
-    the AGF clock; a neuron that collapses or flips sign returns to dormant with its utility.
+    the AGF clock; a neuron the cost phase shrinks to ~0 returns to dormant with its utility.
     The state is directions and S_i, never the O(α) parameters, so any α > 0 works.
 
     **Arguments:**
@@ -275,7 +289,8 @@ def predict(
 
     **Returns:** a `Prediction` (`method="agf"`) with jump times, plateau losses, the feature
     learned at each step, and the model on each plateau (`plateau_parameters`); `extra` holds the
-    neurons activated and deactivated at each step, the thresholds, and the solver's step count.
+    neurons activated and deactivated at each step, the thresholds, the solver's step count, and
+    `stopped`: None, or why the prediction ended early (`"max_steps"`, `"cycling"`; also warned).
     """
     problem = make_problem(model, task)
     if rtol is not None and not (rtol > 0):
@@ -291,6 +306,7 @@ def predict(
         raise ValueError("limit: the ln(1/α) limit of rescaled times exists only for κ = 2")
     if not limit:
         record, loss0, c, steps = _run(problem, 0.0, **kw)
+        stopped = record["stopped"]
         events = list(record["events"])
         record = {k: record[k] for k in _KEYS}
         times = np.asarray(record["times"])
@@ -303,6 +319,7 @@ def predict(
         rec1, _, _, s1 = _run(problem, L - lo, **kw)
         record, loss0, c, s2 = _run(problem, L - hi, **kw)
         steps = s1 + s2
+        stopped = record["stopped"] or rec1["stopped"]
         n = min(len(rec1["times"]), len(record["times"]))
         if rec1["order"][:n] != record["order"][:n]:
             raise ValueError("limit: AGF learns features in a different order at the two tiny scales")
@@ -310,6 +327,12 @@ def predict(
         events = list(record["events"])
         record = {k: record[k][:n] for k in _KEYS}
         times = rescaled * L
+    if stopped is not None:
+        why = {
+            "max_steps": f"hit max_steps = {max_steps} activations",
+            "cycling": "found the same neurons entering and leaving at one instant, over and over",
+        }[stopped]
+        warnings.warn(f"agf.predict {why}; the prediction stops there and may miss later steps", stacklevel=2)
     return Prediction(
         "agf",
         times,
@@ -326,5 +349,6 @@ def predict(
             "thresholds": np.asarray(c).tolist(),
             "solver_steps": int(steps),
             "events": events,
+            "stopped": stopped,
         },
     )

@@ -1,0 +1,122 @@
+"""AGF for diagonal linear networks on a sample (`models.diagonal.DiagonalLinear`)."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from . import _numerics as nx, _quadratic as quad
+from ..models.diagonal import DiagonalLinear
+from ..tasks.regression import SampleRegression
+from .problem import AbstractAGFProblem, register, require_sample
+
+
+class DiagonalProblem(AbstractAGFProblem):
+    """Diagonal linear network on a sample: neuron i = (u_i, v_i), U_i = g_i u_i v_i (or
+    g_i(u_i² − v_i²)) with g = Xᵀr/n, a quadratic utility (closed-form phases); the cost phase is
+    least squares on the active coordinates, then coordinates whose sign flipped leave (Kunin
+    et al. 2025, diagonal-linear-network code)."""
+
+    template: DiagonalLinear
+    X: Float[Array, "n d"]
+    y: Float[Array, " n"]
+    Q: Float[Array, "2 2"]
+    kappa: int = eqx.field(static=True, default=2)
+    loss_floor: float = eqx.field(static=True, default=-math.inf)
+    labels: tuple = eqx.field(static=True, default=())
+    closed_form: ClassVar[bool] = True
+    atol: ClassVar[float] = 1e-12
+    rtol: ClassVar[float] = 1e-8
+    min_step: ClassVar[float] = 1e-5
+
+    def __init__(self, model: DiagonalLinear, task: SampleRegression):
+        self.template = model
+        self.X = jnp.asarray(task.X)
+        self.y = jnp.asarray(task.Y)[:, 0]
+        # u⊙v = ((u+v)² − (u−v)²)/4: the 45° basis diagonalizes the utility; u² − v² is already diagonal.
+        r = 1.0 / math.sqrt(2.0)
+        self.Q = jnp.asarray([[r, r], [r, -r]]) if model.variant == "uv" else jnp.eye(2)
+        self.kappa = 2
+        floor = task.loss_floor(model)
+        self.loss_floor = -math.inf if floor is None else float(floor)
+        self.labels = tuple(task.feature_labels(model))
+
+    def _beta(self, params):
+        u, v = params[:, 0], params[:, 1]
+        return u * v if self.template.variant == "uv" else u**2 - v**2
+
+    def utility(self, x, rstate):
+        return quad.utility(x, rstate)
+
+    def advance(self, x, S, c, dormant, rstate, horizon):
+        return quad.advance(x, S, c, dormant, rstate, horizon)
+
+    def initial(self):
+        theta = np.stack([np.asarray(self.template.u), np.asarray(self.template.v)], axis=1)
+        norm = np.linalg.norm(theta, axis=1)
+        return nx.log((theta / norm[:, None]) @ np.asarray(self.Q)), np.log(norm)
+
+    def start(self, params, active):
+        X, y = np.asarray(self.X), np.asarray(self.y)
+        r = y - X @ np.where(active, self._beta(params), 0.0)
+        g = X.T @ r / X.shape[0]
+        return quad.QuadraticState(np.stack([g, -g], axis=1), np.asarray(self.Q)), 0.5 * float(np.mean(r**2))
+
+    def enter(self, params, new, active, rstate):
+        return params
+
+    def cost(self, params, active, order):
+        X, y = np.asarray(self.X), np.asarray(self.y)
+        ref = np.sign(self._beta(params))
+        active = active.copy()
+        while True:
+            beta = np.zeros(X.shape[1])
+            idx = np.flatnonzero(active)
+            if idx.size:
+                beta[idx] = np.linalg.lstsq(X[:, idx], y, rcond=None)[0]
+            flipped = active & (np.sign(beta) != ref) & (ref != 0)
+            if not flipped.any():
+                break
+            active &= ~flipped
+        root = np.sqrt(np.abs(beta))
+        if self.template.variant == "uv":
+            out = np.stack([np.sign(beta) * root, root], axis=1)
+        else:
+            out = np.stack([np.where(beta > 0, root, 0.0), np.where(beta < 0, root, 0.0)], axis=1)
+        return out, active
+
+    def to_params(self, x, rstate):
+        return quad.to_params(x, rstate)
+
+    def rebase(self, x, old, new):
+        return x  # one fixed basis
+
+    def absorb(self, x, S, log_norm0, crossed, dormant, rstate):
+        return x, S  # coordinates do not rotate into each other
+
+    def ties(self, x, crossed, dormant):
+        return crossed
+
+    def exhausted(self, x, dormant, rstate):
+        return quad.exhausted(x, dormant, rstate)
+
+    def model(self, params):
+        return self.template.with_neurons({"u": jnp.asarray(params[:, 0]), "v": jnp.asarray(params[:, 1])})
+
+    def label(self, before, after, crossed):
+        return "+".join(self.labels[i] for i in np.flatnonzero(crossed))
+
+
+def _diagonal(model, task):
+    require_sample(task)
+    if task.dims[1] != 1:
+        raise ValueError("task: a diagonal network needs one output (y a vector)")
+    return DiagonalProblem(model, task)
+
+
+register(DiagonalLinear, _diagonal)

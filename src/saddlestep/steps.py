@@ -44,8 +44,48 @@ class Step:
         }
 
 
+def _finest_record(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+    """Times and losses of the save grid merged with the solver-step record, in time order."""
+    t = np.asarray(trajectory.times, dtype=float)
+    L = np.asarray(trajectory.loss, dtype=float)
+    if trajectory.step_times is not None:
+        t = np.concatenate([t, np.asarray(trajectory.step_times, dtype=float)])
+        L = np.concatenate([L, np.asarray(trajectory.step_loss, dtype=float)])
+    keep = np.isfinite(t) & np.isfinite(L)
+    t, L = t[keep], L[keep]
+    order = np.argsort(t, kind="stable")
+    t, L = t[order], L[order]
+    # Strictly increasing times only (a grid point can coincide with a solver step; discrete runs
+    # can repeat a save time).
+    first = np.concatenate([[True], np.diff(t) > 0])
+    return t[first], L[first]
+
+
+def _cross_down(t: np.ndarray, L: np.ndarray, level: float, j: int) -> float:
+    """Time where L falls through `level` between samples j − 1 and j: a cubic through the four
+    samples around (non-uniform spacing is fine), else linear interpolation."""
+    t0, t1 = t[j - 1], t[j]
+    linear = float(t0 + (t1 - t0) * (L[j - 1] - level) / (L[j - 1] - L[j]))
+    lo = max(0, min(j - 2, len(t) - 4))
+    if len(t) < 4:
+        return linear
+    tt, vv = t[lo : lo + 4], L[lo : lo + 4]
+    if not np.all(np.diff(vv) <= 0):
+        return linear  # not monotone: a cubic could cross elsewhere
+    scale = tt[-1] - tt[0]
+    coef = np.polyfit((tt - t0) / scale, vv - level, 3)
+    roots = [r.real * scale + t0 for r in np.roots(coef) if abs(r.imag) < 1e-9]
+    inside = [r for r in roots if t0 - 1e-12 * scale <= r <= t1 + 1e-12 * scale]
+    return float(min(inside)) if inside else linear
+
+
 def detect_steps(
-    trajectory: Trajectory, *, threshold: float = 0.05, min_drop: float = 1e-3, separation: float = 0.5
+    trajectory: Trajectory,
+    *,
+    threshold: float = 0.05,
+    min_drop: float = 1e-3,
+    separation: float = 0.5,
+    unfinished: float = 0.1,
 ) -> list[Step] | list[list[Step]]:
     """Plateaus and drops of a loss curve, for any number of (possibly overlapping) drops.
 
@@ -54,7 +94,14 @@ def detect_steps(
     serves every step. Two peaks are separate drops when the rate between them falls below
     `separation` × the smaller peak (overlapping drops leave such a shoulder). A plateau's level
     is the loss at its flattest point; a drop's time is the crossing of the midpoint between
-    the plateaus around it.
+    the plateaus around it, interpolated (cubic) on the finest record.
+
+    The curve is the save grid merged with the solver-step record (`Trajectory.step_times`)
+    when there is one: the adaptive solver steps short where the loss drops, so drops closer
+    than the grid spacing, or a run converging long before a far horizon, are still resolved.
+
+    A last drop still under way when the run stopped without converging (the horizon cut it)
+    is not a step: its after-plateau was never seen.
 
     **Arguments:**
 
@@ -62,34 +109,35 @@ def detect_steps(
     - `threshold`: the smallest peak rate counted as a drop.
     - `min_drop`: drops smaller than this fraction of the total decrease are merged away.
     - `separation`: valley-to-peak ratio below which two peaks are two drops.
+    - `unfinished`: a last drop of a run that did not converge is cut off (dropped) when
+      its loss still fell faster at the end than this fraction of the drop per (t_end −
+      t_drop), i.e. the extrapolated remaining decrease is not small.
 
     **Returns:** a list of `Step`s in time order (a list of lists for a batch).
     """
+    kw = dict(threshold=threshold, min_drop=min_drop, separation=separation, unfinished=unfinished)
     if trajectory.batch_size is not None:
-        return [
-            detect_steps(trajectory[i], threshold=threshold, min_drop=min_drop, separation=separation)
-            for i in range(trajectory.batch_size)
-        ]
-    keep = np.isfinite(trajectory.times) & np.isfinite(trajectory.loss)
-    t = np.asarray(trajectory.times)[keep]
-    L = np.asarray(trajectory.loss)[keep]
+        return [detect_steps(trajectory[i], **kw) for i in range(trajectory.batch_size)]
+    grid_t = np.asarray(trajectory.times, dtype=float)
     features = trajectory.observables.get("features")
-    F = None if features is None else np.asarray(features)[keep].reshape(len(t), -1)
+    keep = np.isfinite(grid_t) & np.isfinite(np.asarray(trajectory.loss, dtype=float))
+    grid_t = grid_t[keep]
+    F = None if features is None else np.asarray(features)[keep].reshape(len(grid_t), -1)
     labels = trajectory.feature_labels
     # Rescaled time needs α < 1; at α ≥ 1 (e.g. the richness setting) it is undefined.
     alpha = float(trajectory.init_scale)
     log_inv = math.log(1.0 / alpha) if alpha < 1 else math.nan
+    t, L = _finest_record(trajectory)
+    pos = t > 0
+    L0 = float(L[0]) if len(L) else math.nan
+    t, L = t[pos], L[pos]
     if len(t) < 5:
         return []
     L_end = float(np.min(L))
-    total = float(L[0] - L_end)
+    total = float(max(L0, np.max(L)) - L_end)
     if not total > 0:
         return []
     eps = 1e-9 * total
-    # Strictly increasing positive times only (discrete runs can repeat a save time).
-    pos = (t > 0) & np.concatenate([[True], np.diff(t) > 0])
-    t, L = t[pos], L[pos]
-    F = None if F is None else F[pos]
     y = np.log(np.maximum(L - L_end, 0.0) + eps)
     rate = -np.gradient(y, np.log(t))
     peaks, _ = find_peaks(np.concatenate([[-np.inf], rate, [-np.inf]]), height=threshold)
@@ -121,22 +169,44 @@ def detect_steps(
             break
         peaks.pop(min(small, key=lambda k: sizes[k]))
 
+    def grid_index(time, side):
+        # The save-grid point nearest `time` on the given side (features live on the grid).
+        if side == "left":
+            return max(0, int(np.searchsorted(grid_t, time, side="right")) - 1)
+        return min(len(grid_t) - 1, int(np.searchsorted(grid_t, time, side="left")))
+
     steps = []
     for k in range(len(peaks)):
         a, b = bounds[k], bounds[k + 1]
         before, after = float(L[a]), float(L[b])
         mid = 0.5 * (before + after)
         seg = L[a : b + 1]
-        j = a + int(np.argmax(seg <= mid))
-        j = max(j, a + 1)
-        t_mid = float(t[j - 1] + (t[j] - t[j - 1]) * (L[j - 1] - mid) / (L[j - 1] - L[j]))
+        j = max(a + int(np.argmax(seg <= mid)), a + 1)
+        t_mid = _cross_down(t, L, mid, j)
         feature = None
-        if F is not None and F.shape[1] and len(labels) == F.shape[1]:
-            change = np.abs(F[b] - F[a])
+        if F is not None and len(grid_t) and F.shape[1] and len(labels) == F.shape[1]:
+            change = np.abs(F[grid_index(t[b], "right")] - F[grid_index(t[a], "left")])
             if np.max(change) > 0:
                 feature = labels[int(np.argmax(change))]
         steps.append(Step(t_mid, t_mid / log_inv, before, after, feature, float(t[a]), float(t[b])))
+    if steps and trajectory.status != "converged" and _still_falling(t, L, steps[-1], unfinished):
+        steps.pop()
     return steps
+
+
+def _still_falling(t: np.ndarray, L: np.ndarray, last: Step, fraction: float) -> bool:
+    """Whether the loss at the end of the record still falls at a rate that, kept up over the
+    time since the drop's midpoint, makes more than `fraction` of the drop: the drop was cut off."""
+    span = t[-1] - last.time
+    drop = last.loss_before - last.loss_after
+    if not (span > 0 and drop > 0):
+        return True
+    # Slope over the last 5% of the span (not the last two samples: a final solver step clipped
+    # to the horizon can be arbitrarily short).
+    delta = 0.05 * span
+    back = float(np.interp(t[-1] - delta, t, L))
+    slope = (back - L[-1]) / delta
+    return slope * span > fraction * drop
 
 
 def crossing_time(times, values, level: float) -> float:

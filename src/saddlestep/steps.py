@@ -254,8 +254,70 @@ def feature_steps(steps: list[Step]) -> list[Step]:
     return out
 
 
+# DP costs of `_align`: leaving a step unmatched costs `_GAP`; matching costs the plateau-level
+# mismatch in units of the predicted drop, plus a small time term that only breaks ties.
+_GAP = 0.5
+_TIME_TIE = 0.01
+
+
+def _predicted_before(prediction: Prediction, steps: list[Step]) -> np.ndarray:
+    """The predicted plateau before each step (the first from `initial_loss`, else the flow's)."""
+    first = prediction.initial_loss
+    if not math.isfinite(first):
+        first = steps[0].loss_before if steps else math.nan
+    return np.concatenate([[first], prediction.losses])[: prediction.num_steps]
+
+
+def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> list[tuple[int | None, int | None]]:
+    """Order-preserving alignment of predicted and simulated steps (edit-distance DP).
+
+    Two steps whose labels are both known to the other side match only if the labels agree;
+    otherwise they are matched by plateau level: |loss after (simulated) − loss after
+    (predicted)| in units of the predicted drop. A step with no counterpart is left unmatched,
+    at cost `_GAP`, so one missing or extra step never shifts the pairs after it.
+    """
+    n_p, n_s = prediction.num_steps, len(steps)
+    pred_labels, sim_labels = set(prediction.order), {s.feature for s in steps if s.feature is not None}
+
+    def cost(k, j):
+        fp, fs = prediction.order[k], steps[j].feature
+        if fs is not None and fs in pred_labels and fp in sim_labels:
+            if fs != fp:
+                return math.inf
+            return 0.0
+        c = abs(steps[j].loss_after - prediction.losses[k]) / drops[k]
+        tp, ts = prediction.times[k], steps[j].time
+        if tp > 0 and ts > 0:
+            c += _TIME_TIE * min(abs(math.log(ts / tp)), 10.0)
+        return c if math.isfinite(c) else 2 * _GAP
+
+    D = np.zeros((n_p + 1, n_s + 1))
+    D[:, 0] = _GAP * np.arange(n_p + 1)
+    D[0, :] = _GAP * np.arange(n_s + 1)
+    for k in range(1, n_p + 1):
+        for j in range(1, n_s + 1):
+            D[k, j] = min(D[k - 1, j - 1] + cost(k - 1, j - 1), D[k - 1, j] + _GAP, D[k, j - 1] + _GAP)
+    pairs: list[tuple[int | None, int | None]] = []
+    k, j = n_p, n_s
+    while k or j:
+        if k and j and D[k, j] == D[k - 1, j - 1] + cost(k - 1, j - 1):
+            pairs.append((k - 1, j - 1))
+            k, j = k - 1, j - 1
+        elif k and D[k, j] == D[k - 1, j] + _GAP:
+            pairs.append((k - 1, None))
+            k -= 1
+        else:
+            pairs.append((None, j - 1))
+            j -= 1
+    return pairs[::-1]
+
+
 def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bool | None = None) -> pd.DataFrame:
-    """Predicted against simulated steps, one row per step (matched in order).
+    """Predicted against simulated steps, one row per step, aligned by what the steps are.
+
+    Steps are paired by feature label where both sides know the label, else by plateau level
+    (the loss after the step), in time order (`_align`). A step with no counterpart gets a row of
+    its own and never shifts the rows after it.
 
     **Arguments:**
 
@@ -263,12 +325,17 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     - `prediction`: a `Prediction`.
     - `merge`: merge consecutive simulated steps that learn the same feature first
       (`feature_steps`: several neurons that join one after another, as with κ = 3). By default
-      they are merged when the simulation shows more steps than the prediction and every step
-      on both sides is labelled.
+      they are merged when the simulation shows more steps than the prediction and every
+      simulated step is labelled.
 
-    **Returns:** a DataFrame with columns `step`, `feature_predicted`, `feature_simulated`,
+    **Returns:** a DataFrame with columns `step`, `kind`, `feature_predicted`, `feature_simulated`,
     `time_predicted`, `time_simulated`, `time_rel_error`, `rescaled_predicted`,
-    `rescaled_simulated`, `loss_predicted`, `loss_simulated`, `loss_rel_error`.
+    `rescaled_simulated`, `loss_predicted`, `loss_simulated`, `loss_rel_error`. `kind` is
+    `"prediction"`, `"lower-bound"` (the predicted time is a lower bound,
+    `Prediction.is_lower_bound`), `"unmatched-predicted"` or `"unmatched-simulated"`.
+    `loss_rel_error` is relative to max(|loss_predicted|, the predicted drop), so a plateau
+    predicted at ~0 gives an error in units of its drop; it is absolute when both are below
+    1e-12 × the initial loss scale.
     """
     if isinstance(steps, Trajectory):
         if steps.batch_size is not None:
@@ -279,18 +346,29 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
         merge = labelled and len(steps) > prediction.num_steps
     if merge:
         steps = feature_steps(steps)
-    n = max(len(steps), prediction.num_steps)
+    before = _predicted_before(prediction, steps)
+    drop = before - prediction.losses
+    total = abs(before[0] - prediction.losses[-1]) if prediction.num_steps else 0.0
+    scale = total if math.isfinite(total) and total > 0 else 1.0
+    first = float(before[0]) if prediction.num_steps and math.isfinite(before[0]) else 0.0
+    floor = 1e-12 * max(abs(first), scale)
+    # Units of the level mismatch: the predicted drop (never below 0.1% of the whole decrease).
+    units = np.where(np.isfinite(drop) & (drop > 1e-3 * scale), drop, 1e-3 * scale)
+    matched_kind = "lower-bound" if prediction.is_lower_bound else "prediction"
     rows = []
-    for k in range(n):
-        s = steps[k] if k < len(steps) else None
-        p = k < prediction.num_steps
+    for n, (k, j) in enumerate(_align(steps, prediction, units)):
+        s = steps[j] if j is not None else None
+        p = k is not None
         tp = float(prediction.times[k]) if p else math.nan
         lp = float(prediction.losses[k]) if p else math.nan
         ts = s.time if s else math.nan
         ls = s.loss_after if s else math.nan
+        denom = max(abs(lp), float(drop[k])) if p and math.isfinite(drop[k]) else abs(lp)
+        loss_err = ((ls - lp) / denom if denom > floor else ls - lp) if p and s else math.nan
         rows.append(
             {
-                "step": k + 1,
+                "step": n + 1,
+                "kind": matched_kind if p and s else ("unmatched-predicted" if p else "unmatched-simulated"),
                 "feature_predicted": prediction.order[k] if p else None,
                 "feature_simulated": s.feature if s else None,
                 "time_predicted": tp,
@@ -300,10 +378,13 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
                 "rescaled_simulated": s.rescaled_time if s else math.nan,
                 "loss_predicted": lp,
                 "loss_simulated": ls,
-                "loss_rel_error": (ls - lp) / abs(lp) if p and s and lp != 0 else (ls - lp if p and s else math.nan),
+                "loss_rel_error": loss_err,
             }
         )
-    return pd.DataFrame(rows)
+    columns = ["step", "kind", "feature_predicted", "feature_simulated", "time_predicted", "time_simulated",
+               "time_rel_error", "rescaled_predicted", "rescaled_simulated", "loss_predicted", "loss_simulated",
+               "loss_rel_error"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def steps_table(steps: list[Step]) -> pd.DataFrame:

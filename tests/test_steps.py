@@ -110,13 +110,19 @@ def test_close_drops_resolved_at_any_horizon_and_grid(t_max, n_save):
     grid = np.linspace(0.0, t_max, n_save)
     grid = np.where(grid <= t_final, grid, np.nan)
     step_t = solver_like_record(t_final)
+    g = np.nan_to_num(grid)
+    learned = np.stack([1 / (1 + np.exp(-(g - c) / WIDTH)) for c in CENTERS], 1)  # feature k: drop k
     traj = ss.Trajectory(
-        times=grid, loss=np.where(np.isfinite(grid), sigmoid_loss(np.nan_to_num(grid)), np.nan), observables={},
+        times=grid, loss=np.where(np.isfinite(grid), sigmoid_loss(g), np.nan), observables={"features": learned},
         init_scale=1e-6, status="converged", t_final=t_final, stats={}, method="synthetic",
-        step_times=step_t, step_loss=sigmoid_loss(step_t),
+        step_times=step_t, step_loss=sigmoid_loss(step_t), feature_labels=["f0", "f1", "f2"],
     )
     steps = detect_steps(traj)
     assert len(steps) == 3
+    # A label is right, or absent where the grid cannot tell a drop from its neighbour; never wrong.
+    assert all(s.feature in (None, f"f{k}") for k, s in enumerate(steps))
+    if n_save == 2001 and t_max == 20.0:
+        assert [s.feature for s in steps] == ["f0", "f1", "f2"]
     np.testing.assert_allclose([s.time for s in steps], oracle_times(), atol=0.1 * WIDTH)
     np.testing.assert_allclose([s.loss_after for s in steps], [1.5, 0.5, 0.0], atol=0.02)
     # Without the solver-step record the grid alone cannot resolve the pair (the test is not vacuous).

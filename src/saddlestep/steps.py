@@ -22,7 +22,8 @@ class Step:
     - `loss_before`, `loss_after`: the plateau levels on either side, each read at the flattest
       point of its plateau (where the tail of the previous drop and the rise of the next one
       balance, so the level is accurate to O(α^{2/3}) for Saxe modes, not O(1/ln(1/α))).
-    - `feature`: label of the feature that changed most across the drop (None if unknown).
+    - `feature`: label of the feature that changed most across the drop (None if unknown, or if
+      the save grid, where features are recorded, is too coarse to tell it from its neighbours).
     - `start`, `end`: times of the flattest points of the plateaus before and after.
     """
 
@@ -175,8 +176,16 @@ def detect_steps(
             return max(0, int(np.searchsorted(grid_t, time, side="right")) - 1)
         return min(len(grid_t) - 1, int(np.searchsorted(grid_t, time, side="left")))
 
+    def crossing(a, b, fraction):
+        # When the drop between bounds a and b is `fraction` done (linear on the finest record).
+        level = L[a] - fraction * (L[a] - L[b])
+        j = max(a + int(np.argmax(L[a : b + 1] <= level)), a + 1)
+        return float(t[j - 1] + (t[j] - t[j - 1]) * (L[j - 1] - level) / (L[j - 1] - L[j])) if L[j - 1] != L[j] else float(t[j])
+
+    n = len(peaks)
+    spans = [(crossing(bounds[k], bounds[k + 1], 0.1), crossing(bounds[k], bounds[k + 1], 0.9)) for k in range(n)]
     steps = []
-    for k in range(len(peaks)):
+    for k in range(n):
         a, b = bounds[k], bounds[k + 1]
         before, after = float(L[a]), float(L[b])
         mid = 0.5 * (before + after)
@@ -185,8 +194,13 @@ def detect_steps(
         t_mid = _cross_down(t, L, mid, j)
         feature = None
         if F is not None and len(grid_t) and F.shape[1] and len(labels) == F.shape[1]:
-            change = np.abs(F[grid_index(t[b], "right")] - F[grid_index(t[a], "left")])
-            if np.max(change) > 0:
+            lo, hi = grid_index(t[a], "left"), grid_index(t[b], "right")
+            # Features live on the save grid: label the drop only if the grid points around it
+            # leave out most of the neighbouring drops (else their change would be counted too).
+            clear = (k == 0 or grid_t[lo] >= spans[k - 1][1]) and (k == n - 1 or grid_t[hi] <= spans[k + 1][0])
+            clear = clear and lo < hi
+            change = np.abs(F[hi] - F[lo])
+            if clear and np.max(change) > 0:
                 feature = labels[int(np.argmax(change))]
         steps.append(Step(t_mid, t_mid / log_inv, before, after, feature, float(t[a]), float(t[b])))
     if steps and trajectory.status != "converged" and _still_falling(t, L, steps[-1], unfinished):

@@ -220,3 +220,30 @@ def test_loss_error_is_relative_to_the_drop_when_the_predicted_loss_is_zero():
     # A degenerate "drop" of size 0 at loss 0: the error is absolute.
     exact = dataclasses.replace(_pred([0.0], [5.0]), initial_loss=0.0)
     assert compare(_steps([1e-3], [5.0]), exact)["loss_rel_error"][0] == pytest.approx(1e-3)
+
+
+# ---------------------------------------------------------------- end to end: the linear preset
+def test_linear_preset_table_at_a_far_horizon_and_a_short_one(tmp_path, capsys):
+    import json
+
+    from saddlestep.cli import main
+    from saddlestep.runs import run_preset
+
+    # 10⁴ against convergence at t ≈ 32: every step still found and paired with its prediction.
+    far = run_preset("linear", overrides={"t_max": "10000"})
+    table = compare(far.steps, far.prediction)
+    assert list(table["kind"]) == ["prediction"] * 5
+    # The rescaled times are exact as α → 0; at α = 1e-6 the later steps agree within a few %.
+    assert np.max(np.abs(table["time_rel_error"])) < 0.1
+    assert np.max(np.abs(table["loss_rel_error"])) < 1e-3  # the last level is ~0: relative to its drop
+    assert far.summary["warnings"] == []
+    # Ended at t = 3, inside the second drop: one step, the rest of the prediction not reached.
+    short = run_preset("linear", overrides={"t_max": "3"})
+    assert len(short.steps) == 1 and short.summary["solver"]["status"] == "t_max"
+    assert len(short.summary["warnings"]) == 1 and "before the last predicted step" in short.summary["warnings"][0]
+    assert list(compare(short.steps, short.prediction)["kind"]) == ["prediction"] + ["unmatched-predicted"] * 4
+    assert main(["run", "linear", "--set", "t_max=3", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the run ended (t_max) at t = 3" in out and "unmatched-predicted" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["warnings"] == short.summary["warnings"]

@@ -45,6 +45,11 @@ class Step:
         }
 
 
+# A feature "dominates" a stretch of the save grid when no other changed by more than this
+# fraction of its change.
+_DOMINANT = 0.1
+
+
 def _finest_record(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     """Times and losses of the save grid merged with the solver-step record, in time order."""
     t = np.asarray(trajectory.times, dtype=float)
@@ -195,12 +200,15 @@ def detect_steps(
         feature = None
         if F is not None and len(grid_t) and F.shape[1] and len(labels) == F.shape[1]:
             lo, hi = grid_index(t[a], "left"), grid_index(t[b], "right")
-            # Features live on the save grid: label the drop only if the grid points around it
-            # leave out most of the neighbouring drops (else their change would be counted too).
+            # Features live on the save grid: label the drop if the grid points around it leave
+            # out most of the neighbouring drops, or if one feature dominates all the change
+            # between them (sub-steps of one feature, as several neurons join it); else the
+            # neighbours' change could be counted as this drop's.
             clear = (k == 0 or grid_t[lo] >= spans[k - 1][1]) and (k == n - 1 or grid_t[hi] <= spans[k + 1][0])
-            clear = clear and lo < hi
             change = np.abs(F[hi] - F[lo])
-            if clear and np.max(change) > 0:
+            top = np.sort(change)[::-1]
+            dominant = len(top) == 1 or top[1] <= _DOMINANT * top[0]
+            if lo < hi and (clear or dominant) and top[0] > 0:
                 feature = labels[int(np.argmax(change))]
         steps.append(Step(t_mid, t_mid / log_inv, before, after, feature, float(t[a]), float(t[b])))
     if steps and trajectory.status != "converged" and _still_falling(t, L, steps[-1], unfinished):

@@ -1,5 +1,7 @@
 """Oracle tests of the gradient flow against Saxe's closed forms, invariants and GD."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -127,6 +129,58 @@ def test_batched_equals_single_runs(task):
         np.testing.assert_allclose(traj.loss[i][:n], single.loss, rtol=1e-10)
         np.testing.assert_allclose(traj.times[i][:n], single.times, rtol=0)
         assert int(traj.stats["steps"][i]) == single.stats["steps"]
+        # The solver-step record: one entry per accepted step, NaN padding of the batch removed.
+        assert len(traj[i].step_times) == single.stats["accepted"]
+        np.testing.assert_allclose(traj[i].step_loss, single.step_loss, rtol=1e-10)
+
+
+def test_steps_are_found_at_horizons_far_beyond_convergence(task):
+    # Oracle: the drops read on a fine save grid of a run that ends at convergence (t ≈ 32).
+    model = jax.tree.map(lambda x: x[0], make_batch(1e-6, [5]))
+    fine = ss.simulate(model, task, t_max=40.0, rtol=1e-9, n_save=8001)
+    assert fine.status == "converged"
+    grid_only = lambda tr: dataclasses.replace(tr, step_times=None, step_loss=None)
+    reference = ss.detect_steps(grid_only(fine))
+    assert [s.feature for s in reference] == [f"mode {k + 1}" for k in range(len(S))]
+    before = None
+    for factor in (10, 1000):
+        traj = ss.simulate(model, task, t_max=factor * fine.t_final, rtol=1e-9, n_save=201)
+        if before is None:
+            before = TRACE_COUNT["flow"]
+        assert traj.status == "converged"
+        steps = ss.detect_steps(traj)
+        assert len(steps) == len(S)
+        np.testing.assert_allclose([s.time for s in steps], [s.time for s in reference], rtol=1e-5)
+        np.testing.assert_allclose([s.loss_after for s in steps[:-1]], [s.loss_after for s in reference[:-1]], rtol=1e-4)
+        # The save grid alone (201 points over 1000× the run) sees none of it.
+        if factor == 1000:
+            assert len(ss.detect_steps(grid_only(traj))) < len(S)
+    assert TRACE_COUNT["flow"] == before  # the horizon is not a static argument
+
+
+@pytest.mark.parametrize("solver", ["implicit", "auto"])
+def test_implicit_paths_record_solver_steps(solver):
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    model = ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    fine = ss.simulate(model, task, t_max=20.0, rtol=1e-9, n_save=8001)
+    reference = [s.time for s in ss.detect_steps(dataclasses.replace(fine, step_times=None, step_loss=None))]
+    assert len(reference) == 2
+    traj = ss.simulate(model, task, t_max=10_000.0, solver=solver, rtol=1e-8, n_save=201)
+    assert traj.status == "converged" and np.all(np.diff(traj.step_times) > 0)
+    np.testing.assert_allclose([s.time for s in ss.detect_steps(traj)], reference, rtol=1e-4)
+
+
+def test_discrete_runs_detect_steps_on_the_save_grid():
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    model = ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    flow = [s.time for s in ss.detect_steps(ss.simulate(model, task, t_max=20.0, rtol=1e-9))]
+    for kw in (dict(), dict(optimizer=optax.sgd(0.005))):
+        gd = ss.simulate(model, task, t_max=20.0, learning_rate=0.005, n_save=2001, **kw)
+        assert gd.step_times is None
+        times = [s.time for s in ss.detect_steps(gd)]
+        # GD lags the flow by O(learning rate): its growth rate is s(1 − ηs/2).
+        np.testing.assert_allclose(times, flow, rtol=1e-2)
+        assert np.all(np.asarray(times) > flow)
 
 
 def test_no_recompilation_across_seed_scale_horizon_tolerance(task):

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -73,3 +74,176 @@ def test_compare_merges_sub_steps_of_one_feature():
     np.testing.assert_allclose(table["loss_simulated"], [1.0, 0.0], atol=1e-6)
     np.testing.assert_allclose(table["time_simulated"], [5.0, 20.0], atol=1e-2)  # 6 of the 10 drop at t = 5
     assert len(compare(steps, pred, merge=False)) == 3
+
+
+# ---------------------------------------------------------------- resolution at any horizon
+CENTERS, WIDTH, HEIGHTS = [5.0, 5.4, 9.0], 0.03, [3.0, 1.0, 0.5]
+
+
+def sigmoid_loss(t):
+    return sum(h / (1 + np.exp((t - c) / WIDTH)) for c, h in zip(CENTERS, HEIGHTS))
+
+
+def solver_like_record(t_end, per_drop=40):
+    """Times an adaptive solver would step at: a few per unit time on plateaus, ~`per_drop`
+    across each drop (equidistributed in an arc length that rises by `per_drop` over a drop)."""
+    fine = np.linspace(0.0, t_end, 200_001)
+    arc = fine / 2 + sum(per_drop / (1 + np.exp(-(fine - c) / (2 * WIDTH))) for c in CENTERS)
+    return np.interp(np.arange(1, int(arc[-1])) + 0.5, arc, fine)
+
+
+def oracle_times():
+    """Midpoint crossings of the analytic curve between its analytic plateaus."""
+    from scipy.optimize import brentq
+
+    levels = np.concatenate([np.cumsum(HEIGHTS[::-1])[::-1], [0.0]])
+    return [brentq(lambda t: sigmoid_loss(t) - (levels[k] + levels[k + 1]) / 2, c - 1, c + 1)
+            for k, c in enumerate(CENTERS)]
+
+
+@pytest.mark.parametrize("t_max", [20.0, 2_000.0, 200_000.0])
+@pytest.mark.parametrize("n_save", [11, 101, 2001])
+def test_close_drops_resolved_at_any_horizon_and_grid(t_max, n_save):
+    # Drops at 5.0 and 5.4: 2% of the shortest horizon; the run converges at t = 12, so at the
+    # longer horizons the save grid holds one or two points before it stops.
+    t_final = 12.0
+    grid = np.linspace(0.0, t_max, n_save)
+    grid = np.where(grid <= t_final, grid, np.nan)
+    step_t = solver_like_record(t_final)
+    g = np.nan_to_num(grid)
+    learned = np.stack([1 / (1 + np.exp(-(g - c) / WIDTH)) for c in CENTERS], 1)  # feature k: drop k
+    traj = ss.Trajectory(
+        times=grid, loss=np.where(np.isfinite(grid), sigmoid_loss(g), np.nan), observables={"features": learned},
+        init_scale=1e-6, status="converged", t_final=t_final, stats={}, method="synthetic",
+        step_times=step_t, step_loss=sigmoid_loss(step_t), feature_labels=["f0", "f1", "f2"],
+    )
+    steps = detect_steps(traj)
+    assert len(steps) == 3
+    # A label is right, or absent where the grid cannot tell a drop from its neighbour; never wrong.
+    assert all(s.feature in (None, f"f{k}") for k, s in enumerate(steps))
+    if n_save == 2001 and t_max == 20.0:
+        assert [s.feature for s in steps] == ["f0", "f1", "f2"]
+    np.testing.assert_allclose([s.time for s in steps], oracle_times(), atol=0.1 * WIDTH)
+    np.testing.assert_allclose([s.loss_after for s in steps], [1.5, 0.5, 0.0], atol=0.02)
+    # Without the solver-step record the grid alone cannot resolve the pair (the test is not vacuous).
+    if n_save <= 101:
+        coarse = dataclasses.replace(traj, step_times=None, step_loss=None)
+        assert len(detect_steps(coarse)) < 3
+
+
+def test_a_drop_cut_off_by_the_horizon_is_not_a_step():
+    # The run ends (t_max) in the middle of the third drop: only the first two are steps.
+    t = np.linspace(0, 9.0, 901)
+    cut = ss.Trajectory(times=t, loss=sigmoid_loss(t), observables={}, init_scale=1e-6, status="t_max",
+                        t_final=9.0, stats={}, method="synthetic")
+    steps = detect_steps(cut)
+    assert len(steps) == 2
+    np.testing.assert_allclose([s.time for s in steps], oracle_times()[:2], atol=0.1 * WIDTH)
+    # Still on the first plateau, the loss growing away from the saddle like e^{2st}: no step.
+    t = np.linspace(0, 1.0, 101)
+    escaping = ss.Trajectory(times=t, loss=1.0 - 1e-8 * np.expm1(6 * t), observables={}, init_scale=1e-6,
+                             status="t_max", t_final=1.0, stats={}, method="synthetic")
+    assert detect_steps(escaping) == []
+    # The same curve, finished: the third drop counts.
+    t = np.linspace(0, 14.0, 1401)
+    done = dataclasses.replace(cut, times=t, loss=sigmoid_loss(t), t_final=14.0)
+    assert len(detect_steps(done)) == 3
+
+
+def test_flat_curve_with_a_solver_record_has_no_step():
+    t = np.linspace(0, 10, 11)
+    st = np.linspace(0.1, 10, 57)
+    flat = ss.Trajectory(times=t, loss=np.ones_like(t), observables={}, init_scale=1e-6, status="t_max",
+                         t_final=10.0, stats={}, method="synthetic", step_times=st, step_loss=np.ones_like(st))
+    assert detect_steps(flat) == []
+
+
+# ---------------------------------------------------------------- alignment in compare
+def _steps(levels, times, features=None):
+    before = [levels[0] + 1.0, *levels[:-1]]
+    features = features or [None] * len(levels)
+    return [ss.steps.Step(t, t / math.log(1e6), b, a, f, t - 0.5, t + 0.5)
+            for t, b, a, f in zip(times, before, levels, features)]
+
+
+def _pred(levels, times, order=None, **kw):
+    order = order or [f"p{k}" for k in range(len(levels))]
+    return ss.Prediction.from_rescaled("closed-form:test", np.asarray(times) / math.log(1e6), levels, order,
+                                       init_scale=1e-6, **{"initial_loss": 4.0, **kw})
+
+
+def test_compare_a_missing_step_in_the_middle_gets_its_own_row():
+    pred = _pred([3.0, 2.0, 1.0, 0.0], [5.0, 8.0, 11.0, 14.0])
+    sim = _steps([3.01, 1.02, 0.0], [5.1, 11.2, 14.1])  # the flow skipped the plateau at 2
+    table = compare(sim, pred)
+    assert list(table["kind"]) == ["prediction", "unmatched-predicted", "prediction", "prediction"]
+    np.testing.assert_allclose(table["time_simulated"], [5.1, np.nan, 11.2, 14.1])
+    np.testing.assert_allclose(table["time_rel_error"], [0.1 / 5, np.nan, 0.2 / 11, 0.1 / 14], rtol=1e-9)
+    assert list(table["step"]) == [1, 2, 3, 4]
+
+
+def test_compare_an_extra_simulated_step_in_the_middle_gets_its_own_row():
+    pred = _pred([3.0, 1.0, 0.0], [5.0, 11.0, 14.0])
+    sim = _steps([3.0, 2.2, 1.0, 0.0], [5.0, 7.0, 11.0, 14.0])
+    table = compare(sim, pred)
+    assert list(table["kind"]) == ["prediction", "unmatched-simulated", "prediction", "prediction"]
+    np.testing.assert_allclose(table["time_predicted"], [5.0, np.nan, 11.0, 14.0], rtol=1e-12)
+    np.testing.assert_allclose(table["time_rel_error"], [0, np.nan, 0, 0], atol=1e-12)
+
+
+def test_compare_pairs_labels_before_levels():
+    # Levels alone would pair the flow's second step (0.9) with the prediction's second (1.0);
+    # the labels say it is the third feature, and the second one never happened.
+    pred = _pred([2.0, 1.0, 0.8], [5.0, 8.0, 11.0], order=["mode 1", "mode 2", "mode 3"])
+    sim = _steps([2.0, 0.9], [5.0, 9.0], features=["mode 1", "mode 3"])
+    table = compare(sim, pred)
+    assert list(table["kind"]) == ["prediction", "unmatched-predicted", "prediction"]
+    assert [f if isinstance(f, str) else None for f in table["feature_simulated"]] == ["mode 1", None, "mode 3"]
+
+
+def test_compare_marks_lower_bounds():
+    sim = _steps([1.0], [9.0])
+    bound = _pred([1.0], [1.0], extra={"lower_bound": True})
+    assert bound.is_lower_bound and not _pred([1.0], [1.0]).is_lower_bound
+    table = compare(sim, bound)
+    assert list(table["kind"]) == ["lower-bound"]
+    assert table["time_rel_error"][0] == pytest.approx(8.0)
+    escape = ss.Prediction("closed-form:escape", [1.0], [0.1], [1.0], ["escape"], init_scale=1e-6)
+    assert list(compare(sim, escape)["kind"]) == ["lower-bound"]
+
+
+def test_loss_error_is_relative_to_the_drop_when_the_predicted_loss_is_zero():
+    pred = _pred([2.0, 1e-20], [5.0, 10.0])
+    sim = _steps([2.0 + 1e-3, 1e-6], [5.0, 10.0])
+    err = compare(sim, pred)["loss_rel_error"].to_numpy()
+    np.testing.assert_allclose(err, [1e-3 / 2.0, 1e-6 / 2.0], rtol=1e-6)  # ÷ max(|L_pred|, drop)
+    # A degenerate "drop" of size 0 at loss 0: the error is absolute.
+    exact = dataclasses.replace(_pred([0.0], [5.0]), initial_loss=0.0)
+    assert compare(_steps([1e-3], [5.0]), exact)["loss_rel_error"][0] == pytest.approx(1e-3)
+
+
+# ---------------------------------------------------------------- end to end: the linear preset
+def test_linear_preset_table_at_a_far_horizon_and_a_short_one(tmp_path, capsys):
+    import json
+
+    from saddlestep.cli import main
+    from saddlestep.runs import run_preset
+
+    # 10⁴ against convergence at t ≈ 32: every step still found and paired with its prediction.
+    far = run_preset("linear", overrides={"t_max": "10000"})
+    table = compare(far.steps, far.prediction)
+    assert list(table["kind"]) == ["prediction"] * 5
+    # The rescaled times are exact as α → 0; at α = 1e-6 the later steps agree within a few %.
+    assert np.max(np.abs(table["time_rel_error"])) < 0.1
+    assert np.max(np.abs(table["loss_rel_error"])) < 1e-3  # the last level is ~0: relative to its drop
+    assert far.summary["warnings"] == []
+    # Ended at t = 3, inside the second drop: one step, the rest of the prediction not reached.
+    short = run_preset("linear", overrides={"t_max": "3"})
+    assert len(short.steps) == 1 and short.summary["solver"]["status"] == "t_max"
+    assert len(short.summary["warnings"]) == 1 and "before the last predicted step" in short.summary["warnings"][0]
+    assert list(compare(short.steps, short.prediction)["kind"]) == ["prediction"] + ["unmatched-predicted"] * 4
+    assert main(["run", "linear", "--set", "t_max=3", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the run ended (t_max) at t = 3" in out and "unmatched-predicted" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["warnings"] == short.summary["warnings"]

@@ -39,3 +39,23 @@ def test_truncated_or_foreign_files_are_refused(traj, tmp_path):
         ss.Trajectory.load(foreign)
     with pytest.raises(ValueError, match="no such file"):
         ss.Trajectory.load(tmp_path / "missing.npz")
+
+
+def test_solver_step_record_round_trips_and_old_files_still_load(traj, tmp_path):
+    import json
+
+    model, tr = traj
+    assert tr.step_times is not None and len(tr.step_times) == tr.stats["accepted"]
+    path = tmp_path / "t.npz"
+    tr.save(path)
+    back = ss.Trajectory.load(path, like=model)
+    np.testing.assert_array_equal(back.step_times, tr.step_times)
+    np.testing.assert_array_equal(back.step_loss, tr.step_loss)
+    # A file written before the record existed (same format, no step keys) loads without it.
+    with np.load(path) as f:
+        old = {k: f[k] for k in f.files if not k.startswith("step_")}
+    assert json.loads(str(old["meta"]))["format"] == "saddlestep.trajectory/1"
+    np.savez(tmp_path / "old.npz", **old)
+    legacy = ss.Trajectory.load(tmp_path / "old.npz")
+    assert legacy.step_times is None and legacy.step_loss is None
+    np.testing.assert_array_equal(legacy.loss, tr.loss)

@@ -133,9 +133,11 @@ def _print_result(result) -> None:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
     if result.prediction is not None:
         print(f"\nprediction ({result.prediction.method}) vs simulation:")
-        cols = ["step", "feature_predicted", "feature_simulated", "rescaled_predicted", "rescaled_simulated",
+        cols = ["step", "kind", "feature_predicted", "feature_simulated", "rescaled_predicted", "rescaled_simulated",
                 "time_rel_error", "loss_predicted", "loss_simulated"]
         print(compare(result.steps, result.prediction)[cols].to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    for line in s.get("warnings", []):
+        print(f"warning: {line}")
     if result.folder:
         print(f"\nwrote {result.folder}")
 

@@ -113,6 +113,9 @@ def _flow_core(
             dfx.SubSaveAt(ts=grid, fn=record),
             dfx.SubSaveAt(ts=snap_grid),
             dfx.SubSaveAt(t1=True),
+            # The loss at every solver step: adaptive, so dense exactly where the loss drops;
+            # step detection uses it whatever the save grid (unused entries are inf).
+            dfx.SubSaveAt(steps=True, fn=lambda t, p, args: loss_of(p)),
         ]
     )
     sol = dfx.diffeqsolve(
@@ -130,7 +133,8 @@ def _flow_core(
         throw=False,
         progress_meter=progress_meter,
     )
-    (loss, obs), snaps, final = sol.ys
+    (loss, obs), snaps, final, step_loss = sol.ys
+    step_times = sol.ts[3]
     t_final = sol.ts[2][-1]
     final_loss = loss_of(jax.tree.map(lambda x: x[-1], final))
     code = _status_code(sol.result, final_loss, L0)
@@ -141,7 +145,7 @@ def _flow_core(
         "accepted": sol.stats["num_accepted_steps"],
         "rejected": sol.stats["num_rejected_steps"],
     }
-    return times, loss, obs, snap_times, snaps, final, t_final, code, stats
+    return times, loss, obs, snap_times, snaps, final, t_final, code, stats, (step_times, step_loss)
 
 
 _STIFF_MODES = ("explicit", "implicit", "auto")
@@ -207,7 +211,7 @@ def _stiff_core(
         # Save points before the segment's start repeat its first state; they are replaced below.
         clip = lambda g: jnp.maximum(g, t_start)
         return dfx.SaveAt(subs=[dfx.SubSaveAt(ts=clip(grid), fn=record), dfx.SubSaveAt(ts=clip(snap_grid)),
-                                dfx.SubSaveAt(t1=True)])
+                                dfx.SubSaveAt(t1=True), dfx.SubSaveAt(steps=True, fn=lambda t, y, args: loss_of(y))])
 
     zero = jnp.zeros((), jnp.int64)
     if mode == "auto":
@@ -223,12 +227,14 @@ def _stiff_core(
             event=dfx.Event((stop, stiff_cond)), **common,
         )
         explicit = sol1.ys
+        steps1 = (sol1.ts[3], sol1.ys[3])
         t_switch = sol1.ts[2][-1]
         y_switch = sol1.ys[2][-1]
         switched = (sol1.result == dfx.RESULTS.event_occurred) & sol1.event_mask[1] & ~sol1.event_mask[0]
         s1 = (sol1.stats["num_steps"], sol1.stats["num_accepted_steps"], sol1.stats["num_rejected_steps"])
     else:
         explicit = None
+        steps1 = None
         t_switch = jnp.zeros(())
         y_switch = y0
         switched = jnp.array(True)
@@ -239,6 +245,7 @@ def _stiff_core(
         event=dfx.Event(stop), **common,
     )
     ys = sol2.ys
+    step_record = (sol2.ts[3], ys[3])
     if explicit is not None:
         pick = lambda g, a, b: jnp.where((g <= t_switch).reshape(-1, *([1] * (a.ndim - 1))), a, b)
         ys = (
@@ -246,7 +253,9 @@ def _stiff_core(
             pick(snap_grid, explicit[1], ys[1]),
             ys[2],
         )
-    (loss, obs), snaps, final = ys
+        # Both segments' solver steps (each in time order; the unused inf entries are dropped later).
+        step_record = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), steps1, step_record)
+    (loss, obs), snaps, final = ys[:3]
     t_final = sol2.ts[2][-1]
     final_loss = loss_of(final[-1])
     code = _status_code(sol2.result, final_loss, L0)
@@ -266,7 +275,7 @@ def _stiff_core(
         "t_switch": jnp.where(switched, t_switch, -1.0),
     }
     unravel_all = lambda v: jax.vmap(unravel)(v)
-    return times, loss, obs, snap_times, unravel_all(snaps), unravel_all(final), t_final, code, stats
+    return times, loss, obs, snap_times, unravel_all(snaps), unravel_all(final), t_final, code, stats, step_record
 
 
 def _status_code(result, final_loss, L0):
@@ -343,7 +352,8 @@ def _discrete_core(
     code = jnp.where(diverged, 3, jnp.where(done, 0, 1))
     final = jax.tree.map(lambda x: x[None], p_final)
     stats = {"steps": k_final, "accepted": k_final, "rejected": jnp.zeros_like(k_final)}
-    return times, loss, obs, snap_t, snaps, final, t_final, code, stats
+    # No solver-step record: the save grid is the finest record of a discrete run.
+    return times, loss, obs, snap_t, snaps, final, t_final, code, stats, None
 
 
 _flow_single = eqx.filter_jit(_flow_core)
@@ -533,8 +543,9 @@ def simulate(
     out = jax.device_get(out)
     if n_shards > 1:
         out = jax.tree.map(lambda x: x[:size], out)
-    times, loss, obs, snap_t, snaps, final, t_final, code, stats = out
+    times, loss, obs, snap_t, snaps, final, t_final, code, stats, step_record = out
     times = np.asarray(times)
+    step_times, step_loss = _step_record(step_record)
     if discrete:
         # With fewer steps than save points the integer save grid repeats a step: keep one copy.
         repeat = np.concatenate([np.zeros_like(times[..., :1], dtype=bool), np.diff(times, axis=-1) == 0], axis=-1)
@@ -558,8 +569,24 @@ def simulate(
         snapshots=_with_alpha(rebuild(snaps), model),
         final=_with_alpha(rebuild(final_model), model),
         learning_rate=float(learning_rate) if discrete else None,
+        step_times=step_times if batched or step_times is None else step_times[np.isfinite(step_times)],
+        step_loss=step_loss if batched or step_loss is None else step_loss[np.isfinite(step_times)],
     )
     return traj if batched else _trim(traj)
+
+
+def _step_record(record):
+    """The solver-step record in time order, NaN-padded (diffrax fills unused entries with inf)."""
+    if record is None:
+        return None, None
+    t, L = (np.asarray(x, dtype=float) for x in record)
+    t = np.where(np.isfinite(t), t, np.nan)
+    L = np.where(np.isfinite(t), L, np.nan)
+    order = np.argsort(t, axis=-1, kind="stable")  # NaNs last
+    t, L = np.take_along_axis(t, order, -1), np.take_along_axis(L, order, -1)
+    # Keep only as many columns as the longest member used.
+    n = int(np.max(np.sum(np.isfinite(t), axis=-1), initial=0))
+    return t[..., :n], L[..., :n]
 
 
 def _take_last(final, batched):

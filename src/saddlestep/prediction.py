@@ -51,6 +51,13 @@ class Prediction:
     def num_steps(self) -> int:
         return len(self.times)
 
+    @property
+    def is_lower_bound(self) -> bool:
+        """Whether the times are lower bounds, not predictions: `extra["lower_bound"]` is set
+        (the degree-3 closed forms), the method says so, or it is the deep escape time
+        (`closed-form:escape`, a lower bound: alignment costs time first)."""
+        return bool(self.extra.get("lower_bound")) or "lower-bound" in self.method or self.method == "closed-form:escape"
+
     @classmethod
     def from_rescaled(
         cls, method, rescaled_times, losses, order, *, init_scale, **kwargs

@@ -162,6 +162,20 @@ def summarize(
     }
     if prediction is not None:
         summary["prediction"] = prediction.to_json()
+    # One line for each way the run fell short (printed by the CLI, kept in summary.json).
+    warnings, t_final = [], float(traj.t_final)
+    if traj.status == "max_steps":
+        warnings.append(f"the solver hit max_steps at t = {t_final:.6g}; raise max_steps or loosen rtol")
+    elif traj.status == "diverged":
+        warnings.append(f"the run diverged at t = {t_final:.6g}")
+    if prediction is not None and prediction.num_steps and traj.status in ("t_max", "max_steps"):
+        late = int(np.sum(prediction.times > t_final))
+        if late:
+            warnings.append(
+                f"the run ended ({traj.status}) at t = {t_final:.6g} before the last predicted step at "
+                f"t = {float(np.max(prediction.times)):.6g} ({late} predicted step(s) not reached); raise --set t_max"
+            )
+    summary["warnings"] = warnings
     return summary, steps, prediction
 
 

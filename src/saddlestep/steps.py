@@ -22,7 +22,8 @@ class Step:
     - `loss_before`, `loss_after`: the plateau levels on either side, each read at the flattest
       point of its plateau (where the tail of the previous drop and the rise of the next one
       balance, so the level is accurate to O(α^{2/3}) for Saxe modes, not O(1/ln(1/α))).
-    - `feature`: label of the feature that changed most across the drop (None if unknown).
+    - `feature`: label of the feature that changed most across the drop (None if unknown, or if
+      the save grid, where features are recorded, is too coarse to tell it from its neighbours).
     - `start`, `end`: times of the flattest points of the plateaus before and after.
     """
 
@@ -44,8 +45,53 @@ class Step:
         }
 
 
+# A feature "dominates" a stretch of the save grid when no other changed by more than this
+# fraction of its change.
+_DOMINANT = 0.1
+
+
+def _finest_record(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+    """Times and losses of the save grid merged with the solver-step record, in time order."""
+    t = np.asarray(trajectory.times, dtype=float)
+    L = np.asarray(trajectory.loss, dtype=float)
+    if trajectory.step_times is not None:
+        t = np.concatenate([t, np.asarray(trajectory.step_times, dtype=float)])
+        L = np.concatenate([L, np.asarray(trajectory.step_loss, dtype=float)])
+    keep = np.isfinite(t) & np.isfinite(L)
+    t, L = t[keep], L[keep]
+    order = np.argsort(t, kind="stable")
+    t, L = t[order], L[order]
+    # Strictly increasing times only (a grid point can coincide with a solver step; discrete runs
+    # can repeat a save time).
+    first = np.concatenate([[True], np.diff(t) > 0])
+    return t[first], L[first]
+
+
+def _cross_down(t: np.ndarray, L: np.ndarray, level: float, j: int) -> float:
+    """Time where L falls through `level` between samples j − 1 and j: a cubic through the four
+    samples around (non-uniform spacing is fine), else linear interpolation."""
+    t0, t1 = t[j - 1], t[j]
+    linear = float(t0 + (t1 - t0) * (L[j - 1] - level) / (L[j - 1] - L[j]))
+    lo = max(0, min(j - 2, len(t) - 4))
+    if len(t) < 4:
+        return linear
+    tt, vv = t[lo : lo + 4], L[lo : lo + 4]
+    if not np.all(np.diff(vv) <= 0):
+        return linear  # not monotone: a cubic could cross elsewhere
+    scale = tt[-1] - tt[0]
+    coef = np.polyfit((tt - t0) / scale, vv - level, 3)
+    roots = [r.real * scale + t0 for r in np.roots(coef) if abs(r.imag) < 1e-9]
+    inside = [r for r in roots if t0 - 1e-12 * scale <= r <= t1 + 1e-12 * scale]
+    return float(min(inside)) if inside else linear
+
+
 def detect_steps(
-    trajectory: Trajectory, *, threshold: float = 0.05, min_drop: float = 1e-3, separation: float = 0.5
+    trajectory: Trajectory,
+    *,
+    threshold: float = 0.05,
+    min_drop: float = 1e-3,
+    separation: float = 0.5,
+    unfinished: float = 0.1,
 ) -> list[Step] | list[list[Step]]:
     """Plateaus and drops of a loss curve, for any number of (possibly overlapping) drops.
 
@@ -54,7 +100,14 @@ def detect_steps(
     serves every step. Two peaks are separate drops when the rate between them falls below
     `separation` × the smaller peak (overlapping drops leave such a shoulder). A plateau's level
     is the loss at its flattest point; a drop's time is the crossing of the midpoint between
-    the plateaus around it.
+    the plateaus around it, interpolated (cubic) on the finest record.
+
+    The curve is the save grid merged with the solver-step record (`Trajectory.step_times`)
+    when there is one: the adaptive solver steps short where the loss drops, so drops closer
+    than the grid spacing, or a run converging long before a far horizon, are still resolved.
+
+    A last drop still under way when the run stopped without converging (the horizon cut it)
+    is not a step: its after-plateau was never seen.
 
     **Arguments:**
 
@@ -62,34 +115,35 @@ def detect_steps(
     - `threshold`: the smallest peak rate counted as a drop.
     - `min_drop`: drops smaller than this fraction of the total decrease are merged away.
     - `separation`: valley-to-peak ratio below which two peaks are two drops.
+    - `unfinished`: a last drop of a run that did not converge is cut off (dropped) when
+      its loss still fell faster at the end than this fraction of the drop per (t_end −
+      t_drop), i.e. the extrapolated remaining decrease is not small.
 
     **Returns:** a list of `Step`s in time order (a list of lists for a batch).
     """
+    kw = dict(threshold=threshold, min_drop=min_drop, separation=separation, unfinished=unfinished)
     if trajectory.batch_size is not None:
-        return [
-            detect_steps(trajectory[i], threshold=threshold, min_drop=min_drop, separation=separation)
-            for i in range(trajectory.batch_size)
-        ]
-    keep = np.isfinite(trajectory.times) & np.isfinite(trajectory.loss)
-    t = np.asarray(trajectory.times)[keep]
-    L = np.asarray(trajectory.loss)[keep]
+        return [detect_steps(trajectory[i], **kw) for i in range(trajectory.batch_size)]
+    grid_t = np.asarray(trajectory.times, dtype=float)
     features = trajectory.observables.get("features")
-    F = None if features is None else np.asarray(features)[keep].reshape(len(t), -1)
+    keep = np.isfinite(grid_t) & np.isfinite(np.asarray(trajectory.loss, dtype=float))
+    grid_t = grid_t[keep]
+    F = None if features is None else np.asarray(features)[keep].reshape(len(grid_t), -1)
     labels = trajectory.feature_labels
     # Rescaled time needs α < 1; at α ≥ 1 (e.g. the richness setting) it is undefined.
     alpha = float(trajectory.init_scale)
     log_inv = math.log(1.0 / alpha) if alpha < 1 else math.nan
+    t, L = _finest_record(trajectory)
+    pos = t > 0
+    L0 = float(L[0]) if len(L) else math.nan
+    t, L = t[pos], L[pos]
     if len(t) < 5:
         return []
     L_end = float(np.min(L))
-    total = float(L[0] - L_end)
+    total = float(max(L0, np.max(L)) - L_end)
     if not total > 0:
         return []
     eps = 1e-9 * total
-    # Strictly increasing positive times only (discrete runs can repeat a save time).
-    pos = (t > 0) & np.concatenate([[True], np.diff(t) > 0])
-    t, L = t[pos], L[pos]
-    F = None if F is None else F[pos]
     y = np.log(np.maximum(L - L_end, 0.0) + eps)
     rate = -np.gradient(y, np.log(t))
     peaks, _ = find_peaks(np.concatenate([[-np.inf], rate, [-np.inf]]), height=threshold)
@@ -121,22 +175,60 @@ def detect_steps(
             break
         peaks.pop(min(small, key=lambda k: sizes[k]))
 
+    def grid_index(time, side):
+        # The save-grid point nearest `time` on the given side (features live on the grid).
+        if side == "left":
+            return max(0, int(np.searchsorted(grid_t, time, side="right")) - 1)
+        return min(len(grid_t) - 1, int(np.searchsorted(grid_t, time, side="left")))
+
+    def crossing(a, b, fraction):
+        # When the drop between bounds a and b is `fraction` done (linear on the finest record).
+        level = L[a] - fraction * (L[a] - L[b])
+        j = max(a + int(np.argmax(L[a : b + 1] <= level)), a + 1)
+        return float(t[j - 1] + (t[j] - t[j - 1]) * (L[j - 1] - level) / (L[j - 1] - L[j])) if L[j - 1] != L[j] else float(t[j])
+
+    n = len(peaks)
+    spans = [(crossing(bounds[k], bounds[k + 1], 0.1), crossing(bounds[k], bounds[k + 1], 0.9)) for k in range(n)]
     steps = []
-    for k in range(len(peaks)):
+    for k in range(n):
         a, b = bounds[k], bounds[k + 1]
         before, after = float(L[a]), float(L[b])
         mid = 0.5 * (before + after)
         seg = L[a : b + 1]
-        j = a + int(np.argmax(seg <= mid))
-        j = max(j, a + 1)
-        t_mid = float(t[j - 1] + (t[j] - t[j - 1]) * (L[j - 1] - mid) / (L[j - 1] - L[j]))
+        j = max(a + int(np.argmax(seg <= mid)), a + 1)
+        t_mid = _cross_down(t, L, mid, j)
         feature = None
-        if F is not None and F.shape[1] and len(labels) == F.shape[1]:
-            change = np.abs(F[b] - F[a])
-            if np.max(change) > 0:
+        if F is not None and len(grid_t) and F.shape[1] and len(labels) == F.shape[1]:
+            lo, hi = grid_index(t[a], "left"), grid_index(t[b], "right")
+            # Features live on the save grid: label the drop if the grid points around it leave
+            # out most of the neighbouring drops, or if one feature dominates all the change
+            # between them (sub-steps of one feature, as several neurons join it); else the
+            # neighbours' change could be counted as this drop's.
+            clear = (k == 0 or grid_t[lo] >= spans[k - 1][1]) and (k == n - 1 or grid_t[hi] <= spans[k + 1][0])
+            change = np.abs(F[hi] - F[lo])
+            top = np.sort(change)[::-1]
+            dominant = len(top) == 1 or top[1] <= _DOMINANT * top[0]
+            if lo < hi and (clear or dominant) and top[0] > 0:
                 feature = labels[int(np.argmax(change))]
         steps.append(Step(t_mid, t_mid / log_inv, before, after, feature, float(t[a]), float(t[b])))
+    if steps and trajectory.status != "converged" and _still_falling(t, L, steps[-1], unfinished):
+        steps.pop()
     return steps
+
+
+def _still_falling(t: np.ndarray, L: np.ndarray, last: Step, fraction: float) -> bool:
+    """Whether the loss at the end of the record still falls at a rate that, kept up over the
+    time since the drop's midpoint, makes more than `fraction` of the drop: the drop was cut off."""
+    span = t[-1] - last.time
+    drop = last.loss_before - last.loss_after
+    if not (span > 0 and drop > 0):
+        return True
+    # Slope over the last 5% of the span (not the last two samples: a final solver step clipped
+    # to the horizon can be arbitrarily short).
+    delta = 0.05 * span
+    back = float(np.interp(t[-1] - delta, t, L))
+    slope = (back - L[-1]) / delta
+    return slope * span > fraction * drop
 
 
 def crossing_time(times, values, level: float) -> float:
@@ -184,8 +276,70 @@ def feature_steps(steps: list[Step]) -> list[Step]:
     return out
 
 
+# DP costs of `_align`: leaving a step unmatched costs `_GAP`; matching costs the plateau-level
+# mismatch in units of the predicted drop, plus a small time term that only breaks ties.
+_GAP = 0.5
+_TIME_TIE = 0.01
+
+
+def _predicted_before(prediction: Prediction, steps: list[Step]) -> np.ndarray:
+    """The predicted plateau before each step (the first from `initial_loss`, else the flow's)."""
+    first = prediction.initial_loss
+    if not math.isfinite(first):
+        first = steps[0].loss_before if steps else math.nan
+    return np.concatenate([[first], prediction.losses])[: prediction.num_steps]
+
+
+def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> list[tuple[int | None, int | None]]:
+    """Order-preserving alignment of predicted and simulated steps (edit-distance DP).
+
+    Two steps whose labels are both known to the other side match only if the labels agree;
+    otherwise they are matched by plateau level: |loss after (simulated) − loss after
+    (predicted)| in units of the predicted drop. A step with no counterpart is left unmatched,
+    at cost `_GAP`, so one missing or extra step never shifts the pairs after it.
+    """
+    n_p, n_s = prediction.num_steps, len(steps)
+    pred_labels, sim_labels = set(prediction.order), {s.feature for s in steps if s.feature is not None}
+
+    def cost(k, j):
+        fp, fs = prediction.order[k], steps[j].feature
+        if fs is not None and fs in pred_labels and fp in sim_labels:
+            if fs != fp:
+                return math.inf
+            return 0.0
+        c = abs(steps[j].loss_after - prediction.losses[k]) / drops[k]
+        tp, ts = prediction.times[k], steps[j].time
+        if tp > 0 and ts > 0:
+            c += _TIME_TIE * min(abs(math.log(ts / tp)), 10.0)
+        return c if math.isfinite(c) else 2 * _GAP
+
+    D = np.zeros((n_p + 1, n_s + 1))
+    D[:, 0] = _GAP * np.arange(n_p + 1)
+    D[0, :] = _GAP * np.arange(n_s + 1)
+    for k in range(1, n_p + 1):
+        for j in range(1, n_s + 1):
+            D[k, j] = min(D[k - 1, j - 1] + cost(k - 1, j - 1), D[k - 1, j] + _GAP, D[k, j - 1] + _GAP)
+    pairs: list[tuple[int | None, int | None]] = []
+    k, j = n_p, n_s
+    while k or j:
+        if k and j and D[k, j] == D[k - 1, j - 1] + cost(k - 1, j - 1):
+            pairs.append((k - 1, j - 1))
+            k, j = k - 1, j - 1
+        elif k and D[k, j] == D[k - 1, j] + _GAP:
+            pairs.append((k - 1, None))
+            k -= 1
+        else:
+            pairs.append((None, j - 1))
+            j -= 1
+    return pairs[::-1]
+
+
 def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bool | None = None) -> pd.DataFrame:
-    """Predicted against simulated steps, one row per step (matched in order).
+    """Predicted against simulated steps, one row per step, aligned by what the steps are.
+
+    Steps are paired by feature label where both sides know the label, else by plateau level
+    (the loss after the step), in time order (`_align`). A step with no counterpart gets a row of
+    its own and never shifts the rows after it.
 
     **Arguments:**
 
@@ -193,12 +347,17 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     - `prediction`: a `Prediction`.
     - `merge`: merge consecutive simulated steps that learn the same feature first
       (`feature_steps`: several neurons that join one after another, as with κ = 3). By default
-      they are merged when the simulation shows more steps than the prediction and every step
-      on both sides is labelled.
+      they are merged when the simulation shows more steps than the prediction and every
+      simulated step is labelled.
 
-    **Returns:** a DataFrame with columns `step`, `feature_predicted`, `feature_simulated`,
+    **Returns:** a DataFrame with columns `step`, `kind`, `feature_predicted`, `feature_simulated`,
     `time_predicted`, `time_simulated`, `time_rel_error`, `rescaled_predicted`,
-    `rescaled_simulated`, `loss_predicted`, `loss_simulated`, `loss_rel_error`.
+    `rescaled_simulated`, `loss_predicted`, `loss_simulated`, `loss_rel_error`. `kind` is
+    `"prediction"`, `"lower-bound"` (the predicted time is a lower bound,
+    `Prediction.is_lower_bound`), `"unmatched-predicted"` or `"unmatched-simulated"`.
+    `loss_rel_error` is relative to max(|loss_predicted|, the predicted drop), so a plateau
+    predicted at ~0 gives an error in units of its drop; it is absolute when both are below
+    1e-12 × the initial loss scale.
     """
     if isinstance(steps, Trajectory):
         if steps.batch_size is not None:
@@ -209,18 +368,29 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
         merge = labelled and len(steps) > prediction.num_steps
     if merge:
         steps = feature_steps(steps)
-    n = max(len(steps), prediction.num_steps)
+    before = _predicted_before(prediction, steps)
+    drop = before - prediction.losses
+    total = abs(before[0] - prediction.losses[-1]) if prediction.num_steps else 0.0
+    scale = total if math.isfinite(total) and total > 0 else 1.0
+    first = float(before[0]) if prediction.num_steps and math.isfinite(before[0]) else 0.0
+    floor = 1e-12 * max(abs(first), scale)
+    # Units of the level mismatch: the predicted drop (never below 0.1% of the whole decrease).
+    units = np.where(np.isfinite(drop) & (drop > 1e-3 * scale), drop, 1e-3 * scale)
+    matched_kind = "lower-bound" if prediction.is_lower_bound else "prediction"
     rows = []
-    for k in range(n):
-        s = steps[k] if k < len(steps) else None
-        p = k < prediction.num_steps
+    for n, (k, j) in enumerate(_align(steps, prediction, units)):
+        s = steps[j] if j is not None else None
+        p = k is not None
         tp = float(prediction.times[k]) if p else math.nan
         lp = float(prediction.losses[k]) if p else math.nan
         ts = s.time if s else math.nan
         ls = s.loss_after if s else math.nan
+        denom = max(abs(lp), float(drop[k])) if p and math.isfinite(drop[k]) else abs(lp)
+        loss_err = ((ls - lp) / denom if denom > floor else ls - lp) if p and s else math.nan
         rows.append(
             {
-                "step": k + 1,
+                "step": n + 1,
+                "kind": matched_kind if p and s else ("unmatched-predicted" if p else "unmatched-simulated"),
                 "feature_predicted": prediction.order[k] if p else None,
                 "feature_simulated": s.feature if s else None,
                 "time_predicted": tp,
@@ -230,10 +400,13 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
                 "rescaled_simulated": s.rescaled_time if s else math.nan,
                 "loss_predicted": lp,
                 "loss_simulated": ls,
-                "loss_rel_error": (ls - lp) / abs(lp) if p and s and lp != 0 else (ls - lp if p and s else math.nan),
+                "loss_rel_error": loss_err,
             }
         )
-    return pd.DataFrame(rows)
+    columns = ["step", "kind", "feature_predicted", "feature_simulated", "time_predicted", "time_simulated",
+               "time_rel_error", "rescaled_predicted", "rescaled_simulated", "loss_predicted", "loss_simulated",
+               "loss_rel_error"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def steps_table(steps: list[Step]) -> pd.DataFrame:

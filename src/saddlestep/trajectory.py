@@ -37,6 +37,11 @@ class Trajectory:
     - `feature_labels`: labels of `observables["features"]`.
     - `snapshot_times`, `snapshots`: parameters (the model, leaves stacked over time) on a coarse grid.
     - `final`: the model at `t_final`.
+    - `learning_rate`: the step size of a discrete run (None for a flow).
+    - `step_times`, `step_loss`: the loss at every step the ODE solver took (None for discrete
+      runs). The solver's steps are short exactly where the loss drops, so this record resolves
+      drops that fall between two points of the save grid; `detect_steps` uses it. NaN-padded
+      in a batch.
     """
 
     times: np.ndarray
@@ -52,6 +57,8 @@ class Trajectory:
     snapshots: Any = None
     final: Any = None
     learning_rate: float | None = None
+    step_times: np.ndarray | None = None
+    step_loss: np.ndarray | None = None
 
     @property
     def batch_size(self) -> int | None:
@@ -83,6 +90,8 @@ class Trajectory:
             snapshots=pick(self.snapshots),
             final=pick(self.final),
             learning_rate=self.learning_rate,
+            step_times=None if self.step_times is None else _finite_row(self.step_times[i], self.step_times[i]),
+            step_loss=None if self.step_loss is None else _finite_row(self.step_loss[i], self.step_times[i]),
         )
 
     def snapshot(self, i: int) -> Any:
@@ -112,6 +121,10 @@ class Trajectory:
             arrays[f"observables/{k}"] = np.asarray(v)
         for k, v in self.stats.items():
             arrays[f"stats/{k}"] = np.asarray(v)
+        # Added keys (older files lack them and still load): the solver-step record.
+        if self.step_times is not None:
+            arrays["step_times"] = np.asarray(self.step_times, dtype=float)
+            arrays["step_loss"] = np.asarray(self.step_loss, dtype=float)
         if self.snapshot_times is not None:
             arrays["snapshot_times"] = np.asarray(self.snapshot_times)
         for prefix, tree in (("snapshots", self.snapshots), ("final", self.final)):
@@ -171,7 +184,14 @@ class Trajectory:
             snapshots=tree("snapshots"),
             final=tree("final"),
             learning_rate=meta["learning_rate"],
+            step_times=data.get("step_times"),
+            step_loss=data.get("step_loss"),
         )
+
+
+def _finite_row(values: np.ndarray, times: np.ndarray) -> np.ndarray:
+    # One member's record without the batch's NaN padding.
+    return np.asarray(values)[np.isfinite(np.asarray(times))]
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -32,3 +32,25 @@ def test_summary_records_what_repeats_a_run(tmp_path):
         overrides={k: (",".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in params.items()},
     )
     np.testing.assert_array_equal(again.trajectory.loss, r.trajectory.loss)
+
+
+def test_a_data_run_records_what_it_read_and_its_timing(tmp_path):
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from saddlestep.cli import main
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(12, 6))
+    path = tmp_path / "mine.npz"
+    np.savez(path, X=X, y=X[:, 0] * 2.0 - X[:, 3])
+    out = tmp_path / "run"
+    assert main(["run", "diagonal", "--data", str(path), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"] == {
+        "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "arrays": {"X": [12, 6], "y": [12]},
+    }
+    assert summary["timing"]["simulate_s"] > 0 and summary["timing"]["predict_s"] > 0
+    assert isinstance(summary["command"], list)

@@ -70,6 +70,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         _chmod_default(tmp, directory=False)
         os.replace(tmp, path)
     except BaseException:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import sys
 import time
 from typing import Any
 
@@ -132,6 +134,28 @@ def run_preset(
     return RunResult(setup, traj, steps, prediction, summary, folder)
 
 
+def data_record(path: str | None) -> dict[str, Any] | None:
+    """What a `--data` run actually read: the file, its content digest and its arrays' shapes."""
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    arrays = {}
+    if path.endswith(".npz") or path.endswith(".npy"):
+        try:
+            loaded = np.load(path, allow_pickle=False, mmap_mode=None)
+            if isinstance(loaded, np.ndarray):
+                arrays = {"": list(loaded.shape)}
+            else:
+                with loaded as f:
+                    arrays = {k: list(f[k].shape) for k in f.files}
+        except (OSError, ValueError, EOFError):
+            arrays = {}
+    return {"path": os.path.abspath(path), "sha256": h.hexdigest(), "arrays": arrays}
+
+
 def summarize(
     preset_name: str, params: dict, setup: Setup, init_scale: float, seed: int, traj: Trajectory, wall: float
 ) -> tuple[dict[str, Any], list[Step], Prediction | None]:
@@ -140,7 +164,9 @@ def summarize(
     **Returns:** `(summary, steps, prediction)`; `prediction` is None when the preset has no predictor.
     """
     steps = detect_steps(traj)
+    start = time.perf_counter()
     prediction = setup.predict() if setup.predict is not None else None
+    predict_s = time.perf_counter() - start
     summary = {
         "preset": preset_name,
         "init_scale": init_scale,
@@ -148,6 +174,9 @@ def summarize(
         "parameters": _jsonable(params),
         "versions": versions(),
         "wall_time_s": wall,
+        "command": list(sys.argv),
+        "data": data_record(params.get("data")),
+        "timing": {"simulate_s": wall, "predict_s": predict_s},
         "solver": {
             "name": traj.method,
             "steps": int(traj.stats["steps"]),

@@ -6,13 +6,14 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import equinox as eqx
 import jax
 import numpy as np
+
+from .outputs import atomic_write_bytes as atomic_write_bytes, atomic_write_text as atomic_write_text
 
 STATUSES = ("converged", "t_max", "max_steps", "diverged")
 
@@ -148,6 +149,15 @@ class Trajectory:
         Raises a `ValueError` naming the file if it is missing, truncated or not a trajectory.
         """
         try:
+            with open(path, "rb") as f:
+                zipped = f.read(4) == b"PK\x03\x04"
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file") from None
+        except OSError as err:
+            raise ValueError(f"{path}: cannot read it ({err.strerror or err})") from None
+        if not zipped:
+            raise ValueError(f"{path}: not a trajectory file (expected the .npz that Trajectory.save writes)")
+        try:
             with np.load(path, allow_pickle=False) as f:
                 data = {k: f[k] for k in f.files}
         except FileNotFoundError:
@@ -198,26 +208,5 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that the file appears whole or not at all."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 

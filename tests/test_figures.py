@@ -11,7 +11,7 @@ def test_figures_regenerate_the_linear_gallery(tmp_path):
     for p in written:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert sorted(os.listdir(tmp_path)) == names
+    assert sorted(os.listdir(tmp_path)) == sorted([".saddlestep", *names])  # the marker: saddlestep wrote these
 
 
 def test_features_plot(tmp_path):

@@ -185,3 +185,11 @@ def test_bad_input(tmp_path):
         ss.simulate(ss.Embedding(7, 2, key=jax.random.PRNGKey(0)), ss.QWEM(np.eye(6)), t_max=1.0)
     with pytest.raises(ValueError, match=r"^target: "):
         ss.QWEM(np.arange(6.0).reshape(2, 3))
+
+
+def test_user_text_keeps_words_of_any_script(tmp_path):
+    from saddlestep.tasks.corpus import read_text
+
+    path = tmp_path / "fr.txt"
+    path.write_text("Le garçon voit la Straße, 3 fois.\n\nÉcole d'été", encoding="utf-8")
+    assert read_text(path) == (("le", "garçon", "voit", "la", "straße", "fois"), ("école", "d", "été"))

@@ -2,8 +2,9 @@
 
 Text, offline: the English Wikipedia sample and the Google analogy questions that ship inside
 the gensim wheel (`gensim.test.utils.datapath`), or a user's own `.txt` file. The pipeline:
-tokens (lower-case runs of letters of any script, as gensim's tokenizer reads them; digits,
-punctuation and spaces separate words, as in Karkada et al., App. A.1) → the `vocab_size` most frequent words (other words are deleted from the stream) →
+tokens (for a user's text: lower-case runs of letters of any script, as gensim's tokenizer reads
+them; for the English Wikipedia sample: runs of a–z, as in Karkada et al., App. A.1; every other
+character separates words) → the `vocab_size` most frequent words (other words are deleted from the stream) →
 window-weighted co-occurrence counts, weight (L + 1 − δ) at separation δ ≤ L, which reproduces
 word2vec's dynamic window → the joint distribution P → the target M* (`losses.qwem_target`).
 """
@@ -27,6 +28,7 @@ from .base import AbstractTask, check_finite
 
 # Letters of any script (gensim.utils.tokenize's PAT_ALPHABETIC): "garçon" and "Straße" stay whole.
 _WORD = re.compile(r"[^\W\d_]+")
+_ENGLISH_WORD = re.compile(r"[a-z]+")  # the paper's rule for its English corpus
 _WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 _ANALOGY_FILE = "questions-words.txt"
 MIN_TOKENS = 100
@@ -63,7 +65,7 @@ def wikipedia_sample() -> tuple[tuple[str, ...], ...]:
         for _title, text, _pageid in extract_pages(f):
             if text.lstrip().lower().startswith("#redirect"):
                 continue
-            words = tokenize(filter_wiki(text))
+            words = _ENGLISH_WORD.findall(filter_wiki(text).lower())
             if len(words) >= 50:
                 articles.append(tuple(words))
     return tuple(articles)

@@ -17,6 +17,7 @@ import numpy as np
 from .flow import simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
+from .presets.base import predicted_horizon
 from .steps import compare, detect_steps, steps_table, Step
 from .outputs import atomic_write_text, check_out, output_folder
 from .tasks.base import check_positive
@@ -85,6 +86,7 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
         raise ValueError(f"--data: preset {preset_name!r} takes no data file")
     params = preset.parameters(overrides)
     setup = preset.build(params, init_scale=init_scale, seed=seed, data=data)
+    setup.t_max = predicted_horizon(setup, params)
     params = {**params, "t_max": setup.t_max}
     if data is not None:
         params["data"] = os.path.abspath(data)
@@ -164,9 +166,8 @@ def summarize(
     **Returns:** `(summary, steps, prediction)`; `prediction` is None when the preset has no predictor.
     """
     steps = detect_steps(traj)
-    start = time.perf_counter()
     prediction = setup.predict() if setup.predict is not None else None
-    predict_s = time.perf_counter() - start
+    predict_s = float(getattr(setup.predict, "seconds", 0.0))
     summary = {
         "preset": preset_name,
         "init_scale": init_scale,

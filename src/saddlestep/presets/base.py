@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,11 @@ class Setup:
     - `summarize`: extra entries for `summary.json`'s `observables_final`, from the trajectory.
     - `write_extra`: writes preset-specific files into the run folder (called with a temporary
       folder that is moved into place whole).
+    - `settle`: when set, the horizon comes from the prediction (`predicted_horizon`) unless the
+      user fixed `t_max`: the time a drop takes to finish after its predicted jump.
+
+    `predict` is called at most once (its result is kept), so a preset may ask for the
+    prediction to choose the horizon and `saddlestep run` compare with it later for free.
     """
 
     model: AbstractModel
@@ -36,6 +42,50 @@ class Setup:
     simulate_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     summarize: Callable[[Trajectory], dict[str, Any]] | None = None
     write_extra: Callable[[Trajectory, str], None] | None = None
+    settle: float | None = None
+
+    def __post_init__(self):
+        if self.predict is not None:
+            self.predict = _once(self.predict)
+
+
+def _once(predict: Callable[[], Prediction]) -> Callable[[], Prediction]:
+    """`predict`, run on the first call only; `.seconds` is what that call took (wall time)."""
+    kept: list[Prediction] = []
+
+    def prediction() -> Prediction:
+        if not kept:
+            start = time.perf_counter()
+            kept.append(predict())
+            prediction.seconds = time.perf_counter() - start
+        return kept[0]
+
+    prediction.seconds = 0.0
+    return prediction
+
+
+# Finite-α corrections put the flow's jumps up to ~40% after their small-α prediction (the
+# non-commuting linear case of issue 15 is the worst seen); twice the last predicted jump
+# leaves room for them, and a converged run stops early anyway (`converge_tol`).
+HORIZON_FACTOR = 2.0
+
+
+def predicted_horizon(setup: Setup, params: dict[str, Any]) -> float:
+    """The horizon a run should use: `setup.t_max`, or, when the user left `t_max` on `auto` and
+    the preset sets `settle`, long enough for the last predicted jump to happen and settle:
+    `max(t_max, HORIZON_FACTOR · t_last + settle)`. Lower bounds do not set horizons.
+
+    **Returns:** the horizon, physical time.
+    """
+    if setup.settle is None or setup.predict is None or params.get("t_max") != "auto":
+        return float(setup.t_max)
+    prediction = setup.predict()
+    if not prediction.num_steps or prediction.is_lower_bound:
+        return float(setup.t_max)
+    last = float(np.max(prediction.times))
+    if not np.isfinite(last):
+        return float(setup.t_max)
+    return max(float(setup.t_max), HORIZON_FACTOR * last + float(setup.settle))
 
 
 @dataclasses.dataclass(frozen=True)

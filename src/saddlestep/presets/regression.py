@@ -63,7 +63,8 @@ def _build_linear(params, *, init_scale, seed, data):
     model = TwoLayer(d, params["width"], out, "linear", key=jax.random.PRNGKey(seed), init_scale=init_scale)
     s_min = _smallest_mode(task)
     t_max = horizon(params, 2.0 * math.log(1.0 / init_scale) / s_min + 20.0 / s_min)
-    return Setup(model, task, t_max, predict=lambda: _theory.linear_network(task, init_scale=init_scale), simulate_kwargs={"rtol": params["rtol"]})
+    return Setup(model, task, t_max, predict=lambda: _theory.linear_network(task, init_scale=init_scale),
+                 simulate_kwargs={"rtol": params["rtol"]}, settle=20.0 / s_min)
 
 
 def _build_deep_linear(params, *, init_scale, seed, data):
@@ -144,7 +145,8 @@ def _build_relu(params, *, init_scale, seed, data):
     d, out = task.dims
     model = TwoLayer(d, params["width"], out, "relu", key=jax.random.PRNGKey(seed), init_scale=init_scale)
     t_max = horizon(params, 3.0 * math.log(1.0 / init_scale) / scale + 20.0 / scale)
-    return Setup(model, task, t_max, predict=lambda: _agf.predict(model, task), simulate_kwargs={"rtol": params["rtol"]})
+    return Setup(model, task, t_max, predict=lambda: _agf.predict(model, task),
+                 simulate_kwargs={"rtol": params["rtol"]}, settle=20.0 / scale)
 
 
 _LINEAR_DATA = "an .npz with Sxx, Syx[, Syy] (second moments) or X, Y (samples; rows are examples)"

@@ -1,0 +1,66 @@
+"""Preset horizons: from the prediction when the user leaves `t_max` on auto."""
+
+import math
+
+import numpy as np
+import pytest
+
+from saddlestep import Prediction
+from saddlestep.models import TwoLayer
+from saddlestep.presets.base import HORIZON_FACTOR, predicted_horizon, Setup
+from saddlestep.runs import prepare
+from saddlestep.tasks import PopulationRegression
+
+import jax
+
+
+def _setup(times, *, settle=5.0, t_max=10.0, method="agf", calls=None):
+    model = TwoLayer(2, 2, 1, "linear", key=jax.random.PRNGKey(0), init_scale=1e-3)
+    task = PopulationRegression(np.eye(2), np.array([[1.0, 0.5]]))
+    losses = np.linspace(0.5, 0.0, len(times))
+
+    def predict():
+        if calls is not None:
+            calls.append(1)
+        return Prediction(method, times, np.asarray(times) / math.log(1e3), losses, list(range(len(times))),
+                          initial_loss=0.625, init_scale=1e-3)
+
+    return Setup(model, task, t_max, predict=predict, settle=settle)
+
+
+def test_the_horizon_covers_the_last_predicted_jump_and_its_settling():
+    setup = _setup([3.0, 40.0])
+    assert predicted_horizon(setup, {"t_max": "auto"}) == pytest.approx(HORIZON_FACTOR * 40.0 + 5.0)
+
+
+def test_a_longer_preset_horizon_is_kept():
+    setup = _setup([1.0, 2.0], t_max=100.0)
+    assert predicted_horizon(setup, {"t_max": "auto"}) == 100.0
+
+
+def test_a_user_horizon_and_a_lower_bound_are_left_alone():
+    assert predicted_horizon(_setup([3.0, 40.0]), {"t_max": 7.0}) == 10.0
+    bound = _setup([3.0, 40.0], method="closed-form:lower-bound")
+    assert predicted_horizon(bound, {"t_max": "auto"}) == 10.0
+
+
+def test_the_prediction_is_computed_once():
+    calls = []
+    setup = _setup([3.0, 40.0], calls=calls)
+    predicted_horizon(setup, {"t_max": "auto"})
+    setup.predict()
+    setup.predict()
+    assert len(calls) == 1
+
+
+def test_linear_preset_on_user_data_ends_after_its_last_predicted_jump(tmp_path):
+    # A weak second mode: jump times ln(1/α)/σ_k with σ = (3, 0.05) — the preset's heuristic and
+    # the prediction must both leave room for the slow mode.
+    path = tmp_path / "moments.npz"
+    np.savez(path, Sxx=np.diag([4.0, 1.0]), Syx=np.diag([3.0, 0.05]))
+    _, params, setup, alpha, _ = prepare("linear", init_scale=1e-4, data=str(path))
+    pred = setup.predict()
+    assert params["t_max"] == setup.t_max
+    assert setup.t_max >= HORIZON_FACTOR * float(np.max(pred.times))
+    # The oracle: the commuting modes decouple, mode k jumps at ln(1/α)/σ_k(Σyx) to leading order.
+    assert float(np.max(pred.times)) == pytest.approx(math.log(1 / alpha) / 0.05, rel=0.15)

@@ -107,7 +107,7 @@ def test_digit_pairs_and_kernel_form():
 
 
 def test_barlow_twins_synthetic_preset(tmp_path):
-    res = ss.run_preset("barlow-twins-synthetic", overrides={"n": "400", "m": "5"}, out=str(tmp_path / "run"))
+    ss.run_preset("barlow-twins-synthetic", overrides={"n": "400", "m": "5"}, out=str(tmp_path / "run"))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["parameters"]["d"] == 3
     np.testing.assert_allclose(summary["observables_final"]["eigs_C"], 1.0, atol=1e-4)

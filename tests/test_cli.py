@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -36,10 +38,38 @@ def test_linear_preset_draws_five_steps_at_the_reduced_rank_plateaus(tmp_path, c
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_list_names_every_preset(capsys):
+def test_list_names_every_preset_and_what_it_predicts(capsys):
+    from saddlestep.presets import all_presets
+
     assert main(["list"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert {"linear", "deep-linear", "diagonal", "relu"} <= set(names)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    rows = {line.split()[0]: line for line in lines}
+    assert set(all_presets()) <= set(rows)
+    assert "[predicts: AGF" in rows["relu"] and "[no predictor]" in rows["deep-linear"]
+    assert "lower bound" in rows["deep-relu-escape"]
+
+
+def test_list_preset_shows_every_set_parameter_with_its_default(capsys):
+    from saddlestep.presets import get_preset
+
+    assert main(["list", "relu"]) == 0
+    out = capsys.readouterr().out
+    for key in get_preset("relu").defaults:
+        assert f"    {key} " in out
+    assert "= 3,-1.5" in out
+    assert "prediction: AGF" in out and "--data: an .npz" in out
+
+
+@pytest.mark.parametrize("argv", [["list"], ["--help"], ["run", "linear", "--seed", "x"],
+                                  ["run", "nope"], ["run", "relu", "--set", "widht=3"],
+                                  ["predict", "linear", "--init-scale", "2"]])
+def test_listing_help_and_argument_errors_do_not_load_jax(argv):
+    # What makes `saddlestep list` and a typo answer at once: JAX (≈1–10 s to import) is not loaded.
+    code = ("import sys\nfrom saddlestep.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "sys.exit(3 if 'jax' in sys.modules else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _npz(path, **arrays):

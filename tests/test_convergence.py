@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import saddlestep as ss
-from saddlestep import agf, theory
+from saddlestep import theory
 
 from _agf_cases import r1_task, r3_task, ten_by_ten
 

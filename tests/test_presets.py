@@ -64,3 +64,11 @@ def test_linear_preset_on_user_data_ends_after_its_last_predicted_jump(tmp_path)
     assert setup.t_max >= HORIZON_FACTOR * float(np.max(pred.times))
     # The oracle: the commuting modes decouple, mode k jumps at ln(1/α)/σ_k(Σyx) to leading order.
     assert float(np.max(pred.times)) == pytest.approx(math.log(1 / alpha) / 0.05, rel=0.15)
+
+
+@pytest.mark.parametrize("loss", ["original", "simplified"])
+def test_barlow_twins_presets_build_with_either_loss(loss):
+    # The original loss has no closed form: its horizon comes from Γ's spectrum and α alone.
+    _, params, setup, alpha, _ = prepare("barlow-twins-synthetic", overrides={"loss": loss, "n": "200"})
+    assert (setup.predict is None) == (loss == "original")
+    assert math.isfinite(setup.t_max) and setup.t_max > math.log(1 / alpha)

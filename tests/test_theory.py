@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import scipy.integrate
 
-import saddlestep as ss
 from saddlestep import theory
 
 from _agf_cases import r1_task, r3_task, ten_by_ten

@@ -27,7 +27,6 @@ from typing import Any
 import diffrax as dfx
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -35,6 +34,7 @@ from .flow import simulate
 from .presets import get_preset
 from .outputs import atomic_write_text, check_out, output_folder
 from .trajectory import Trajectory
+from .clock import log_inv
 
 PRESET = "linear"
 _TSIT5_EVALS_PER_STEP = 6  # 7 stages, first same as last
@@ -219,7 +219,7 @@ def run_bench(
         start = time.perf_counter()
         tr = simulate(st.model, st.task, t_max=st.t_max, n_save=n_coarse, **st.simulate_kwargs)
         wall = time.perf_counter() - start
-        scaling.append({"init_scale": a, "log_inv_alpha": math.log(1 / a), "steps": int(tr.stats["steps"]),
+        scaling.append({"init_scale": a, "log_inv_alpha": log_inv(a), "steps": int(tr.stats["steps"]),
                         "rejected": int(tr.stats["rejected"]), "t_final": float(tr.t_final),
                         "status": tr.status, "wall_s": wall})
     x = np.array([r["log_inv_alpha"] for r in scaling])

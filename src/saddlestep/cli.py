@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also SADDLESTEP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    sub.add_parser("list", help="the presets, one line each")
+    p = sub.add_parser("list", help="the presets, one line each; with a name, one preset in full")
+    p.add_argument("preset", nargs="?", default=None, help="a preset to show with its --set parameters")
 
     p = sub.add_parser("run", help="simulate the flow; predict too where the preset has a predictor")
     _common(p)
@@ -89,15 +90,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list(args) -> int:
-    from .presets import all_presets
+    from .presets import all_presets, get_preset
 
+    if args.preset is not None:
+        _describe(get_preset(args.preset))
+        return 0
     presets = all_presets()
     width = max(len(n) for n in presets)
     for name in sorted(presets):
         p = presets[name]
+        predicts = f"  [predicts: {p.predictor}]" if p.predictor else "  [no predictor]"
         data = f"  [--data: {p.data_help}]" if p.data_help else ""
-        print(f"{name:<{width}}  α={p.init_scale:g}  {p.description}{data}")
+        print(f"{name:<{width}}  α={p.init_scale:g}  {p.description}{predicts}{data}")
+    print("\n`saddlestep list PRESET` shows a preset's --set parameters and their defaults.")
     return 0
+
+
+def _describe(preset) -> None:
+    print(f"{preset.name}: {preset.description}")
+    print(f"  default α (--init-scale): {preset.init_scale:g}")
+    print(f"  prediction: {preset.predictor or 'none (simulation only)'}")
+    print(f"  --data: {preset.data_help or 'not accepted'}")
+    print("  --set parameters (defaults):")
+    width = max(len(k) for k in preset.defaults)
+    for key, value in preset.defaults.items():
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, tuple) else value
+        print(f"    {key:<{width}} = {shown}")
+
+
+def _check_arguments(args, overrides: dict[str, str]) -> None:
+    """Refuse a bad preset name, --set, --init-scale or --seed before JAX is imported (instant)."""
+    from .presets import get_preset
+    from .validate import check_init_scale, check_seed
+
+    preset = get_preset(args.preset)
+    preset.parameters(overrides)
+    if args.init_scale is not None:
+        check_init_scale(args.init_scale, "--init-scale")
+    check_seed(args.seed, "--seed")
+    if args.data is not None and preset.data_help is None:
+        raise ValueError(f"--data: preset {args.preset!r} takes no data file")
 
 
 def _default_out(args, suffix: str = "") -> str:
@@ -106,9 +138,10 @@ def _default_out(args, suffix: str = "") -> str:
 
 
 def _cmd_run(args) -> int:
+    overrides = _parse_sets(args.sets)
+    _check_arguments(args, overrides)
     from .runs import run_preset
 
-    overrides = _parse_sets(args.sets)
     out = args.out or _default_out(args)
     result = run_preset(
         args.preset, init_scale=args.init_scale, seed=args.seed, data=args.data, overrides=overrides,
@@ -143,10 +176,11 @@ def _print_result(result) -> None:
 
 
 def _cmd_predict(args) -> int:
+    overrides = _parse_sets(args.sets)
+    _check_arguments(args, overrides)
     from .outputs import atomic_write_text, check_out, output_folder
     from .runs import prepare
 
-    overrides = _parse_sets(args.sets)
     if args.out:
         check_out(args.out, kind="predict", overwrite=args.overwrite)
     preset, params, setup, init_scale, seed = prepare(
@@ -170,9 +204,10 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_converge(args) -> int:
+    overrides = _parse_sets(args.sets)
+    _check_arguments(args, overrides)
     from .runs import converge_preset
 
-    overrides = _parse_sets(args.sets)
     alphas = []
     for text in args.init_scales.split(","):
         try:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .flow import simulate
 from .prediction import Prediction
+from .clock import log_inv
 
 
 def step_levels(prediction: Prediction, floor: float | None = None) -> np.ndarray:
@@ -113,7 +114,7 @@ def converge(
         kw.update(simulate_kwargs or {})
         traj = simulate(setup.model, setup.task, t_max=t_max, **kw)
         times = crossing_times(traj.times, traj.loss, levels)
-        L = math.log(1.0 / a)
+        L = log_inv(a)
         for k, t in enumerate(times):
             rows.append({
                 "step": k + 1, "feature": prediction.order[k], "init_scale": a, "log_inv": L,

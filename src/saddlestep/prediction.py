@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
+from .clock import unrescale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Prediction:
     ) -> Prediction:
         """Build from rescaled times τ_k, with physical times t_k = τ_k ln(1/α)."""
         tau = np.asarray(rescaled_times, dtype=float)
-        return cls(method, tau * math.log(1.0 / init_scale), tau, losses, order, init_scale=init_scale, **kwargs)
+        return cls(method, unrescale(tau, init_scale), tau, losses, order, init_scale=init_scale, **kwargs)
 
     def to_json(self) -> dict:
         """The `prediction.json` contract: method, times, rescaled_times, losses, order."""

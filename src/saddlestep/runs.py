@@ -20,7 +20,7 @@ from .presets import get_preset, Setup
 from .presets.base import predicted_horizon
 from .steps import compare, detect_steps, steps_table, Step
 from .outputs import atomic_write_text, check_out, output_folder
-from .tasks.base import check_positive
+from .validate import check_init_scale, check_seed
 from .trajectory import Trajectory
 
 _PACKAGES = ("saddlestep", "jax", "jaxlib", "diffrax", "equinox", "optax", "optimistix", "lineax", "numpy")
@@ -38,31 +38,13 @@ def versions() -> dict[str, str]:
 
 
 def check_init_scale_arg(value, argument: str = "--init-scale") -> float:
-    """α, checked: the small-initialization theory (and every predictor) needs 0 < α < 1."""
-    alpha = check_positive(argument, value)
-    if alpha >= 1:
-        raise ValueError(f"{argument}: expected a small init scale 0 < α < 1 (the theory needs α < 1), got {value!r}")
-    return alpha
-
-
-SEED_MAX = 2**32 - 1  # jax.random.key takes a 32-bit seed without folding it
+    """α, checked (`validate.check_init_scale`), named by its command-line flag."""
+    return check_init_scale(value, argument)
 
 
 def check_seed_arg(value, argument: str = "--seed") -> int:
-    """A seed, checked: an integer in [0, 2³² − 1] (a float such as 2.7 is refused, not truncated)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{argument}: expected an integer in [0, {SEED_MAX}], got {value!r}")
-    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f"):
-        if not float(value).is_integer():
-            raise ValueError(f"{argument}: expected an integer in [0, {SEED_MAX}], got {value!r}")
-        value = int(value)
-    try:
-        s = int(str(value).strip()) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{argument}: expected an integer in [0, {SEED_MAX}], got {value!r}") from None
-    if not 0 <= s <= SEED_MAX:
-        raise ValueError(f"{argument}: expected an integer in [0, {SEED_MAX}], got {value!r}")
-    return s
+    """A seed, checked (`validate.check_seed`), named by its command-line flag."""
+    return check_seed(value, argument)
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ from scipy.signal import find_peaks
 
 from .prediction import Prediction
 from .trajectory import Trajectory
+from . import clock as _clock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,9 +131,8 @@ def detect_steps(
     grid_t = grid_t[keep]
     F = None if features is None else np.asarray(features)[keep].reshape(len(grid_t), -1)
     labels = trajectory.feature_labels
-    # Rescaled time needs α < 1; at α ≥ 1 (e.g. the richness setting) it is undefined.
-    alpha = float(trajectory.init_scale)
-    log_inv = math.log(1.0 / alpha) if alpha < 1 else math.nan
+    # Rescaled time needs α < 1; at α ≥ 1 (e.g. the richness setting) it is undefined (NaN).
+    log_inv = _clock.log_inv(float(trajectory.init_scale))
     t, L = _finest_record(trajectory)
     pos = t > 0
     L0 = float(L[0]) if len(L) else math.nan

@@ -17,6 +17,7 @@ from jaxtyping import Float
 
 from ..prediction import Prediction
 from .problem import AbstractAGFProblem, make_problem
+from ..clock import log_inv
 
 # Traces of the utility-phase solve; tests use it to check that phases reuse one compilation.
 TRACE_COUNT: collections.Counter = collections.Counter()
@@ -300,7 +301,7 @@ def predict(
     if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
         raise ValueError(f"max_steps: expected a positive integer, got {max_steps!r}")
     alpha = float(model.init_scale)
-    L = math.log(1.0 / alpha)
+    L = log_inv(alpha)
     kw = dict(horizon=t_max, rtol=rtol, max_steps=int(max_steps), loss_tol=loss_tol, tie_tol=tie_tol, min_drop=min_drop)
     if problem.kappa != 2 and limit:
         raise ValueError("limit: the ln(1/α) limit of rescaled times exists only for κ = 2")

@@ -1,3 +1,6 @@
+"""The networks: Equinox modules whose parameters start at scale `init_scale` (α)."""
+
+from .attention import LinearAttention as LinearAttention
 from .base import (
     AbstractLinearModel as AbstractLinearModel,
     AbstractModel as AbstractModel,
@@ -5,9 +8,10 @@ from .base import (
     parameters as parameters,
 )
 from .diagonal import DiagonalLinear as DiagonalLinear
+from .embedding import Embedding as Embedding
+from .encoder import AbstractEncoder as AbstractEncoder, KernelEncoder as KernelEncoder, LinearEncoder as LinearEncoder
 from .linear import DeepLinear as DeepLinear
 from .mlp import DeepReLU as DeepReLU
+from .quadratic import QuadraticNetwork as QuadraticNetwork
 from .richness import RichReLU as RichReLU
 from .two_layer import TwoLayer as TwoLayer
-from .attention import LinearAttention as LinearAttention
-from .quadratic import QuadraticNetwork as QuadraticNetwork

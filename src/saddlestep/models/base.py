@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from ..validate import check_positive_int as check_positive_int
+
 
 class AbstractModel(eqx.Module):
     """A network whose gradient flow saddlestep integrates.
@@ -94,18 +96,6 @@ def check_init_scale(init_scale) -> Float[Array, ""]:
     if not (value > 0 and value < float("inf")):
         raise ValueError(f"init_scale: expected a positive finite number, got {init_scale!r}")
     return jnp.asarray(value, dtype=float)
-
-
-def check_positive_int(name: str, value) -> int:
-    """Validate a size argument (width, dimension, depth)."""
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-        hasattr(value, "__index__")
-    ):
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    value = int(value)
-    if value <= 0:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return value
 
 
 def layer_stack(dims, key, init_scale) -> tuple[Float[Array, "..."], ...]:

@@ -7,14 +7,15 @@ import os
 import time
 import zipfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 
-from ..models.base import AbstractModel
-from ..prediction import Prediction
-from ..tasks.base import AbstractTask
-from ..trajectory import Trajectory
+if TYPE_CHECKING:  # JAX is imported only when a preset is built: `saddlestep list` stays instant.
+    from ..models.base import AbstractModel
+    from ..prediction import Prediction
+    from ..tasks.base import AbstractTask
+    from ..trajectory import Trajectory
 
 
 @dataclasses.dataclass
@@ -97,6 +98,8 @@ class Preset:
     - `build(params, init_scale, seed, data)`: returns a `Setup`; `data` is a path or None.
     - `init_scale`: the default α.
     - `data_help`: what `--data` accepts (None: the preset takes no data).
+    - `predictor`: what `saddlestep run` sets beside the flow ("" for none): AGF, a closed
+      form or a lower bound, and whose.
     """
 
     name: str
@@ -105,6 +108,7 @@ class Preset:
     build: Callable[..., Setup]
     init_scale: float = 1e-6
     data_help: str | None = None
+    predictor: str = ""
 
     def parameters(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:
         """The defaults with `--set key=value` overrides parsed to the defaults' types."""

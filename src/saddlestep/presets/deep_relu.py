@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..models import DeepReLU, RichReLU
-from ..tasks import digits, SampleRegression
-from ..trajectory import atomic_write_text
 from .base import load_npz, Preset, register, Setup
 from .regression import horizon
 
+if TYPE_CHECKING:
+    from ..tasks import SampleRegression
+
 
 def _task(params, data) -> SampleRegression:
+    import jax
+    import jax.numpy as jnp
+    from ..models import DeepReLU
+    from ..tasks import digits, SampleRegression
+
     if data is not None:
         arrays = load_npz(data, required=("X", "Y"))
         return SampleRegression(arrays["X"], arrays["Y"])
@@ -50,6 +54,10 @@ def _stop_kwargs(fraction: float) -> dict:
 
 # ----------------------------------------------------------------------------- deep-relu-escape
 def _build_escape(params, *, init_scale, seed, data):
+    import jax
+    from ..models import DeepReLU
+    from ..trajectory import atomic_write_text
+
     from ..theory.escape import basin_direction, escape_direction, parameter_norm, predict_escape
 
     depth = _check_depth(params["depth"])
@@ -143,6 +151,7 @@ def _profile_figure(escape, flow, path):
 register(
     Preset(
         name="deep-relu-escape",
+        predictor="lower bound (escape time along u* = argmax G)",
         description="deep ReLU (depth 3) on digits: first escape along u* = argmax G; t ∝ ε^{-(L-2)}",
         defaults={
             "depth": 3,
@@ -164,6 +173,10 @@ register(
 
 # ----------------------------------------------------------------------------- richness
 def _rich_batch(dims, seed, gammas, centred):
+    import jax
+    import jax.numpy as jnp
+    from ..models import RichReLU
+
     key = jax.random.PRNGKey(seed)
     models = [RichReLU(dims, key=key, gamma=g, centred=centred) for g in gammas]
     return jax.tree.map(lambda *x: jnp.stack(x), *models)
@@ -175,6 +188,10 @@ def _plateau_law(gammas, depth):
 
 
 def _build_richness(params, *, init_scale, seed, data):
+    import jax
+    from ..models import RichReLU
+    from ..trajectory import atomic_write_text
+
     from ..flow import simulate
 
     depth = _check_depth(params["depth"])
@@ -248,6 +265,7 @@ def _build_richness(params, *, init_scale, seed, data):
 register(
     Preset(
         name="richness",
+        predictor="",
         description="μP ReLU MLP with output/γ (Atanasov et al.): plateau ∝ γ^{1-2/L}, curves collapse",
         defaults={
             "depth": 3,

@@ -4,20 +4,18 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
+from typing import TYPE_CHECKING
 
-import jax
 import numpy as np
 
-from ..models import LinearAttention, QuadraticNetwork
+from ..clock import rescale
 from ..prediction import Prediction
-from ..steps import feature_steps, Step
-from ..tasks.in_context import InContextRegression
-from ..tasks.modular import fourier_template, ModularAddition
-from ..theory import degree3
 from .base import load_npz, Preset, register, Setup, solver_choice
 from .regression import horizon
+
+if TYPE_CHECKING:
+    from ..tasks import InContextRegression
 
 
 # ----------------------------------------------------------------------------- feature merging
@@ -51,7 +49,7 @@ def _label_and_merge(pred: Prediction, task) -> Prediction:
     alpha = pred.init_scale
     extra = dict(pred.extra, activation_times=[float(t) for t in pred.times], activation_features=order,
                  first_activation=[float(t) for t in first])
-    return Prediction(pred.method, keep_t, np.asarray(keep_t) / math.log(1.0 / alpha), keep_l, keep_o,
+    return Prediction(pred.method, keep_t, rescale(keep_t, alpha), keep_l, keep_o,
                       initial_loss=pred.initial_loss, init_scale=alpha, plateau_parameters=keep_p, extra=extra)
 
 
@@ -76,6 +74,8 @@ def _predictor(model, task, params, closed_form, cache):
 
 # ----------------------------------------------------------------------------- plots and files
 def _summarize(traj, bound: Prediction):
+    from ..steps import feature_steps
+
     from ..steps import detect_steps
 
     merged = feature_steps(detect_steps(traj))
@@ -108,6 +108,8 @@ def _heatmap(traj, folder, key, ylabel, title, fname):
 def _feature_comparison(traj, folder, cache):
     """`feature_comparison.csv`: flow steps merged by feature against the (merged) prediction,
     always (`comparison.csv` merges only when the flow shows more steps than the prediction)."""
+    from ..steps import feature_steps
+
     from ..steps import compare, detect_steps
 
     if "prediction" in cache:
@@ -141,6 +143,8 @@ def _lower_bound_plot(traj, folder, bound: Prediction):
 
 
 def _coefficient_plot(traj, folder, task: InContextRegression):
+    from ..theory import degree3
+
     import matplotlib.pyplot as plt
 
     t = np.asarray(traj.times)
@@ -160,6 +164,8 @@ def _coefficient_plot(traj, folder, task: InContextRegression):
 
 # ----------------------------------------------------------------------------------- modular
 def _modular_template(params, data) -> np.ndarray:
+    from ..tasks.modular import fourier_template
+
     if data is not None:
         arrays = load_npz(data, required=("template",))
         x = np.asarray(arrays["template"], dtype=float)
@@ -181,6 +187,11 @@ def _modular_template(params, data) -> np.ndarray:
 
 
 def _build_modular(params, *, init_scale, seed, data):
+    import jax
+    from ..models import QuadraticNetwork
+    from ..tasks.modular import ModularAddition
+    from ..theory import degree3
+
     x = _modular_template(params, data)
     task = ModularAddition(x)
     p = task.p
@@ -214,6 +225,7 @@ def _build_modular(params, *, init_scale, seed, data):
 register(
     Preset(
         name="modular",
+        predictor="AGF (--set predictor=lower-bound: closed-form lower bounds)",
         description="quadratic network on modular addition, p = 20 template |x̂| = 10, 5, 2.5 at ξ = 1, 3, 5 (κ = 3)",
         defaults={
             "p": 20,
@@ -234,6 +246,11 @@ register(
 
 # --------------------------------------------------------------------------------- attention
 def _build_attention(params, *, init_scale, seed, data):
+    import jax
+    from ..models import LinearAttention
+    from ..tasks.in_context import InContextRegression
+    from ..theory import degree3
+
     lam = np.asarray(params["eigenvalues"], dtype=float)
     if np.any(lam < 0) or lam.sum() <= 0:
         raise ValueError(f"--set eigenvalues: expected values ≥ 0, not all zero, got {params['eigenvalues']}")
@@ -270,6 +287,7 @@ def _build_attention(params, *, init_scale, seed, data):
 register(
     Preset(
         name="attention",
+        predictor="AGF (--set predictor=lower-bound: closed-form lower bounds)",
         description="linear attention, H = 5 rank-one heads, in-context regression D = 4, N = 32, λ ∝ 1, 1/2, 1/3, 1/4 (κ = 3)",
         defaults={
             "eigenvalues": (1.0, 1 / 2, 1 / 3, 1 / 4),

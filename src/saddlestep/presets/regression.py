@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import jax
 import numpy as np
 
-from ..models import DeepLinear, DiagonalLinear, TwoLayer
-from ..tasks import PopulationRegression, relu_teacher, SampleRegression, sparse_regression, teacher_spectrum
-from ..tasks.base import check_finite
-from .. import agf as _agf, theory as _theory
 from .base import load_npz, Preset, register, Setup
+
+if TYPE_CHECKING:
+    from ..tasks import PopulationRegression
 
 
 def horizon(params: dict, auto: float) -> float:
@@ -29,6 +28,9 @@ def horizon(params: dict, auto: float) -> float:
 
 
 def _population_from_data(path: str) -> PopulationRegression:
+    from ..tasks import PopulationRegression
+    from ..tasks.base import check_finite
+
     data = load_npz(path, one_of=(("Sxx", "Syx"), ("X", "Y")))
     if "Sxx" in data:
         return PopulationRegression(data["Sxx"], data["Syx"], data.get("Syy"))
@@ -43,6 +45,9 @@ def _population_from_data(path: str) -> PopulationRegression:
 
 
 def _linear_task(params, data) -> PopulationRegression:
+    import jax
+    from ..tasks import teacher_spectrum
+
     if data is not None:
         return _population_from_data(data)
     d = params["d"]
@@ -58,6 +63,10 @@ def _smallest_mode(task: PopulationRegression) -> float:
 
 
 def _build_linear(params, *, init_scale, seed, data):
+    import jax
+    from .. import theory as _theory
+    from ..models import TwoLayer
+
     task = _linear_task(params, data)
     d, out = task.dims
     model = TwoLayer(d, params["width"], out, "linear", key=jax.random.PRNGKey(seed), init_scale=init_scale)
@@ -68,6 +77,9 @@ def _build_linear(params, *, init_scale, seed, data):
 
 
 def _build_deep_linear(params, *, init_scale, seed, data):
+    import jax
+    from ..models import DeepLinear
+
     task = _linear_task(params, data)
     d, out = task.dims
     depth = params["depth"]
@@ -85,6 +97,11 @@ def _build_deep_linear(params, *, init_scale, seed, data):
 
 
 def _build_diagonal(params, *, init_scale, seed, data):
+    import jax
+    from .. import agf as _agf
+    from ..models import DiagonalLinear
+    from ..tasks import SampleRegression, sparse_regression
+
     if data is not None:
         arrays = load_npz(data, required=("X", "y"))
         task = SampleRegression(arrays["X"], arrays["y"])
@@ -124,6 +141,11 @@ def _build_diagonal(params, *, init_scale, seed, data):
 
 
 def _build_relu(params, *, init_scale, seed, data):
+    import jax
+    from .. import agf as _agf
+    from ..models import TwoLayer
+    from ..tasks import relu_teacher, SampleRegression
+
     if data is not None:
         arrays = load_npz(data, required=("X", "Y"))
         task = SampleRegression(arrays["X"], arrays["Y"])
@@ -154,6 +176,7 @@ _LINEAR_DATA = "an .npz with Sxx, Syx[, Syy] (second moments) or X, Y (samples; 
 register(
     Preset(
         name="linear",
+        predictor="closed form (Saxe; exact for commuting Σxx, Σyx, else the Conjecture 4.1 recursion)",
         description="two-layer linear network, whitened rank-5 teacher s = 10, 5, 2.5, 1.25, 0.625 (Saxe)",
         defaults={
             "d": 20,
@@ -172,6 +195,7 @@ register(
 register(
     Preset(
         name="deep-linear",
+        predictor="",
         description="deep linear network (depth 3), same teacher; plateaus ∝ α^{-(L-2)}",
         defaults={
             "d": 20,
@@ -191,6 +215,7 @@ register(
 register(
     Preset(
         name="diagonal",
+        predictor="AGF (Pesme–Flammarion's algorithm: exact small-α limit)",
         description="diagonal linear network β = u⊙v on sparse regression (Pesme–Flammarion)",
         defaults={
             "n": 30,
@@ -211,6 +236,7 @@ register(
 register(
     Preset(
         name="relu",
+        predictor="AGF",
         # Orthogonal inputs with teachers of opposite signs: each teacher is one clean step, at
         # AGF's rescaled time 2/|a*_j| (flow slopes agree to 0.01%). With Gaussian inputs the
         # ReLU features overlap: most neurons learn one mixture and later drops merge.

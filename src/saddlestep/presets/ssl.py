@@ -3,27 +3,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
-import jax
 import numpy as np
 
-from ..models.embedding import Embedding
-from ..models.encoder import LinearEncoder
-from ..tasks.corpus import (
-    analogy_accuracy,
-    analogy_questions,
-    corpus_statistics,
-    QWEM,
-    SGNS,
-    top_words,
-)
-from ..tasks.views import BarlowTwins, digit_pairs, latent_pairs
-from ..theory.barlow_twins import barlow_twins_aligned, predict_barlow_twins
-from ..theory.qwem import predict_qwem, qwem_aligned
-from ..trajectory import atomic_write_text
+from ..clock import log_inv
 from .base import load_npz, Preset, register, Setup
 from .regression import horizon
 
@@ -79,6 +64,8 @@ def _eigen_plot(traj, key, theory, path, ylabel, title):
 
 
 def _embedding_setup(task, model, params, init_scale, extra=None):
+    from ..theory.qwem import predict_qwem, qwem_aligned
+
     pred = predict_qwem(task, model)
     if pred.num_steps == 0:
         raise ValueError("--data: M* has no positive eigenvalue among the top d; nothing is learned")
@@ -104,6 +91,11 @@ def _embedding_setup(task, model, params, init_scale, extra=None):
 
 
 def _build_word2vec(params, *, init_scale, seed, data):
+    import jax
+    from ..models.embedding import Embedding
+    from ..tasks.corpus import analogy_accuracy, analogy_questions, corpus_statistics, QWEM, SGNS, top_words
+    from ..trajectory import atomic_write_text
+
     if data is not None and not str(data).lower().endswith(".txt"):
         raise ValueError(f"--data: the word2vec preset reads a .txt corpus, got {data!r}")
     if params["vocab_size"] < 2:
@@ -153,6 +145,8 @@ def _build_word2vec(params, *, init_scale, seed, data):
 
 
 def _analogy_curve(traj, questions):
+    from ..tasks.corpus import analogy_accuracy
+
     W = np.asarray(traj.snapshots.W)
     times = np.asarray(traj.snapshot_times)
     keep = np.isfinite(times)
@@ -160,6 +154,10 @@ def _analogy_curve(traj, questions):
 
 
 def _build_qwem(params, *, init_scale, seed, data):
+    import jax
+    from ..models.embedding import Embedding
+    from ..tasks.corpus import QWEM
+
     if data is not None:
         P = load_npz(data, required=("P",))["P"]
         try:
@@ -176,6 +174,8 @@ def _build_qwem(params, *, init_scale, seed, data):
 
 
 def _bt_setup(task, model, params):
+    from ..theory.barlow_twins import barlow_twins_aligned, predict_barlow_twins
+
     d = model.W.shape[0]
     simplified = task.kind == "simplified"
     pred = predict_barlow_twins(task, model) if simplified else None
@@ -187,7 +187,7 @@ def _bt_setup(task, model, params):
         t_auto = 1.3 * float(pred.times[-1]) + 3.0 / pred.extra["gamma"][-1]
     else:
         g = pos[: d].min()
-        t_auto = 2.0 * math.log(1.0 / init_scale) / (4 * g) + 3.0 / g
+        t_auto = 2.0 * log_inv(float(model.init_scale)) / (4 * g) + 3.0 / g
     t_max = horizon(params, t_auto)
 
     def summarize(traj):
@@ -206,11 +206,17 @@ def _bt_setup(task, model, params):
 
 
 def _bt_task(xa, xb, params):
+    from ..tasks.views import BarlowTwins
+
     kind = _loss_kind(params, ("simplified", "original"))
     return BarlowTwins(xa, xb, loss=kind, off_diagonal=params["off_diagonal"], scale=params["scale"])
 
 
 def _build_barlow_twins(params, *, init_scale, seed, data):
+    import jax
+    from ..models.encoder import LinearEncoder
+    from ..tasks.views import digit_pairs
+
     xa, xb, _ = digit_pairs(params["n"], shift=params["shift"], noise=params["noise"], seed=params["data_seed"])
     d = _check_d(params, xa.shape[1], "the input dimension")
     task = _bt_task(xa, xb, params)
@@ -219,6 +225,10 @@ def _build_barlow_twins(params, *, init_scale, seed, data):
 
 
 def _build_barlow_twins_synthetic(params, *, init_scale, seed, data):
+    import jax
+    from ..models.encoder import LinearEncoder
+    from ..tasks.views import latent_pairs
+
     spectrum = params["spectrum"]
     if params["m"] < len(spectrum):
         raise ValueError(f"--set m: expected an input dimension ≥ len(spectrum) = {len(spectrum)}, got {params['m']}")
@@ -234,6 +244,7 @@ _BT_LOSS = {"loss": "simplified", "off_diagonal": 0.0051, "scale": 1.0}
 register(
     Preset(
         name="word2vec",
+        predictor="closed form (QWEM, Karkada et al.)",
         description="tied word2vec (exact SGNS, or loss=qwem) on the Wikipedia sample shipped with gensim; QWEM theory",
         defaults={"vocab_size": 1000, "d": 10, "window": 8, "loss": "sgns", "negatives": 1.0,
                   "rtol": 1e-8, "t_max": "auto"},
@@ -246,6 +257,7 @@ register(
 register(
     Preset(
         name="qwem",
+        predictor="closed form (QWEM, Karkada et al.)",
         description="quartic word2vec loss on a co-occurrence matrix (synthetic topics, or --data); closed form",
         defaults={"vocab_size": 200, "d": 5, "negatives": 1.0, "corpus_seed": 0, "rtol": 1e-9, "t_max": "auto"},
         build=_build_qwem,
@@ -257,6 +269,7 @@ register(
 register(
     Preset(
         name="barlow-twins",
+        predictor="closed form (Simon et al.; loss=simplified only)",
         description="linear Barlow Twins on scikit-learn digits, views = shifts + noise; eigenmodes of Γ in order",
         defaults={"n": 500, "d": 8, "shift": 1, "noise": 0.1, "data_seed": 0, **_BT_LOSS,
                   "rtol": 1e-8, "t_max": "auto"},
@@ -268,6 +281,7 @@ register(
 register(
     Preset(
         name="barlow-twins-synthetic",
+        predictor="closed form (Simon et al.; loss=simplified only)",
         description="linear Barlow Twins on pairs from a latent model with Γ spectrum (1, .5, .25, .1, −.2)",
         defaults={"spectrum": (1.0, 0.5, 0.25, 0.1, -0.2), "m": 8, "n": 2000, "noise": 0.1, "d": 3,
                   "data_seed": 0, **_BT_LOSS, "rtol": 1e-8, "t_max": "auto"},

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import abc
-import math
 
 import equinox as eqx
 import numpy as np
 from jaxtyping import Array, Float
 
 from ..models.base import AbstractModel
+from ..validate import check_positive as check_positive
 
 
 class AbstractTask(eqx.Module):
@@ -61,12 +61,3 @@ def check_finite(name: str, value, ndim: int | tuple[int, ...] | None = None) ->
     return arr
 
 
-def check_positive(name: str, value) -> float:
-    """A positive finite number, or a `ValueError` naming the argument."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return v

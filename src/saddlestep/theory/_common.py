@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
+
+from ..clock import log_inv as log_inv  # noqa: F401 (theory modules import it from here)
 
 from ..tasks.regression import PopulationRegression, SampleRegression
 
@@ -34,13 +35,3 @@ def whitened(task) -> tuple[np.ndarray, np.ndarray, float]:
     X, Y = np.asarray(task.X), np.asarray(task.Y)
     pop = PopulationRegression(Sxx, Syx, Y.T @ Y / X.shape[0])
     return np.asarray(pop.target), np.asarray(pop.sqrt_cov), float(pop.loss_min)
-
-
-def log_inv(init_scale) -> float:
-    """ln(1/α), or NaN when no α is given (α-free predictions)."""
-    if init_scale is None:
-        return math.nan
-    a = float(init_scale)
-    if not (a > 0 and math.isfinite(a)):
-        raise ValueError(f"init_scale: expected a positive finite number, got {init_scale!r}")
-    return math.log(1.0 / a)

@@ -16,6 +16,7 @@ from jaxtyping import Float
 
 from ..prediction import Prediction
 from ..tasks.base import check_finite, check_positive as _positive
+from ..clock import rescale
 
 
 
@@ -136,7 +137,7 @@ def predict_modular(template, init_scale: float, init_norm: float | None = None)
     return Prediction(
         "closed-form:modular-lower-bound",
         times,
-        times / math.log(1.0 / alpha),
+        rescale(times, alpha),
         levels,
         [f"ξ={xi}" for xi in order],
         initial_loss=initial,
@@ -221,7 +222,7 @@ def predict_attention(eigenvalues, N: int, init_scale: float, init_norm: float |
     return Prediction(
         "closed-form:attention-lower-bound",
         times,
-        times / math.log(1.0 / alpha),
+        rescale(times, alpha),
         levels,
         [f"PC {i + 1}" for i in range(k)],
         initial_loss=initial,

@@ -23,6 +23,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ..models.base import AbstractModel
 from ..prediction import Prediction
 from ..tasks.base import AbstractTask
+from ..clock import rescale
 
 _GEOMETRIES = ("layers", "sphere")
 
@@ -427,7 +428,7 @@ def predict_escape(
     return Prediction(
         "closed-form:escape",
         [t],
-        [t / math.log(1.0 / alpha) if alpha != 1.0 else math.nan],
+        [float(rescale(t, alpha))],
         [ray_loss(escape, task)],
         ["escape"],
         initial_loss=float(task.loss(model)),

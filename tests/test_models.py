@@ -71,3 +71,51 @@ def test_init_conventions(getkey):
 def test_bad_model_arguments(make, message, getkey):
     with pytest.raises(ValueError, match=message):
         make(getkey())
+
+
+def _cube(z):
+    return z**3
+
+
+def test_custom_activation_has_the_degree_it_is_given(getkey):
+    m = ss.TwoLayer(4, 3, 2, _cube, kappa=4, key=getkey(), init_scale=1.0)
+    x = jax.random.normal(getkey(), (4,))
+    n = m.neurons()
+    scaled = jax.tree.map(lambda p: 1.7 * p, n)
+    np.testing.assert_allclose(m.neuron_outputs(scaled, x), 1.7**4 * m.neuron_outputs(n, x), rtol=1e-12)
+    assert m.kappa == 4 and m.activation_name == "_cube"
+    # The same network written by hand: a @ σ(W x).
+    np.testing.assert_allclose(m(x), m.a @ (m.W @ x) ** 3, rtol=1e-13)
+
+
+def test_custom_relu_flows_exactly_like_the_named_one():
+    key = jax.random.PRNGKey(3)
+    task = ss.relu_teacher(jax.random.PRNGKey(0), 4, (2.0,), n=64)
+    named = ss.simulate(ss.TwoLayer(4, 5, 1, "relu", key=key, init_scale=1e-2), task, t_max=20.0, n_save=50)
+    custom = ss.simulate(ss.TwoLayer(4, 5, 1, jax.nn.relu, kappa=2, key=key, init_scale=1e-2), task, t_max=20.0,
+                         n_save=50)
+    np.testing.assert_allclose(custom.loss, named.loss, rtol=1e-12)
+
+
+def test_custom_activation_conserves_its_balance_along_the_flow():
+    # a·σ(wᵀx) with σ of degree 2 (κ = 3): (κ−1)‖a_i‖² − ‖w_i‖² is conserved by gradient flow.
+    def square(z):
+        return z**2
+
+    task = ss.relu_teacher(jax.random.PRNGKey(1), 3, (1.0,), n=32)
+    model = ss.TwoLayer(3, 4, 1, square, kappa=3, key=jax.random.PRNGKey(2), init_scale=0.3)
+    traj = ss.simulate(model, task, t_max=5.0, n_save=20, n_snapshots=5, rtol=1e-10)
+    first = np.asarray(model.conserved())
+    for i in range(len(traj.snapshot_times)):
+        np.testing.assert_allclose(np.asarray(traj.snapshot(i).conserved()), first, atol=1e-7)
+    assert not np.allclose(np.asarray(traj.snapshot(-1).W), np.asarray(model.W))  # it did move
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"activation": _cube}, "kappa"), ({"activation": _cube, "kappa": 0}, "kappa"),
+     ({"activation": _cube, "kappa": 2.5}, "kappa"), ({"activation": "relu", "kappa": 3}, "kappa")],
+)
+def test_bad_custom_activation(kwargs, message, getkey):
+    with pytest.raises(ValueError, match=message):
+        ss.TwoLayer(3, 2, 1, key=getkey(), **kwargs)

@@ -52,3 +52,32 @@ def test_bad_sample_arguments(getkey):
         task.validate(ss.TwoLayer(3, 2, 1, key=getkey()))
     with pytest.raises(ValueError, match="rank"):
         ss.teacher_spectrum(getkey(), 2, 2, [1.0, 1.0, 1.0])
+
+
+def test_teacher_features_need_a_two_layer_view_and_are_skipped_otherwise():
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    class Scalars(ss.AbstractNeuronModel):  # a_i is a scalar per neuron: no (width, out) view
+        W: jax.Array
+        a: jax.Array
+        init_scale: jax.Array
+
+        @property
+        def kappa(self):
+            return 2
+
+        def neurons(self):
+            return {"w": self.W, "a": self.a}
+
+        def neuron_outputs(self, neurons, x):
+            return (jax.nn.relu(neurons["w"] @ x) * neurons["a"])[:, None]
+
+        def with_neurons(self, neurons):
+            return eqx.tree_at(lambda m: (m.W, m.a), self, (neurons["w"], neurons["a"]))
+
+    task = ss.relu_teacher(jax.random.PRNGKey(0), 3, (1.0,), n=16)
+    odd = Scalars(jnp.ones((2, 3)), jnp.ones(2), jnp.asarray(0.1))
+    assert task.observables(odd) == {}
+    usual = ss.TwoLayer(3, 2, 1, "relu", key=jax.random.PRNGKey(1), init_scale=0.1)
+    assert task.observables(usual)["features"].shape == (1,)

@@ -209,11 +209,21 @@ class SampleRegression(AbstractTask):
         )
 
     def _feature_kind(self, model) -> str | None:
-        if self.teacher_w is not None and isinstance(model, AbstractNeuronModel) and "w" in model.neurons():
+        if self.teacher_w is not None and isinstance(model, AbstractNeuronModel) and self._two_layer_view(model):
             return "teacher"
         if isinstance(model, AbstractLinearModel):
             return "beta"
         return None
+
+    def _two_layer_view(self, model) -> bool:
+        """Whether the neurons read as (w_i ∈ R^d, a_i ∈ R^out): what teacher overlaps need. A
+        model of one's own with other neuron shapes simply has no teacher features."""
+        n = model.neurons()
+        if not (isinstance(n, dict) and "w" in n and "a" in n):
+            return False
+        w, a = n["w"], n["a"]
+        d, out = self.dims
+        return w.ndim == 2 and w.shape[1] == d and a.ndim == 2 and a.shape == (w.shape[0], out)
 
     def observables(self, model):
         kind = self._feature_kind(model)

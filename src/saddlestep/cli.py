@@ -178,17 +178,24 @@ def _print_result(result) -> None:
 def _cmd_predict(args) -> int:
     overrides = _parse_sets(args.sets)
     _check_arguments(args, overrides)
+    from .presets import get_preset
+
+    if not get_preset(args.preset).predictor:
+        raise ValueError(f"preset: {args.preset!r} has no predictor (see `saddlestep list` for those that do)")
     from .outputs import atomic_write_text, check_out, output_folder
     from .runs import prepare
 
     if args.out:
         check_out(args.out, kind="predict", overwrite=args.overwrite)
+    from .progress import phase
+
     preset, params, setup, init_scale, seed = prepare(
-        args.preset, init_scale=args.init_scale, seed=args.seed, data=args.data, overrides=overrides
+        args.preset, init_scale=args.init_scale, seed=args.seed, data=args.data, overrides=overrides, progress=True
     )
     if setup.predict is None:
         raise ValueError(f"preset: {args.preset!r} has no predictor (AGF needs a neuron view; see `saddlestep list`)")
-    pred = setup.predict()
+    with phase(f"{preset.name}: predicting", enabled=not setup.predict.done):
+        pred = setup.predict()
     print(f"{preset.name}: α={init_scale:g} seed={seed}  prediction ({pred.method}):")
     print(f"  plateau 0: loss {pred.initial_loss:.6g}")
     for k in range(pred.num_steps):
@@ -266,12 +273,15 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .progress import reporting
+
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("SADDLESTEP_DEBUG", "") not in ("", "0")
     if argv is None and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _COMMANDS[args.command](args)
+        with reporting(args.command != "list"):
+            return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("saddlestep: interrupted", file=sys.stderr)
         if argv is None:

@@ -18,6 +18,7 @@ from .flow import simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
 from .presets.base import predicted_horizon
+from .progress import phase, reporting
 from .steps import compare, detect_steps, steps_table, Step
 from .outputs import atomic_write_text, check_out, output_folder
 from .validate import check_init_scale, check_seed
@@ -59,16 +60,28 @@ class RunResult:
     folder: str | None
 
 
-def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=None):
-    """Resolve a preset's parameters and build its `Setup` (raises `ValueError` on bad input)."""
+BUILD_QUIET_S = 3.0
+
+
+def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=None, progress: bool = False):
+    """Resolve a preset's parameters and build its `Setup` (raises `ValueError` on bad input).
+
+    With `progress`, says what it is doing (building, and predicting when the prediction sets the
+    horizon) in plain lines on stderr (`saddlestep.progress`).
+    """
     preset = get_preset(preset_name)
     init_scale = preset.init_scale if init_scale is None else check_init_scale_arg(init_scale)
     seed = check_seed_arg(seed)
     if data is not None and preset.data_help is None:
         raise ValueError(f"--data: preset {preset_name!r} takes no data file")
     params = preset.parameters(overrides)
-    setup = preset.build(params, init_scale=init_scale, seed=seed, data=data)
-    setup.t_max = predicted_horizon(setup, params)
+    # Bad data fails while building: the line waits, so such an error stays one line.
+    with phase(f"{preset_name}: building the model and task (α={init_scale:g}, seed {seed})", enabled=progress,
+               delay=BUILD_QUIET_S):
+        setup = preset.build(params, init_scale=init_scale, seed=seed, data=data)
+    if setup.settle is not None and setup.predict is not None and params.get("t_max") == "auto":
+        with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
+            setup.t_max = predicted_horizon(setup, params)
     params = {**params, "t_max": setup.t_max}
     if data is not None:
         params["data"] = os.path.abspath(data)
@@ -99,22 +112,34 @@ def run_preset(
       folder is refused unless it is an earlier saddlestep run and `overwrite` is set (see
       `saddlestep.outputs`).
     - `overwrite`: replace an earlier run folder at `out` (never files saddlestep did not write).
-    - `progress`: progress bar (default: when stderr is a terminal).
+    - `progress`: say what each phase is doing on stderr — a bar on a terminal, a few plain
+      lines elsewhere (default: yes; False: silent).
 
     **Returns:** a `RunResult`.
     """
     if out is not None:
         check_out(out, kind="run", overwrite=overwrite)
+    show = progress is not False
+    with reporting(show):
+        return _run_preset(preset_name, init_scale, seed, data, overrides, out, overwrite, show)
+
+
+def _run_preset(preset_name, init_scale, seed, data, overrides, out, overwrite, show) -> RunResult:
     preset, params, setup, init_scale, seed = prepare(
-        preset_name, init_scale=init_scale, seed=seed, data=data, overrides=overrides
+        preset_name, init_scale=init_scale, seed=seed, data=data, overrides=overrides, progress=show
     )
     start = time.perf_counter()
-    traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=progress, **setup.simulate_kwargs)
+    with phase(f"{preset.name}: compiling and integrating the flow to t_max = {setup.t_max:.4g}", enabled=show):
+        traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=None if show else False,
+                        **setup.simulate_kwargs)
     wall = time.perf_counter() - start
-    summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall)
+    predicting = setup.predict is not None and not getattr(setup.predict, "done", False)
+    with phase(f"{preset.name}: detecting steps" + (" and predicting" if predicting else ""), enabled=show):
+        summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall)
     folder = None
     if out is not None:
-        folder = write_run_folder(out, summary, traj, steps, prediction, setup, overwrite=overwrite)
+        with phase(f"{preset.name}: writing {os.path.abspath(out)}", enabled=show):
+            folder = write_run_folder(out, summary, traj, steps, prediction, setup, overwrite=overwrite)
     return RunResult(setup, traj, steps, prediction, summary, folder)
 
 

@@ -41,6 +41,7 @@ from .presets import get_preset, Preset, Setup
 from .presets.base import parse_value
 from .outputs import atomic_write_bytes, atomic_write_text, check_out, prepare_updatable
 from .trajectory import STATUSES, Trajectory
+from .progress import Progress
 
 SPECIAL_KEYS = ("init_scale", "seed")
 _FORMAT = "saddlestep.sweep/1"
@@ -384,7 +385,8 @@ def sweep(
     - `out`: the sweep folder; re-running with the same folder skips finished runs.
     - `data`: a user data file, as for `saddlestep run`.
     - `init_scale`, `seed`: values for α and the seed when they are not grid axes.
-    - `progress`: a progress bar over cells (default: when stderr is a terminal).
+    - `progress`: progress over cells — a bar on a terminal, a few plain lines elsewhere
+      (default: yes; False: silent).
 
     **Returns:** an `xarray.Dataset` with one dimension per grid axis (in the order given) and
     `save` (the save grid) and `drop` (detected steps); also written to `OUT/sweep.nc`.
@@ -456,9 +458,8 @@ def sweep(
     atomic_write_text(os.path.join(out, "sweep.json"), json.dumps(manifest, indent=2) + "\n")
     _remove_partial_folders(runs_dir)
 
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = _progress_bar(len(cells), len(members) - len(pending), len(members), progress)
+    runs_done = len(members) - len(pending)
+    bar = Progress("sweep", len(cells), "cell", enabled=progress is not False)
     try:
         for i, result in _executor(executor).map(cells):
             size = len(cells[i].members)
@@ -467,9 +468,8 @@ def sweep(
                     os.path.join(runs_dir, name), preset, member, setups[name], traj, data,
                     wall=result.wall_time_s, ensemble_size=size, device=result.device,
                 )
-            bar.update(1)
-            bar.set_postfix(runs=f"{bar.runs_done + size}/{len(members)}")
-            bar.runs_done += size
+            runs_done += size
+            bar.update(1, runs=f"{runs_done}/{len(members)}")
     finally:
         bar.close()
 
@@ -589,34 +589,6 @@ def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size
         "device": device,
     }
     write_run_folder(folder, summary, traj, steps, prediction, setup)
-
-
-class _Bar:
-    def __init__(self, bar, runs_done):
-        self.bar = bar
-        self.runs_done = runs_done
-
-    def update(self, n):
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def set_postfix(self, **kw):
-        if self.bar is not None:
-            self.bar.set_postfix(**kw)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress_bar(cells: int, runs_done: int, runs_total: int, enabled: bool) -> _Bar:
-    if not enabled:
-        return _Bar(None, runs_done)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cells, desc="sweep", unit="cell", file=sys.stderr)
-    bar.set_postfix(runs=f"{runs_done}/{runs_total}")
-    return _Bar(bar, runs_done)
 
 
 # ----------------------------------------------------------------------------- the result

@@ -18,6 +18,7 @@ from jaxtyping import Float
 from ..prediction import Prediction
 from .problem import AbstractAGFProblem, make_problem
 from ..clock import log_inv
+from .. import progress as _progress
 
 # Traces of the utility-phase solve; tests use it to check that phases reuse one compilation.
 TRACE_COUNT: collections.Counter = collections.Counter()
@@ -176,6 +177,8 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
     record = collections.defaultdict(list)
     record["stopped"] = None
     solver_steps = 0
+    # Reports inside `progress.reporting()` only, and only if AGF takes a while.
+    bar = _progress.Progress("AGF", None, "activation", delay=_progress.INNER_DELAY_S)
     for _ in range(max_steps):
         dormant = ~active
         if not dormant.any() or calls.exhausted(x, dormant, rstate):
@@ -224,6 +227,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             record["stopped"] = "cycling"
             break
         record["events"].append(event)
+        bar.update(1, t=t, loss=float(loss))
         if record["times"] and record["losses"][-1] - loss < min_drop * max(loss0 - floor if math.isfinite(floor) else loss0, 1e-300):
             # An activation that hardly moves the loss (a second neuron on a learned feature)
             # is part of the step before it, as `detect_steps` would see it.
@@ -246,6 +250,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         done = (not dormant.any() or calls.exhausted(x, dormant, rstate)
                 or loss - stop_floor <= loss_tol * max(loss0 - stop_floor, 1e-300))
         record["stopped"] = None if done else "max_steps"
+    bar.close(f"{len(record['times'])} steps")
     return record, loss0, c, solver_steps
 
 

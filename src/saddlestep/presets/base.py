@@ -59,9 +59,11 @@ def _once(predict: Callable[[], Prediction]) -> Callable[[], Prediction]:
             start = time.perf_counter()
             kept.append(predict())
             prediction.seconds = time.perf_counter() - start
+            prediction.done = True
         return kept[0]
 
     prediction.seconds = 0.0
+    prediction.done = False
     return prediction
 
 
@@ -122,7 +124,21 @@ class Preset:
             params[key] = parse_value(key, text, params[key])
         check_tolerances(params)
         check_memory(params)
+        check_horizon(params)
         return params
+
+
+def check_horizon(params: dict[str, Any]) -> None:
+    """`t_max` is `auto` or a positive finite number (checked before anything is built)."""
+    if "t_max" not in params or params["t_max"] == "auto":
+        return
+    value = params["t_max"]
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (t > 0 and t < float("inf")):
+        raise ValueError(f"--set t_max: expected a positive number or 'auto', got {value!r}")
 
 
 _TOLERANCES = ("rtol", "atol")

@@ -68,6 +68,14 @@ def test_negative_loss_is_drawn_as_loss_minus_minimum_on_a_log_axis():
     assert lo > 0 and lo <= y.min() * 1.0001 and hi >= y.max()
 
 
+def test_loss_converging_to_zero_with_rounding_stays_a_plain_log_axis():
+    run = staircase_run(levels=(1.0, 0.3, 0.05, 0.0))
+    run.loss[-1] = -1e-16  # ½tr Σyy − … rounds below zero
+    ax = plot.staircase(run).axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "loss"
+    assert ax.get_ylim()[0] == pytest.approx(1e-2 * 0.05, rel=1e-3)  # a little below the last plateau
+
+
 def test_narrow_positive_loss_is_drawn_on_a_linear_axis():
     fig = plot.staircase(staircase_run(levels=(2.0, 1.8, 1.6, 1.5)))
     assert fig.axes[0].get_yscale() == "linear"
@@ -141,7 +149,8 @@ def test_short_staircase_in_a_long_noisy_record_gets_a_framed_time_range():
     left, right = ax.get_xlim()
     assert left == 0.0 and 15.0 < right < 200.0
     ax = plot.staircase(run, time="log").axes[0]
-    assert 15.0 < ax.get_xlim()[1] < 200.0
+    left, right = ax.get_xlim()
+    assert 15.0 < right < 200.0 and 0.0 < left <= 0.5  # a decade of the first plateau (drop at t = 5)
 
 
 def test_staircase_that_fills_the_record_keeps_it_and_xlim_is_respected():

@@ -109,18 +109,19 @@ class LossAxis:
         return "loss"
 
 
-def loss_axis(losses: Sequence[np.ndarray], plateaus: Sequence[float], yscale: str = "auto") -> LossAxis:
+def loss_axis(losses: Sequence[np.ndarray], plateaus: Sequence[tuple[float, float]], yscale: str = "auto") -> LossAxis:
     """Choose the loss axis from the data.
 
     **Arguments:**
 
     - `losses`: the loss values drawn (every curve, and the prediction's levels).
-    - `plateaus`: the plateau levels of the detected drops (they set the floor and the bottom).
+    - `plateaus`: `(loss_before, loss_after)` of each detected drop (they set the floor and bottom).
     - `yscale`: `"auto"` (below), or force `"log"`, `"shifted"` or `"linear"`.
 
-    **Returns:** a `LossAxis`. `"auto"` picks a log axis of L when L > 0 spans at least a factor
-    3, a linear axis when it spans less, and a log axis of L − L_min when some L ≤ 0 (the
-    negative SGNS / QWEM losses of word2vec).
+    **Returns:** a `LossAxis`. `"auto"` picks a log axis of L when L ≥ 0 spans at least a factor
+    3 (a loss converging to 0 runs off the bottom, set a little below the last plateau), a
+    linear axis when it spans less, and a log axis of L − L_min when some L < 0 (the negative
+    SGNS / QWEM losses of word2vec).
     """
     if yscale not in YSCALES:
         raise ValueError(f"yscale: expected one of {', '.join(map(repr, YSCALES))}, got {yscale!r}")
@@ -129,20 +130,23 @@ def loss_axis(losses: Sequence[np.ndarray], plateaus: Sequence[float], yscale: s
     if values.size == 0:
         raise ValueError("trajectories: no finite loss to plot (did every run diverge?)")
     lo, hi = float(values.min()), float(values.max())
-    plateaus = np.asarray([p for p in plateaus if np.isfinite(p)], dtype=float)
+    before = np.asarray([b for b, _ in plateaus if np.isfinite(b)], dtype=float)
+    levels = np.asarray([v for pair in plateaus for v in pair if np.isfinite(v)], dtype=float)
+    # A loss that converges to zero may end at −1e-16 by rounding: that is zero, not negative.
+    nonneg = hi > 0 and lo > -1e-12 * hi
     kind = yscale
     if kind == "auto":
-        kind = ("log" if hi >= 3.0 * lo else "linear") if lo > 0 else ("shifted" if hi > lo else "linear")
-    if kind == "log" and lo <= 0:
-        kind = "shifted"  # a log axis of a non-positive loss would be blank
+        kind = ("log" if hi >= 3.0 * lo else "linear") if nonneg else ("shifted" if hi > lo else "linear")
+    if kind == "log" and not nonneg:
+        kind = "shifted"  # a log axis of a negative loss would be blank
     if kind == "linear":
         return LossAxis("linear")
     if kind == "log":
-        above = plateaus[plateaus > 0]
-        bottom = max(lo, 1e-2 * above.min()) if above.size else None
+        above = before[before > 0]  # the last plateau before a drop, not the converged tail
+        bottom = max(lo, 1e-2 * above.min()) if above.size else (lo if lo > 0 else None)
         return LossAxis("log", bottom=bottom)
     span = hi - lo if hi > lo else max(abs(hi), 1.0)
-    gaps = plateaus - lo
+    gaps = levels - lo
     gaps = gaps[gaps > 1e-9 * span]
     floor = 1e-2 * gaps.min() if gaps.size else 1e-4 * span
     return LossAxis("shifted", shift=lo, floor=floor, bottom=floor)

@@ -74,7 +74,7 @@ def _colour(curves: list[_Curve]) -> tuple[str | None, Any]:
     `(None, None)` when a legend tells the curves apart.
     """
     alphas = _distinct([c.alpha for c in curves])
-    cmap = plt.get_cmap("viridis")
+    cmap = mpl.colors.ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 256)))  # no pale yellow
     if len(alphas) > 1:
         lo, hi = np.log10(alphas[0]), np.log10(alphas[-1])
         norm = mpl.colors.Normalize(lo, hi)
@@ -152,6 +152,10 @@ def _frame(ax, curves: list[_Curve], axis: TimeAxis, prediction: Prediction | No
         predicted = list(axis.prediction_times(prediction, alpha_p)) if prediction is not None else []
         x_end = max((float(x.max()) for x in xs if x.size), default=np.nan)
         xlim = default_xlim(x_end, x0, events, predicted, axis.time == "log")
+        firsts = [axis(c.steps[0].time, c.alpha) for c in curves if c.steps]
+        if axis.time == "log" and firsts and 0.1 * min(firsts) > x0:  # a decade of the first plateau
+            x0 = 0.1 * min(firsts)
+            xlim = (x0, xlim[1] if xlim is not None else max(x_end, ax.get_xlim()[1]))
     if xlim is not None:
         ax.set_xlim(*xlim)
     return x0
@@ -161,6 +165,7 @@ def _panel(ax, curves, axis: TimeAxis, ys: LossAxis, prediction, *, mark_steps, 
     """Draw one panel: curves, prediction, scales, labels."""
     if axis.time == "log":
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())  # short ranges: no crowded minor labels
     _draw_curves(ax, curves, axis, ys, mark_steps)
     alpha_p = curves[0].alpha
     x0 = _frame(ax, curves, axis, prediction, alpha_p, xlim)
@@ -222,7 +227,7 @@ def staircase(
     """
     curves = _curves(trajectories, labels)
     _colour_and_axes = _colour(curves)
-    plateaus = [v for c in curves for s in c.steps for v in (s.loss_before, s.loss_after)]
+    plateaus = [(s.loss_before, s.loss_after) for c in curves for s in c.steps]
     losses = [c.traj.loss for c in curves]
     if prediction is not None and prediction.num_steps:
         losses.append(np.asarray([prediction.initial_loss, *prediction.losses]))

@@ -263,3 +263,11 @@ def test_features_of_a_simulated_teacher_free_neuron_model():
     traj.observables = {k: v for k, v in traj.observables.items() if k != "features"}
     ax = plot.features(traj).axes[0]
     assert len(ax.lines) == 4 and "norm" in ax.get_ylabel()
+
+
+def test_prediction_with_an_unknown_time_draws_the_known_steps():
+    pred = ss.Prediction("closed-form:x", [5.0, np.nan, 15.0], [0.7, np.nan, 2.2], [0.3, 0.05, 0.01], ["a", "b", "c"],
+                         initial_loss=1.0, init_scale=1e-3)
+    ax = plot.staircase(staircase_run(), pred, time="t").axes[0]
+    (line,) = [ln for ln in ax.lines if ln.get_label().startswith("prediction")]
+    assert np.all(np.isfinite(line.get_xdata())) and len(line.get_xdata()) == 6

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 import matplotlib.pyplot as plt
+import numpy as np
 
 from ..models.base import AbstractNeuronModel
 from ..trajectory import Trajectory
@@ -46,7 +45,7 @@ def _series(trajectory: Trajectory, what: str) -> tuple[str, np.ndarray, np.ndar
         elif isinstance(trajectory.snapshots, AbstractNeuronModel):
             what = "norms"
         elif obs:
-            what = sorted(obs)[0]
+            what = min(obs)
         else:
             raise ValueError("trajectory: has no observables and its model is not an AbstractNeuronModel; nothing to plot")
     if what == "norms":
@@ -92,7 +91,7 @@ def features(
     **Returns:** the matplotlib `Figure` (the one holding `ax` when `ax` is given).
     """
     if not isinstance(trajectory, Trajectory):
-        raise ValueError(f"trajectory: expected a Trajectory, got {type(trajectory).__name__}")
+        raise TypeError(f"trajectory: expected a Trajectory, got {type(trajectory).__name__}")
     if trajectory.batch_size is not None:
         raise ValueError("trajectory: is batched; plot one member, e.g. features(trajectory[0])")
     axis = TimeAxis(check_time(time if time is not None else "rescaled" if rescaled else "t"), degree(trajectory))

@@ -28,9 +28,10 @@ def degree(trajectory: Trajectory) -> int | None:
     for model in (trajectory.final, trajectory.snapshots):
         if isinstance(model, AbstractNeuronModel):
             try:
-                return model.kappa
-            except Exception:  # a custom model whose kappa needs traced parameters
+                kappa = model.kappa
+            except (AttributeError, TypeError, ValueError):  # a custom kappa that needs more than the model
                 return None
+            return kappa if isinstance(kappa, (int, float)) and not isinstance(kappa, bool) else None
     return None
 
 

@@ -13,7 +13,15 @@ import numpy as np
 from ..prediction import Prediction
 from ..steps import Step, detect_steps
 from ..trajectory import Trajectory
-from ._scales import LossAxis, TimeAxis, check_time, common_kappa, default_xlim, loss_axis, settle_time
+from ._scales import (
+    LossAxis,
+    TimeAxis,
+    check_time,
+    common_kappa,
+    default_xlim,
+    loss_axis,
+    settle_time,
+)
 
 _MAX_MARKED = 8  # drop markers and one legend entry per curve up to this many curves
 _MAX_LEGEND = 10  # above this many distinct α (or members) a colour bar replaces the legend
@@ -121,8 +129,12 @@ def _draw_curves(ax, curves: list[_Curve], axis: TimeAxis, ys: LossAxis, mark_st
 
 def _draw_prediction(ax, prediction: Prediction, axis: TimeAxis, ys: LossAxis, alpha: float, x0: float) -> None:
     times = axis.prediction_times(prediction, alpha)
-    levels = [prediction.initial_loss, *prediction.losses]
-    end = max(ax.get_xlim()[1], float(np.nanmax(times)) if len(times) else 0.0)
+    levels = np.asarray([prediction.initial_loss, *prediction.losses])
+    known = np.isfinite(times)  # a step without a time (no bound) is left out
+    times, levels = times[known], np.concatenate([levels[:1], levels[1:][known]])
+    if not times.size:
+        return
+    end = max(ax.get_xlim()[1], float(times.max()))
     xs = np.concatenate([[x0], np.repeat(times, 2), [end]])
     y = ys(np.repeat(levels, 2))
     if ys.kind == "log" and ys.bottom is not None:

@@ -271,3 +271,18 @@ def test_prediction_with_an_unknown_time_draws_the_known_steps():
     ax = plot.staircase(staircase_run(), pred, time="t").axes[0]
     (line,) = [ln for ln in ax.lines if ln.get_label().startswith("prediction")]
     assert np.all(np.isfinite(line.get_xdata())) and len(line.get_xdata()) == 6
+
+
+def test_prediction_on_log_time_starts_inside_the_axis():
+    pred = ss.Prediction("agf", [5.0, 10.0, 15.0], np.array([5.0, 10.0, 15.0]) / np.log(1e3), [0.3, 0.05, 0.01],
+                         ["a", "b", "c"], initial_loss=1.0, init_scale=1e-3)
+    ax = plot.staircase(staircase_run(), pred, time="log").axes[0]
+    (line,) = [ln for ln in ax.lines if ln.get_label().startswith("prediction")]
+    x = line.get_xdata()
+    assert np.all(x > 0) and x[0] >= ax.get_xlim()[0]
+
+
+def test_init_scale_of_one_is_not_rescaled_and_says_so():
+    ax = plot.staircase(staircase_run(alpha=1.0), time="rescaled").axes[0]
+    assert "not rescaled" in ax.get_xlabel()
+    np.testing.assert_allclose(curves(ax)[0].get_xdata().max(), 100.0)

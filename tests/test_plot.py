@@ -254,15 +254,21 @@ def test_features_names_an_observable_or_explains():
         plot.features(run, what="norms")
 
 
-def test_features_of_a_simulated_teacher_free_neuron_model():
+def test_simulated_ensemble_over_alpha_and_its_neuron_norms():
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((32, 3))
-    task = ss.SampleRegression(X, np.tanh(X @ rng.standard_normal((3, 2))))
-    model = TwoLayer(3, 4, 2, "relu", key=jax.random.PRNGKey(1), init_scale=1e-3)
-    traj = ss.simulate(model, task, t_max=20.0, n_save=101)
-    traj.observables = {k: v for k, v in traj.observables.items() if k != "features"}
-    ax = plot.features(traj).axes[0]
-    assert len(ax.lines) == 4 and "norm" in ax.get_ylabel()
+    X = rng.standard_normal((16, 3))
+    task = ss.SampleRegression(X, X @ np.array([2.0, 1.0, 0.0]))
+    models = eqx.filter_vmap(lambda a: ss.DiagonalLinear(3, key=jax.random.PRNGKey(0), init_scale=a))(
+        jnp.array([1e-2, 1e-4, 1e-6]))
+    traj = ss.simulate(models, task, t_max=40.0, n_save=401)
+    fig = plot.staircase(traj)
+    assert "ln(1/α)" in fig.axes[1].get_xlabel()  # several α: the right panel is rescaled time
+    assert len(colours(curves(fig.axes[1]))) == 3
+    assert len(fig.axes[1].get_legend().get_texts()) == 3
+    member = traj[1]
+    member.observables = {}  # as for a task with no features observable
+    ax = plot.features(member).axes[0]
+    assert len(ax.lines) == 3 and "norm" in ax.get_ylabel()
 
 
 def test_prediction_with_an_unknown_time_draws_the_known_steps():

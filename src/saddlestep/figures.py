@@ -86,10 +86,12 @@ def _diagonal_extras(out: str, result) -> list[str]:
     pred = agf.predict(model, task)
     flow = simulate(model, task, t_max=1.3 * float(pred.times[-1]), n_save=1001)
     fig = plot.staircase(flow, prediction=pred, title="diagonal network, Pesme–Flammarion §3.1: flow and AGF (β[0] on, off, on)")
-    ax = fig.axes[1].inset_axes([0.62, 0.55, 0.35, 0.4])
+    # The right panel is log-time (one α); the left panel's upper right is empty after the first drops.
+    ax = fig.axes[0].inset_axes([0.5, 0.52, 0.47, 0.44])
     beta = np.asarray(flow.observables["features"])
     for j in range(beta.shape[1]):
-        ax.plot(flow.rescaled_times, beta[:, j], lw=1.2, label=f"β[{j}]")
+        ax.plot(flow.times, beta[:, j], lw=1.2, label=f"β[{j}]")
+    ax.set_xlim(fig.axes[0].get_xlim())
     ax.axhline(0.0, color="gray", lw=0.5)
     ax.legend(fontsize=6)
     ax.tick_params(labelsize=6)

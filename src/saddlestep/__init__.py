@@ -8,7 +8,15 @@ jax.config.update("jax_enable_x64", True)
 from . import models as models, tasks as tasks  # noqa: E402
 from . import agf as agf, theory as theory  # noqa: E402
 from .convergence import converge as converge, convergence_figure as convergence_figure  # noqa: E402
-from .flow import simulate as simulate  # noqa: E402
+from .flow import RESULTS as RESULTS, simulate as simulate  # noqa: E402
+from .methods import (  # noqa: E402
+    AbstractMethod as AbstractMethod,
+    AutoSwitch as AutoSwitch,
+    Discrete as Discrete,
+    Explicit as Explicit,
+    Implicit as Implicit,
+    METHODS as METHODS,
+)
 from .models import (  # noqa: E402
     AbstractLinearModel as AbstractLinearModel,
     AbstractModel as AbstractModel,

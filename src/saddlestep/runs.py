@@ -210,16 +210,7 @@ def summarize(
 
 def _solver_phases(traj: Trajectory) -> list[dict[str, Any]]:
     """Which solver ran when: one entry per phase (the stiff path switches Tsit5 → implicit)."""
-    t_final = float(traj.t_final)
-    t_switch = float(traj.stats.get("t_switch", -1.0))
-    if "t_switch" not in traj.stats or t_switch < 0:
-        name = traj.method.split("->")[0].removeprefix("auto(") if traj.method.startswith("auto(") else traj.method
-        return [{"solver": name, "t_start": 0.0, "t_end": t_final, "steps": int(traj.stats["steps"])}]
-    implicit = traj.method.split("->")[-1].rstrip(")")
-    phases = [{"solver": implicit, "t_start": t_switch, "t_end": t_final, "steps": int(traj.stats["implicit_steps"])}]
-    if t_switch > 0:
-        phases.insert(0, {"solver": "Tsit5", "t_start": 0.0, "t_end": t_switch, "steps": int(traj.stats["explicit_steps"])})
-    return phases
+    return traj.phases
 
 
 def _final_observables(traj: Trajectory, setup: Setup) -> dict[str, Any]:

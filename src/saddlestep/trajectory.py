@@ -15,6 +15,7 @@ import numpy as np
 
 from .outputs import atomic_write_bytes as atomic_write_bytes, atomic_write_text as atomic_write_text
 
+# The names of `saddlestep.flow.RESULTS`, in its order (kept here so that reading files needs no solver).
 STATUSES = ("converged", "t_max", "max_steps", "diverged")
 
 
@@ -43,6 +44,8 @@ class Trajectory:
       runs). The solver's steps are short exactly where the loss drops, so this record resolves
       drops that fall between two points of the save grid; `detect_steps` uses it. NaN-padded
       in a batch.
+    - `phases`: which solver ran when, `[{"solver", "t_start", "t_end", "steps"}]` (a list of
+      those over the batch; None when read from a file).
     """
 
     times: np.ndarray
@@ -60,6 +63,7 @@ class Trajectory:
     learning_rate: float | None = None
     step_times: np.ndarray | None = None
     step_loss: np.ndarray | None = None
+    phases: Any = None
 
     @property
     def batch_size(self) -> int | None:
@@ -71,6 +75,15 @@ class Trajectory:
         alpha = np.asarray(self.init_scale, dtype=float)
         log_inv = np.where(alpha < 1, np.log(1.0 / np.minimum(alpha, 1.0)), np.nan)  # undefined for α ≥ 1
         return self.times / (log_inv[..., None] if np.ndim(log_inv) else log_inv)
+
+    @property
+    def label(self) -> str:
+        """What ran, for legends: the solver (`"Tsit5"`), or optimizer and step (`"adam, lr 1e-3"`)."""
+        if self.learning_rate is None:
+            return self.method
+        from .methods import format_rate
+
+        return f"{self.method}, lr {format_rate(self.learning_rate)}"
 
     def __getitem__(self, i: int) -> Trajectory:
         """Member `i` of a batched trajectory."""
@@ -93,6 +106,7 @@ class Trajectory:
             learning_rate=self.learning_rate,
             step_times=None if self.step_times is None else _finite_row(self.step_times[i], self.step_times[i]),
             step_loss=None if self.step_loss is None else _finite_row(self.step_loss[i], self.step_times[i]),
+            phases=None if self.phases is None else self.phases[i],
         )
 
     def snapshot(self, i: int) -> Any:

@@ -59,3 +59,45 @@ def test_solver_step_record_round_trips_and_old_files_still_load(traj, tmp_path)
     legacy = ss.Trajectory.load(tmp_path / "old.npz")
     assert legacy.step_times is None and legacy.step_loss is None
     np.testing.assert_array_equal(legacy.loss, tr.loss)
+
+
+# ---------------------------------------------------------------- user observables
+def _norms(model):
+    return {"norms": model.neuron_norms()}
+
+
+def test_user_observables_match_the_snapshots(tmp_path):
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    model = ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    # Snapshots every 10 save points: each snapshot time is a save-grid time.
+    tr = ss.simulate(model, task, t_max=30.0, n_save=201, n_snapshots=21, observables=_norms)
+    assert tr.observables["norms"].shape == (len(tr.times), 3) and "features" in tr.observables
+    for i, t in enumerate(tr.snapshot_times):
+        if np.isfinite(t):
+            j = int(np.argmin(np.abs(tr.times - t)))
+            assert tr.times[j] == pytest.approx(t, rel=1e-14)
+            np.testing.assert_allclose(tr.observables["norms"][j], tr.snapshot(i).neuron_norms(), rtol=1e-12)
+    assert tr.observables["norms"][-1].max() > 100 * tr.observables["norms"][0].max()  # it learned
+    # Saved under new keys; old files (without them) load as before.
+    tr.save(tmp_path / "t.npz")
+    back = ss.Trajectory.load(tmp_path / "t.npz", like=model)
+    np.testing.assert_array_equal(back.observables["norms"], tr.observables["norms"])
+
+
+def test_user_observables_forms_and_errors():
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    model = ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    kw = dict(t_max=10.0, n_save=51)
+    # fn(model, task), nested dicts, a lone array; the discrete path records them too.
+    with_task = lambda m, t: {"again": {"loss": t.loss(m)}}
+    tr = ss.simulate(model, task, observables=with_task, **kw)
+    np.testing.assert_allclose(tr.observables["again/loss"], tr.loss, rtol=1e-12)
+    gd = ss.simulate(model, task, method=ss.Discrete(0.01), observables=lambda m: m.neuron_norms(), **kw)
+    assert gd.observables["observable"].shape == (len(gd.times), 3)
+    batch = jax.vmap(lambda k: ss.TwoLayer(4, 3, 3, "linear", key=k, init_scale=1e-4))(jax.random.split(jax.random.PRNGKey(0), 2))
+    bt = ss.simulate(batch, task, observables=_norms, **kw)
+    assert bt.observables["norms"].shape == (2, 51, 3) and bt[1].observables["norms"].shape[1:] == (3,)
+    with pytest.raises(ValueError, match="observables: 'features'"):
+        ss.simulate(model, task, observables=lambda m: {"features": m.neuron_norms()}, **kw)
+    with pytest.raises(ValueError, match="observables"):
+        ss.simulate(model, task, observables="norms", **kw)

@@ -30,7 +30,8 @@ class Trajectory:
 
     - `times`: physical times of the save grid (learning rate × steps for discrete training).
     - `loss`: the loss on the save grid.
-    - `observables`: name → values on the save grid (leading axes: [batch,] time).
+    - `observables`: name → values on the save grid (leading axes: [batch,] time): the task's
+      and those of `simulate(..., observables=fn)`; saved as `observables/NAME` in the `.npz`.
     - `init_scale`: α (a float, or an array over the batch).
     - `status`: `"converged"`, `"t_max"`, `"max_steps"` or `"diverged"` (a list over the batch).
     - `t_final`: the time at which the run stopped.

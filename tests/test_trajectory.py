@@ -101,3 +101,45 @@ def test_user_observables_forms_and_errors():
         ss.simulate(model, task, observables=lambda m: {"features": m.neuron_norms()}, **kw)
     with pytest.raises(ValueError, match="observables"):
         ss.simulate(model, task, observables="norms", **kw)
+
+
+# ---------------------------------------------------------------- tables
+def test_to_dataframe(traj):
+    pytest.importorskip("pandas")
+    _, tr = traj
+    df = tr.to_dataframe()
+    assert list(df.columns[:3]) == ["t", "rescaled_t", "loss"] and len(df) == len(tr.times)
+    np.testing.assert_array_equal(df["loss"], tr.loss)
+    np.testing.assert_allclose(df["rescaled_t"], tr.times / np.log(1 / 1e-4))
+    np.testing.assert_array_equal(df["features[1]"], tr.observables["features"][:, 1])
+
+
+def test_batched_tables_name_members_and_init_scales():
+    pytest.importorskip("pandas")
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    batch = jax.vmap(lambda a: ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=a))(
+        jax.numpy.array([1e-4, 1e-6]))
+    tr = ss.simulate(batch, task, t_max=40.0, n_save=101)
+    df = tr.to_dataframe()
+    assert list(df.columns[:5]) == ["member", "init_scale", "t", "rescaled_t", "loss"]
+    for i, alpha in enumerate((1e-4, 1e-6)):
+        rows = df[df["member"] == i]
+        assert np.all(rows["init_scale"] == alpha) and len(rows) == np.sum(np.isfinite(tr.times[i]))
+        np.testing.assert_array_equal(rows["loss"], tr[i].loss[np.isfinite(tr[i].times)])
+    xr = pytest.importorskip("xarray")
+    ds = tr.to_xarray()
+    assert isinstance(ds, xr.Dataset) and ds["loss"].dims == ("member", "time")
+    assert ds["features"].dims == ("member", "time", "feature") and list(ds["feature"].values) == tr.feature_labels
+    np.testing.assert_array_equal(ds["init_scale"], [1e-4, 1e-6])
+    np.testing.assert_array_equal(ds["t"].values, tr.times)
+    single = tr[0].to_xarray()
+    assert single["loss"].dims == ("time",) and single.attrs["status"] == tr.status[0]
+
+
+def test_missing_table_library_is_named(traj, monkeypatch):
+    import sys
+
+    _, tr = traj
+    monkeypatch.setitem(sys.modules, "xarray", None)  # import xarray now raises ImportError
+    with pytest.raises(ImportError, match="to_xarray needs xarray"):
+        tr.to_xarray()

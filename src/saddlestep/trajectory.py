@@ -123,6 +123,65 @@ class Trajectory:
         """Mask of save-grid entries that were reached."""
         return np.isfinite(self.times) & np.isfinite(self.loss)
 
+    # ---------------------------------------------------------------- tables
+    def to_dataframe(self):
+        """The save grid as a pandas `DataFrame`, one row per point reached.
+
+        **Returns:** columns `t`, `rescaled_t`, `loss`, then one per observable (`name` for a
+        scalar, `name[j]` or `name[i,j]` per entry of an array); a batch stacks its members'
+        rows with columns `member` and `init_scale` first.
+        """
+        pd = _require("pandas", "to_dataframe")
+        if self.batch_size is not None:
+            frames = []
+            for i in range(self.batch_size):
+                frame = self[i].to_dataframe()
+                frame.insert(0, "init_scale", float(np.asarray(self.init_scale)[i]))
+                frame.insert(0, "member", i)
+                frames.append(frame)
+            return pd.concat(frames, ignore_index=True)
+        keep = np.isfinite(self.times)
+        columns = {"t": self.times[keep], "rescaled_t": np.asarray(self.rescaled_times)[keep], "loss": self.loss[keep]}
+        for name, values in self.observables.items():
+            values = np.asarray(values)[keep]
+            if values.ndim == 1:
+                columns[name] = values
+                continue
+            for index in np.ndindex(*values.shape[1:]):
+                columns[f"{name}[{','.join(map(str, index))}]"] = values[(slice(None), *index)]
+        return pd.DataFrame(columns)
+
+    def to_xarray(self):
+        """The save grid as an xarray `Dataset` (needs xarray).
+
+        **Returns:** data variables `loss` and each observable over dims `([member,] time, …)`
+        (`features` over `feature`, labelled by `feature_labels`; other axes `NAME_dimK`),
+        coordinates `t`, `rescaled_t` (NaN where a run had stopped) and, for a batch,
+        `init_scale` over `member`; the method, status and t_final as attributes.
+        """
+        xr = _require("xarray", "to_xarray")
+        lead = ("time",) if self.batch_size is None else ("member", "time")
+        data = {"loss": (lead, self.loss)}
+        coords = {"t": (lead, self.times), "rescaled_t": (lead, np.asarray(self.rescaled_times))}
+        for name, values in self.observables.items():
+            values = np.asarray(values)
+            extra = values.shape[len(lead):]
+            if name == "features" and len(extra) == 1 and len(self.feature_labels) == extra[0]:
+                dims = ("feature",)
+                coords["feature"] = ("feature", list(self.feature_labels))
+            else:
+                dims = tuple(f"{name.replace('/', '_')}_dim{k}" for k in range(len(extra)))
+            data[name] = (lead + dims, values)
+        if self.batch_size is not None:
+            coords["init_scale"] = ("member", np.asarray(self.init_scale, dtype=float))
+        attrs = {"method": self.method, "status": self.status if isinstance(self.status, str) else list(self.status),
+                 "t_final": self.t_final if np.ndim(self.t_final) == 0 else np.asarray(self.t_final)}
+        if self.batch_size is None:
+            attrs["init_scale"] = float(self.init_scale)
+        if self.learning_rate is not None:
+            attrs["learning_rate"] = self.learning_rate
+        return xr.Dataset(data, coords=coords, attrs=attrs)
+
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
         """Write an `.npz` atomically (a temporary file in the same folder, then a rename)."""
@@ -212,6 +271,15 @@ class Trajectory:
             step_times=data.get("step_times"),
             step_loss=data.get("step_loss"),
         )
+
+
+def _require(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"Trajectory.{what} needs {module}: install it with `pip install {module}`") from None
 
 
 def _finite_row(values: np.ndarray, times: np.ndarray) -> np.ndarray:

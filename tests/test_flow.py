@@ -306,3 +306,20 @@ def test_status_enumeration_names_the_file_statuses():
 
     assert tuple(RESULTS._name_to_item) == STATUSES
     assert ss.DiagonalLinear.precision_floor == 1e-8 and ss.TwoLayer.precision_floor == 1e-12
+
+
+def test_presets_train_discretely_on_request():
+    from saddlestep.runs import prepare
+
+    small = {"d": "8", "width": "8"}
+    _, params, setup, _, _ = prepare("linear", overrides={**small, "optimizer": "adam", "learning_rate": "1e-2"})
+    assert setup.simulate_kwargs["method"] == ss.Discrete(0.01, "adam") and params["optimizer"] == "adam"
+    _, params, plain, _, _ = prepare("linear", overrides=small)
+    assert "method" not in plain.simulate_kwargs and "optimizer" not in params
+    result = ss.run_preset("linear", overrides={**small, "learning_rate": "0.02"})
+    assert result.summary["solver"]["name"] == "gd" and result.trajectory.label == "gd, lr 0.02"
+    assert result.summary["solver"]["phases"][0]["solver"] == "gd"
+    for bad, match in (({"optimizer": "adam"}, "learning_rate"), ({"optimizer": "lion", "learning_rate": "1"}, "optimizer"),
+                       ({"learning_rate": "-1"}, "learning_rate")):
+        with pytest.raises(ValueError, match=match):
+            prepare("linear", overrides={**small, **bad})

@@ -17,6 +17,7 @@ import numpy as np
 from .flow import simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
+from .presets.base import with_training
 from .steps import compare, detect_steps, steps_table, Step
 from .outputs import atomic_write_text, check_out, output_folder
 from .tasks.base import check_positive
@@ -84,7 +85,7 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     if data is not None and preset.data_help is None:
         raise ValueError(f"--data: preset {preset_name!r} takes no data file")
     params = preset.parameters(overrides)
-    setup = preset.build(params, init_scale=init_scale, seed=seed, data=data)
+    setup = with_training(preset.build(params, init_scale=init_scale, seed=seed, data=data), params)
     params = {**params, "t_max": setup.t_max}
     if data is not None:
         params["data"] = os.path.abspath(data)

@@ -229,3 +229,97 @@ def test_bad_simulate_arguments(task):
         ss.simulate(ss.TwoLayer(3, H, D, "linear", key=jax.random.PRNGKey(0)), task, t_max=1.0)
     with pytest.raises(ValueError, match="learning_rate"):
         ss.simulate(model, task, t_max=1.0, optimizer=optax.sgd(0.1))
+
+
+# ---------------------------------------------------------------- methods as objects
+def _small():
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    return ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4), task
+
+
+def test_method_objects_agree_with_the_older_keywords():
+    from saddlestep.methods import Discrete, Explicit, METHODS
+    from saddlestep.presets.base import SOLVERS
+
+    model, task = _small()
+    kw = dict(t_max=30.0, n_save=201)
+    default = ss.simulate(model, task, **kw)
+    obj = ss.simulate(model, task, method=Explicit(), **kw)
+    np.testing.assert_array_equal(obj.loss, default.loss)
+    assert obj.method == default.method == "Tsit5" and obj.label == "Tsit5"
+    assert obj.phases == [{"solver": "Tsit5", "t_start": 0.0, "t_end": obj.t_final, "steps": obj.stats["steps"]}]
+    short = ss.simulate(model, task, method=Explicit(max_steps=20), **kw)
+    assert short.status == "max_steps" == ss.simulate(model, task, max_steps=20, **kw).status
+    gd = ss.simulate(model, task, method=Discrete(0.01), **kw)
+    old = ss.simulate(model, task, learning_rate=0.01, **kw)
+    np.testing.assert_array_equal(gd.loss, old.loss)
+    assert gd.method == "gd" and gd.label == "gd, lr 0.01"
+    # Full-batch SGD by name is the same discrete map; `--set solver=` names one table.
+    np.testing.assert_allclose(ss.simulate(model, task, method=Discrete(0.01, "sgd"), **kw).loss, gd.loss, rtol=1e-12)
+    assert tuple(METHODS) == SOLVERS
+    with pytest.raises(ValueError, match="optimizer"):
+        Discrete(0.01, "rmsprop")
+    with pytest.raises(ValueError, match="method"):
+        ss.simulate(model, task, method=object(), **kw)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ss.simulate(model, task, tmax=3.0, **kw)
+
+
+def test_adam_by_name_is_optax_adam_and_labelled_by_name():
+    from saddlestep.methods import Discrete
+
+    model, task = _small()
+    kw = dict(t_max=3.0, n_save=101)
+    mine = ss.simulate(model, task, method=Discrete(1e-3, "adam"), **kw)
+    ref = ss.simulate(model, task, method=Discrete(1e-3, optax.adam(1e-3)), **kw)
+    np.testing.assert_allclose(mine.loss, ref.loss, rtol=1e-9)
+    assert mine.label == "adam, lr 1e-3" and ref.method == "optax"
+    assert ss.simulate(model, task, method=Discrete(1e-3, optax.adam(1e-3), name="adam"), **kw).label == "adam, lr 1e-3"
+    # The step size of a named optimizer is traced: a new learning rate reuses the compilation.
+    before = TRACE_COUNT["discrete"]
+    ss.simulate(model, task, method=Discrete(2e-3, "adam"), **kw)
+    assert TRACE_COUNT["discrete"] == before
+
+
+def test_method_objects_compile_once_across_seeds_scales_and_tolerances():
+    from saddlestep._integrate import CORES
+    from saddlestep.methods import Explicit
+
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    norms = lambda m: {"norms": m.neuron_norms()}
+
+    def run(seed, alpha, rtol):
+        model = ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(seed), init_scale=alpha)
+        return ss.simulate(model, task, t_max=20.0, method=Explicit(), rtol=rtol, n_save=57, observables=norms)
+
+    run(0, 1e-4, 1e-6)
+    before = eqx.debug.get_num_traces(CORES["flow"])
+    run(1, 1e-4, 1e-6)
+    run(2, 1e-7, 1e-6)
+    run(3, 1e-3, 1e-8)
+    assert eqx.debug.get_num_traces(CORES["flow"]) == before == TRACE_COUNT["flow"]
+
+
+def test_status_enumeration_names_the_file_statuses():
+    from saddlestep.flow import RESULTS
+    from saddlestep.trajectory import STATUSES
+
+    assert tuple(RESULTS._name_to_item) == STATUSES
+    assert ss.DiagonalLinear.precision_floor == 1e-8 and ss.TwoLayer.precision_floor == 1e-12
+
+
+def test_presets_train_discretely_on_request():
+    from saddlestep.runs import prepare
+
+    small = {"d": "8", "width": "8"}
+    _, params, setup, _, _ = prepare("linear", overrides={**small, "optimizer": "adam", "learning_rate": "1e-2"})
+    assert setup.simulate_kwargs["method"] == ss.Discrete(0.01, "adam") and params["optimizer"] == "adam"
+    _, params, plain, _, _ = prepare("linear", overrides=small)
+    assert "method" not in plain.simulate_kwargs and "optimizer" not in params
+    result = ss.run_preset("linear", overrides={**small, "learning_rate": "0.02"})
+    assert result.summary["solver"]["name"] == "gd" and result.trajectory.label == "gd, lr 0.02"
+    assert result.summary["solver"]["phases"][0]["solver"] == "gd"
+    for bad, match in (({"optimizer": "adam"}, "learning_rate"), ({"optimizer": "lion", "learning_rate": "1"}, "optimizer"),
+                       ({"learning_rate": "-1"}, "learning_rate")):
+        with pytest.raises(ValueError, match=match):
+            prepare("linear", overrides={**small, **bad})

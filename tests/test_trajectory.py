@@ -59,3 +59,87 @@ def test_solver_step_record_round_trips_and_old_files_still_load(traj, tmp_path)
     legacy = ss.Trajectory.load(tmp_path / "old.npz")
     assert legacy.step_times is None and legacy.step_loss is None
     np.testing.assert_array_equal(legacy.loss, tr.loss)
+
+
+# ---------------------------------------------------------------- user observables
+def _norms(model):
+    return {"norms": model.neuron_norms()}
+
+
+def test_user_observables_match_the_snapshots(tmp_path):
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    model = ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    # Snapshots every 10 save points: each snapshot time is a save-grid time.
+    tr = ss.simulate(model, task, t_max=30.0, n_save=201, n_snapshots=21, observables=_norms)
+    assert tr.observables["norms"].shape == (len(tr.times), 3) and "features" in tr.observables
+    for i, t in enumerate(tr.snapshot_times):
+        if np.isfinite(t):
+            j = int(np.argmin(np.abs(tr.times - t)))
+            assert tr.times[j] == pytest.approx(t, rel=1e-14)
+            np.testing.assert_allclose(tr.observables["norms"][j], tr.snapshot(i).neuron_norms(), rtol=1e-12)
+    assert tr.observables["norms"][-1].max() > 100 * tr.observables["norms"][0].max()  # it learned
+    # Saved under new keys; old files (without them) load as before.
+    tr.save(tmp_path / "t.npz")
+    back = ss.Trajectory.load(tmp_path / "t.npz", like=model)
+    np.testing.assert_array_equal(back.observables["norms"], tr.observables["norms"])
+
+
+def test_user_observables_forms_and_errors():
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    model = ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    kw = dict(t_max=10.0, n_save=51)
+    # fn(model, task), nested dicts, a lone array; the discrete path records them too.
+    with_task = lambda m, t: {"again": {"loss": t.loss(m)}}
+    tr = ss.simulate(model, task, observables=with_task, **kw)
+    np.testing.assert_allclose(tr.observables["again/loss"], tr.loss, rtol=1e-12)
+    gd = ss.simulate(model, task, method=ss.Discrete(0.01), observables=lambda m: m.neuron_norms(), **kw)
+    assert gd.observables["observable"].shape == (len(gd.times), 3)
+    batch = jax.vmap(lambda k: ss.TwoLayer(4, 3, 3, "linear", key=k, init_scale=1e-4))(jax.random.split(jax.random.PRNGKey(0), 2))
+    bt = ss.simulate(batch, task, observables=_norms, **kw)
+    assert bt.observables["norms"].shape == (2, 51, 3) and bt[1].observables["norms"].shape[1:] == (3,)
+    with pytest.raises(ValueError, match="observables: 'features'"):
+        ss.simulate(model, task, observables=lambda m: {"features": m.neuron_norms()}, **kw)
+    with pytest.raises(ValueError, match="observables"):
+        ss.simulate(model, task, observables="norms", **kw)
+
+
+# ---------------------------------------------------------------- tables
+def test_to_dataframe(traj):
+    pytest.importorskip("pandas")
+    _, tr = traj
+    df = tr.to_dataframe()
+    assert list(df.columns[:3]) == ["t", "rescaled_t", "loss"] and len(df) == len(tr.times)
+    np.testing.assert_array_equal(df["loss"], tr.loss)
+    np.testing.assert_allclose(df["rescaled_t"], tr.times / np.log(1 / 1e-4))
+    np.testing.assert_array_equal(df["features[1]"], tr.observables["features"][:, 1])
+
+
+def test_batched_tables_name_members_and_init_scales():
+    pytest.importorskip("pandas")
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [2.0, 1.0])
+    batch = jax.vmap(lambda a: ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=a))(
+        jax.numpy.array([1e-4, 1e-6]))
+    tr = ss.simulate(batch, task, t_max=40.0, n_save=101)
+    df = tr.to_dataframe()
+    assert list(df.columns[:5]) == ["member", "init_scale", "t", "rescaled_t", "loss"]
+    for i, alpha in enumerate((1e-4, 1e-6)):
+        rows = df[df["member"] == i]
+        assert np.all(rows["init_scale"] == alpha) and len(rows) == np.sum(np.isfinite(tr.times[i]))
+        np.testing.assert_array_equal(rows["loss"], tr[i].loss[np.isfinite(tr[i].times)])
+    xr = pytest.importorskip("xarray")
+    ds = tr.to_xarray()
+    assert isinstance(ds, xr.Dataset) and ds["loss"].dims == ("member", "time")
+    assert ds["features"].dims == ("member", "time", "feature") and list(ds["feature"].values) == tr.feature_labels
+    np.testing.assert_array_equal(ds["init_scale"], [1e-4, 1e-6])
+    np.testing.assert_array_equal(ds["t"].values, tr.times)
+    single = tr[0].to_xarray()
+    assert single["loss"].dims == ("time",) and single.attrs["status"] == tr.status[0]
+
+
+def test_missing_table_library_is_named(traj, monkeypatch):
+    import sys
+
+    _, tr = traj
+    monkeypatch.setitem(sys.modules, "xarray", None)  # import xarray now raises ImportError
+    with pytest.raises(ImportError, match="to_xarray needs xarray"):
+        tr.to_xarray()

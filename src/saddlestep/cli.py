@@ -116,6 +116,7 @@ def _describe(preset) -> None:
     for key, value in preset.defaults.items():
         shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, tuple) else value
         print(f"    {key:<{width}} = {shown}")
+    print("  discrete training instead of the flow: --set optimizer=gd|sgd|adam --set learning_rate=…")
 
 
 def _check_arguments(args, overrides: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from .flow import simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
-from .presets.base import predicted_horizon
+from .presets.base import predicted_horizon, with_training
 from .progress import phase, reporting
 from .steps import compare, detect_steps, steps_table, Step
 from .outputs import atomic_write_text, check_out, output_folder
@@ -78,7 +78,7 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     # Bad data fails while building: the line waits, so such an error stays one line.
     with phase(f"{preset_name}: building the model and task (α={init_scale:g}, seed {seed})", enabled=progress,
                delay=BUILD_QUIET_S):
-        setup = preset.build(params, init_scale=init_scale, seed=seed, data=data)
+        setup = with_training(preset.build(params, init_scale=init_scale, seed=seed, data=data), params)
     if setup.settle is not None and setup.predict is not None and params.get("t_max") == "auto":
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
             setup.t_max = predicted_horizon(setup, params)
@@ -218,16 +218,7 @@ def summarize(
 
 def _solver_phases(traj: Trajectory) -> list[dict[str, Any]]:
     """Which solver ran when: one entry per phase (the stiff path switches Tsit5 → implicit)."""
-    t_final = float(traj.t_final)
-    t_switch = float(traj.stats.get("t_switch", -1.0))
-    if "t_switch" not in traj.stats or t_switch < 0:
-        name = traj.method.split("->")[0].removeprefix("auto(") if traj.method.startswith("auto(") else traj.method
-        return [{"solver": name, "t_start": 0.0, "t_end": t_final, "steps": int(traj.stats["steps"])}]
-    implicit = traj.method.split("->")[-1].rstrip(")")
-    phases = [{"solver": implicit, "t_start": t_switch, "t_end": t_final, "steps": int(traj.stats["implicit_steps"])}]
-    if t_switch > 0:
-        phases.insert(0, {"solver": "Tsit5", "t_start": 0.0, "t_end": t_switch, "steps": int(traj.stats["explicit_steps"])})
-    return phases
+    return traj.phases
 
 
 def _final_observables(traj: Trajectory, setup: Setup) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .outputs import atomic_write_bytes as atomic_write_bytes, atomic_write_text as atomic_write_text
 
+# The names of `saddlestep.flow.RESULTS`, in its order (kept here so that reading files needs no solver).
 STATUSES = ("converged", "t_max", "max_steps", "diverged")
 
 
@@ -29,7 +30,8 @@ class Trajectory:
 
     - `times`: physical times of the save grid (learning rate × steps for discrete training).
     - `loss`: the loss on the save grid.
-    - `observables`: name → values on the save grid (leading axes: [batch,] time).
+    - `observables`: name → values on the save grid (leading axes: [batch,] time): the task's
+      and those of `simulate(..., observables=fn)`; saved as `observables/NAME` in the `.npz`.
     - `init_scale`: α (a float, or an array over the batch).
     - `status`: `"converged"`, `"t_max"`, `"max_steps"` or `"diverged"` (a list over the batch).
     - `t_final`: the time at which the run stopped.
@@ -43,6 +45,8 @@ class Trajectory:
       runs). The solver's steps are short exactly where the loss drops, so this record resolves
       drops that fall between two points of the save grid; `detect_steps` uses it. NaN-padded
       in a batch.
+    - `phases`: which solver ran when, `[{"solver", "t_start", "t_end", "steps"}]` (a list of
+      those over the batch; None when read from a file).
     """
 
     times: np.ndarray
@@ -60,6 +64,7 @@ class Trajectory:
     learning_rate: float | None = None
     step_times: np.ndarray | None = None
     step_loss: np.ndarray | None = None
+    phases: Any = None
 
     @property
     def batch_size(self) -> int | None:
@@ -71,6 +76,15 @@ class Trajectory:
         alpha = np.asarray(self.init_scale, dtype=float)
         log_inv = np.where(alpha < 1, np.log(1.0 / np.minimum(alpha, 1.0)), np.nan)  # undefined for α ≥ 1
         return self.times / (log_inv[..., None] if np.ndim(log_inv) else log_inv)
+
+    @property
+    def label(self) -> str:
+        """What ran, for legends: the solver (`"Tsit5"`), or optimizer and step (`"adam, lr 1e-3"`)."""
+        if self.learning_rate is None:
+            return self.method
+        from .methods import format_rate
+
+        return f"{self.method}, lr {format_rate(self.learning_rate)}"
 
     def __getitem__(self, i: int) -> Trajectory:
         """Member `i` of a batched trajectory."""
@@ -93,6 +107,7 @@ class Trajectory:
             learning_rate=self.learning_rate,
             step_times=None if self.step_times is None else _finite_row(self.step_times[i], self.step_times[i]),
             step_loss=None if self.step_loss is None else _finite_row(self.step_loss[i], self.step_times[i]),
+            phases=None if self.phases is None else self.phases[i],
         )
 
     def snapshot(self, i: int) -> Any:
@@ -107,6 +122,65 @@ class Trajectory:
     def valid(self) -> np.ndarray:
         """Mask of save-grid entries that were reached."""
         return np.isfinite(self.times) & np.isfinite(self.loss)
+
+    # ---------------------------------------------------------------- tables
+    def to_dataframe(self):
+        """The save grid as a pandas `DataFrame`, one row per point reached.
+
+        **Returns:** columns `t`, `rescaled_t`, `loss`, then one per observable (`name` for a
+        scalar, `name[j]` or `name[i,j]` per entry of an array); a batch stacks its members'
+        rows with columns `member` and `init_scale` first.
+        """
+        pd = _require("pandas", "to_dataframe")
+        if self.batch_size is not None:
+            frames = []
+            for i in range(self.batch_size):
+                frame = self[i].to_dataframe()
+                frame.insert(0, "init_scale", float(np.asarray(self.init_scale)[i]))
+                frame.insert(0, "member", i)
+                frames.append(frame)
+            return pd.concat(frames, ignore_index=True)
+        keep = np.isfinite(self.times)
+        columns = {"t": self.times[keep], "rescaled_t": np.asarray(self.rescaled_times)[keep], "loss": self.loss[keep]}
+        for name, values in self.observables.items():
+            values = np.asarray(values)[keep]
+            if values.ndim == 1:
+                columns[name] = values
+                continue
+            for index in np.ndindex(*values.shape[1:]):
+                columns[f"{name}[{','.join(map(str, index))}]"] = values[(slice(None), *index)]
+        return pd.DataFrame(columns)
+
+    def to_xarray(self):
+        """The save grid as an xarray `Dataset` (needs xarray).
+
+        **Returns:** data variables `loss` and each observable over dims `([member,] time, …)`
+        (`features` over `feature`, labelled by `feature_labels`; other axes `NAME_dimK`),
+        coordinates `t`, `rescaled_t` (NaN where a run had stopped) and, for a batch,
+        `init_scale` over `member`; the method, status and t_final as attributes.
+        """
+        xr = _require("xarray", "to_xarray")
+        lead = ("time",) if self.batch_size is None else ("member", "time")
+        data = {"loss": (lead, self.loss)}
+        coords = {"t": (lead, self.times), "rescaled_t": (lead, np.asarray(self.rescaled_times))}
+        for name, values in self.observables.items():
+            values = np.asarray(values)
+            extra = values.shape[len(lead):]
+            if name == "features" and len(extra) == 1 and len(self.feature_labels) == extra[0]:
+                dims = ("feature",)
+                coords["feature"] = ("feature", list(self.feature_labels))
+            else:
+                dims = tuple(f"{name.replace('/', '_')}_dim{k}" for k in range(len(extra)))
+            data[name] = (lead + dims, values)
+        if self.batch_size is not None:
+            coords["init_scale"] = ("member", np.asarray(self.init_scale, dtype=float))
+        attrs = {"method": self.method, "status": self.status if isinstance(self.status, str) else list(self.status),
+                 "t_final": self.t_final if np.ndim(self.t_final) == 0 else np.asarray(self.t_final)}
+        if self.batch_size is None:
+            attrs["init_scale"] = float(self.init_scale)
+        if self.learning_rate is not None:
+            attrs["learning_rate"] = self.learning_rate
+        return xr.Dataset(data, coords=coords, attrs=attrs)
 
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> None:
@@ -197,6 +271,15 @@ class Trajectory:
             step_times=data.get("step_times"),
             step_loss=data.get("step_loss"),
         )
+
+
+def _require(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"Trajectory.{what} needs {module}: install it with `pip install {module}`") from None
 
 
 def _finite_row(values: np.ndarray, times: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -21,6 +22,9 @@ class AbstractModel(eqx.Module):
     """
 
     init_scale: eqx.AbstractVar[Float[Array, ""]]
+    # The smallest α whose later jump times float64 still resolves: once early components are
+    # O(1), a dormant one of size ~α^{1−τ₁/τ_k} shares float entries with them (see `simulate`).
+    precision_floor: ClassVar[float] = 1e-12
 
     @abc.abstractmethod
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " out"]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -24,6 +24,8 @@ class DiagonalLinear(AbstractLinearModel, AbstractNeuronModel):
     v: Float[Array, " d"]
     init_scale: Float[Array, ""]
     variant: Literal["uv", "squares"] = eqx.field(static=True)
+    # Sign flips depend on resolving u² − v² = 2α² against O(1) entries.
+    precision_floor: ClassVar[float] = 1e-8
 
     def __init__(
         self,

@@ -116,12 +116,13 @@ class Preset:
         """The defaults with `--set key=value` overrides parsed to the defaults' types."""
         params = dict(self.defaults)
         for key, text in (overrides or {}).items():
-            if key not in params:
+            if key not in params and key not in TRAINING:
                 raise ValueError(
                     f"--set {key}: unknown parameter for preset {self.name!r}; "
-                    f"expected one of {', '.join(sorted(params))}"
+                    f"expected one of {', '.join(sorted([*params, *TRAINING]))}"
                 )
-            params[key] = parse_value(key, text, params[key])
+            params[key] = parse_value(key, text, params.get(key, TRAINING.get(key)))
+        check_training(params)
         check_tolerances(params)
         check_memory(params)
         check_horizon(params)
@@ -324,6 +325,32 @@ def _load_zip(path, needs) -> dict[str, np.ndarray]:
 
 
 SOLVERS = ("explicit", "implicit", "auto")
+# Every preset also trains discretely on request (`--set optimizer=adam --set learning_rate=1e-3`);
+# the keys appear in a run's parameters only when given, so a flow run's stay as they were.
+TRAINING = {"optimizer": "gd", "learning_rate": 0.01}
+OPTIMIZERS = ("gd", "sgd", "adam")
+
+
+def check_training(params: dict[str, Any]) -> None:
+    """`optimizer` names one of `OPTIMIZERS` and comes with a positive `learning_rate`."""
+    if "optimizer" in params and params["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"--set optimizer: expected one of {', '.join(OPTIMIZERS)}, got {params['optimizer']!r}")
+    if "optimizer" in params and "learning_rate" not in params:
+        raise ValueError("--set optimizer: needs --set learning_rate=… (the step size sets the time axis)")
+    if "learning_rate" in params and not params["learning_rate"] > 0:
+        raise ValueError(f"--set learning_rate: expected a positive number, got {params['learning_rate']:g}")
+
+
+def with_training(setup: Setup, params: dict[str, Any]) -> Setup:
+    """`setup` trained by the discrete optimizer that `params` asks for (unchanged without one)."""
+    if "learning_rate" not in params:
+        return setup
+    from ..methods import Discrete
+
+    flow_only = ("solver", "method", "max_steps", "linear_solver", "stiffness", "count_evals")
+    kwargs = {k: v for k, v in setup.simulate_kwargs.items() if k not in flow_only}
+    method = Discrete(params["learning_rate"], params.get("optimizer", TRAINING["optimizer"]))
+    return dataclasses.replace(setup, simulate_kwargs={**kwargs, "method": method})
 
 
 def solver_choice(params: dict) -> str:

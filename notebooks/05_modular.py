@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import saddlestep as ss
-from saddlestep.presets.degree3 import feature_steps
+from saddlestep.steps import feature_steps
 
 plt.rcParams["figure.dpi"] = 60
 

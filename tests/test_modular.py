@@ -12,7 +12,7 @@ import saddlestep as ss
 from saddlestep import theory
 from saddlestep.models import QuadraticNetwork
 from saddlestep.presets import get_preset
-from saddlestep.presets.degree3 import feature_steps
+from saddlestep.steps import feature_steps
 from saddlestep.tasks import fourier_template, frequency_power, ModularAddition, one_hot_template
 
 

@@ -94,6 +94,10 @@ def test_sweep_dataset_and_folders(small_sweep):
     assert list(ds.feature.values) == ["mode 1", "mode 2"]
     assert np.all(ds.status.values == 0)  # converged
     assert np.all(np.isfinite(ds.drop_time.values))  # two drops found in every run
+    # The prediction beside the drops: whitened modes jump at τ_k = 1/s_k (Saxe), at every α and seed.
+    assert ds.predicted_rescaled_time.dims == ("init_scale", "seed", "predicted_step")
+    np.testing.assert_allclose(ds.predicted_rescaled_time.values, np.broadcast_to([1 / 3, 1.0], (2, 3, 2)), rtol=1e-9)
+    assert "closed-form" in ds.attrs["prediction_method"]
     names = sorted(os.listdir(out / "runs"))
     assert len(names) == 6 and not any(n.startswith(".") for n in names)
     for name in names:

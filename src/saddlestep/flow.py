@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from . import methods as _methods
 from ._integrate import discrete_grid, Observe, Problem, RESULTS as RESULTS, status_names, TRACE_COUNT as TRACE_COUNT
 from .methods import AbstractMethod, Discrete
 from .models.base import AbstractModel, parameters
+from .progress import say
 from .tasks.base import AbstractTask, check_positive as _positive
 from .trajectory import Trajectory
 
@@ -107,7 +107,8 @@ def simulate(
     - `observables`: `fn(model)` or `fn(model, task)` returning a dict of arrays (or any pytree),
       recorded on the save grid beside the task's into `Trajectory.observables` (pass the same
       function again to reuse the compilation).
-    - `progress`: show a progress bar (default: only when stderr is a terminal and not batched).
+    - `progress`: show progress — a bar on a terminal, a few plain lines elsewhere (default:
+      on a terminal, or inside `progress.reporting()`; never for a batch).
     - `mesh`: a one-axis device mesh; a batch is split over its devices with `shard_map`, each
       device running its own adaptive loop (the batch is padded to a multiple of the devices).
 
@@ -144,14 +145,44 @@ def simulate(
                    loss_floor=-math.inf if loss_floor is None else float(loss_floor))
     shape = init_scale.shape
     params, static = eqx.partition(parameters(model), eqx.is_inexact_array)
-    progress = sys.stderr.isatty() and not batched if progress is None else progress
+    meter = _progress_meter(progress, batched)
     problem = Problem(
         params, static, task, {k: jnp.broadcast_to(jnp.asarray(v, jnp.float64), shape) for k, v in scalars.items()},
         n_save, n_snapshots, observe, sum(x.size for x in jax.tree.leaves(params)) // (shape[0] if batched else 1),
         shape[0] if batched else None, mesh,
-        dfx.TqdmProgressMeter(refresh_steps=50) if progress and not batched else dfx.NoProgressMeter(),
+        meter,
     )
     return _trajectory(method.run(problem), method, problem, model, probe)
+
+
+def _progress_meter(progress: bool | None, batched: bool) -> dfx.AbstractProgressMeter:
+    """A bar on a terminal; off one, a line per fifth of the horizon (`saddlestep.progress`'s rule:
+    a few plain lines), when asked (`progress=True`, or None inside `progress.reporting()`)."""
+    from .progress import on_terminal, reporting_now
+
+    if batched or progress is False or (progress is None and not (on_terminal() or reporting_now())):
+        return dfx.NoProgressMeter()
+    if on_terminal():
+        return dfx.TqdmProgressMeter(refresh_steps=50)
+    return _PlainMeter(minimum_increase=0.2)
+
+
+class _PlainMeter(dfx.TextProgressMeter):
+    """Diffrax's text meter, on stderr with saddlestep's prefix (stdout keeps only results)."""
+
+    @staticmethod
+    def _init_bar() -> list[float]:
+        return [0.0]  # the phase line already said it started
+
+    @staticmethod
+    def _step_bar(bar: list[float], progress) -> None:
+        bar[0] = float(np.asarray(progress))
+        if bar[0] < 1:
+            say(f"flow: {100 * bar[0]:.0f}% of t_max")
+
+    @staticmethod
+    def _close_bar(bar: list[float]) -> None:
+        pass  # the phase line says when it is done
 
 
 def _legacy_method(method, kw: dict[str, Any]) -> AbstractMethod:

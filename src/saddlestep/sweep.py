@@ -38,7 +38,7 @@ import numpy as np
 from .flow import simulate
 from .models.base import parameters
 from .presets import get_preset, Preset, Setup
-from .presets.base import parse_value
+from .presets.base import parse_value, predicted_horizon
 from .outputs import atomic_write_bytes, atomic_write_text, check_out, prepare_updatable
 from .trajectory import STATUSES, Trajectory
 from .progress import Progress
@@ -184,7 +184,12 @@ class CellResult:
 
 
 def _build(preset: Preset, member: Member, data: str | None) -> Setup:
-    return preset.build(dict(member.params), init_scale=member.init_scale, seed=member.seed, data=data)
+    # The same horizon rule as a single run (from the prediction where the preset says so), so
+    # a sweep's member equals `saddlestep run` with its settings; the prediction is kept for its summary.
+    params = dict(member.params)
+    setup = preset.build(params, init_scale=member.init_scale, seed=member.seed, data=data)
+    setup.t_max = predicted_horizon(setup, params)
+    return setup
 
 
 def _digest(tree) -> str:
@@ -604,7 +609,9 @@ def collect(out: str | os.PathLike, grid: Mapping[str, Sequence], names: Sequenc
     **Returns:** an `xarray.Dataset` with dims (*grid axes, `save`, [`feature`,] `drop`):
     `time`, `rescaled_time`, `loss`, `features` on the save grid; `t_final`, `solver_steps`,
     `status` (index into the `status` attribute's list), `wall_time_s`; and per detected step
-    `drop_time`, `drop_rescaled_time`, `loss_before`, `loss_after` (NaN-padded).
+    `drop_time`, `drop_rescaled_time`, `loss_before`, `loss_after` (NaN-padded); where the
+    preset predicts, per predicted step (dim `predicted_step`) `predicted_time`,
+    `predicted_rescaled_time`, `predicted_loss`, with the method in `attrs["prediction_method"]`.
     """
     import xarray as xr
 
@@ -620,6 +627,8 @@ def collect(out: str | os.PathLike, grid: Mapping[str, Sequence], names: Sequenc
     n_save = max(len(t.times) for _, t in runs)
     n_drop = max([len(s["steps"]) for s, _ in runs] + [1])
     n_feat = max(np.asarray(t.observables.get("features", np.zeros((1, 0)))).reshape(len(t.times), -1).shape[1] for _, t in runs)
+    predictions = [s.get("prediction") for s, _ in runs]
+    n_pred = max([len(p["times"]) for p in predictions if p] + [0])
 
     def empty(*tail):
         return np.full((len(runs), *tail), np.nan)
@@ -627,6 +636,7 @@ def collect(out: str | os.PathLike, grid: Mapping[str, Sequence], names: Sequenc
     time_, loss, rescaled = empty(n_save), empty(n_save), empty(n_save)
     feats = empty(n_save, n_feat)
     drops = {k: empty(n_drop) for k in ("time", "rescaled_time", "loss_before", "loss_after")}
+    predicted = {k: empty(n_pred) for k in ("times", "rescaled_times", "losses")}
     t_final, wall = empty(), empty()
     steps = np.zeros(len(runs), np.int32)
     status = np.zeros(len(runs), np.int32)
@@ -639,6 +649,9 @@ def collect(out: str | os.PathLike, grid: Mapping[str, Sequence], names: Sequenc
         for j, step in enumerate(summary["steps"]):
             for k in drops:
                 drops[k][i, j] = np.nan if step[k] is None else step[k]
+        for k in predicted:
+            values = (predictions[i] or {}).get(k) or []
+            predicted[k][i, : len(values)] = [np.nan if v is None else v for v in values]
         t_final[i] = summary["solver"]["t_final"]
         wall[i] = summary["wall_time_s"]
         steps[i] = summary["solver"]["steps"]
@@ -661,11 +674,20 @@ def collect(out: str | os.PathLike, grid: Mapping[str, Sequence], names: Sequenc
     }
     if n_feat:
         variables["features"] = (dims + ("save", "feature"), grid_shape(feats))
+    if n_pred:
+        # The preset's prediction for each run (AGF or closed form), beside the detected drops.
+        variables["predicted_time"] = (dims + ("predicted_step",), grid_shape(predicted["times"]))
+        variables["predicted_rescaled_time"] = (dims + ("predicted_step",), grid_shape(predicted["rescaled_times"]))
+        variables["predicted_loss"] = (dims + ("predicted_step",), grid_shape(predicted["losses"]))
     coords = {k: [_label(v) if isinstance(v, (tuple, list)) else v for v in grid[k]] for k in axes}
     labels = {tuple(t.feature_labels) for _, t in runs}
     if n_feat and len(labels) == 1 and len(next(iter(labels))) == n_feat:
         coords["feature"] = list(next(iter(labels)))
-    return xr.Dataset(variables, coords=coords)
+    dataset = xr.Dataset(variables, coords=coords)
+    methods = sorted({p["method"] for p in predictions if p})
+    if methods:
+        dataset.attrs["prediction_method"] = ", ".join(methods)
+    return dataset
 
 
 def load(out: str | os.PathLike):

@@ -181,8 +181,10 @@ def test_quadratic_neurons_kappa3():
     model = ss.TwoLayer(3, 3, 1, "quadratic", key=jax.random.PRNGKey(2), init_scale=1e-3)
     p = agf.predict(model, task)
     assert p.num_steps >= 1
-    c = agf.thresholds(np.log(np.asarray(model.neuron_norms())), 3)
-    np.testing.assert_allclose(p.extra["thresholds"], c)
+    # κ = 3: ‖θ‖ = ‖θ₀‖/(1 − 3Ū‖θ₀‖t) reaches 1 once S = ∫3Ū dt = 1/‖θ₀‖ − 1 (reference R9).
+    c = 1.0 / np.asarray(model.neuron_norms()) - 1.0
+    np.testing.assert_allclose(p.extra["thresholds"], c, rtol=1e-12)
+    np.testing.assert_allclose(agf.thresholds(np.log([0.5, 1e-3]), 2), np.log([2.0, 1e3]), rtol=1e-12)
     # Jump after the perfect-alignment lower bound c/(κ Ū*) (reference §1.3).
     u_max = np.mean(2.0 * X[:, 0] ** 4) * (1 / math.sqrt(3)) * (2 / 3)
     assert p.times[0] >= c.min() / (3 * u_max) * 0.999

@@ -127,7 +127,8 @@ def test_relu_gaussian_agf_matches_utility_oracle():
 def test_relu_gaussian_flow_slopes_match_agf(seed):
     make = _gaussian_problem(seed)
     p = agf.predict(make(1e-6).model, make(1e-6).task, limit=True)
-    df = ss.converge(make, [1e-5, 1e-9], prediction=p, simulate_kwargs={"n_save": 401})
+    horizon = lambda a: Setup(make(a).model, make(a).task, t_max=1.3 * p.rescaled_times[-1] * math.log(1 / a) + 10)
+    df = ss.converge(horizon, [1e-5, 1e-9], prediction=p, simulate_kwargs={"n_save": 401})
     err = df.groupby("step")["slope_error"].first().abs().to_numpy()
     print(f"seed {seed}: slope errors {err}")
     assert len(err) == 2 and err.max() < 0.01

@@ -132,3 +132,35 @@ def test_relu_gaussian_flow_slopes_match_agf(seed):
     err = df.groupby("step")["slope_error"].first().abs().to_numpy()
     print(f"seed {seed}: slope errors {err}")
     assert len(err) == 2 and err.max() < 0.01
+
+
+def _user_relu_regression(width):
+    """A user's own small ReLU regression: 200 Gaussian samples, 5 inputs, target from a random
+    3-neuron ReLU teacher (numpy seed 0), a random width-`width` student."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 5))
+    y = np.maximum(X @ rng.standard_normal((3, 5)).T, 0.0) @ rng.standard_normal(3)
+    model = ss.TwoLayer(5, width, 1, "relu", key=jax.random.PRNGKey(0), init_scale=1e-4)
+    return model, ss.SampleRegression(X, y)
+
+
+def test_relu_activation_ties_resolve_on_user_data():
+    # Regression (issue 15 item 5): at width 20, 13 neurons cross together; they used to switch on
+    # and off at one instant until the 64-event cap, giving one step at the initial loss and no
+    # warning. `t_max` (each utility phase's horizon, ~3 thresholds) keeps the test fast: the
+    # default 10³·c lets the last phase, in which the one remaining dormant neuron never crosses,
+    # chunk on for minutes (known limit of the κ = 2 phase in `engine._phase`).
+    import warnings
+
+    model, task = _user_relu_regression(20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a "stopped" warning fails the test
+        p = agf.predict(model, task, t_max=30.0)
+    assert p.extra["stopped"] is None
+    assert p.num_steps >= 2
+    assert np.all(np.diff(p.times) > 0)
+    assert np.all(np.diff(np.r_[p.initial_loss, p.losses]) < 0)
+    assert p.losses[-1] < 0.05 * p.initial_loss
+    assert max(len(a) for a in p.extra["activated"]) > 1  # the ties happen, and resolve
+    events = p.extra["events"]
+    assert len(events) < 64 and not any(e[3] and e[3] == e[2] for e in events)  # no enter-and-leave

@@ -62,7 +62,7 @@ def _orthogonal_problem(seed):
 
 def test_relu_orthogonal_agf_matches_closed_form():
     worst = 0.0
-    for seed in range(8):
+    for seed in range(6):
         make, times, losses, L0 = _orthogonal_problem(seed)
         setup = make(1e-6)
         p = agf.predict(setup.model, setup.task, limit=True)
@@ -77,7 +77,7 @@ def test_relu_orthogonal_agf_matches_closed_form():
     assert worst < 1e-5
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_relu_orthogonal_flow_slopes_match_closed_form(seed):
     make, times, losses, _ = _orthogonal_problem(seed)
     p = agf.predict(make(1e-6).model, make(1e-6).task, limit=True)
@@ -110,7 +110,7 @@ def test_relu_gaussian_agf_matches_utility_oracle():
     from test_agf_relu import _relu_two_step_oracle
 
     worst = 0.0
-    for seed in range(4):
+    for seed in range(3):
         make = _gaussian_problem(seed)
         setup = make(1e-6)
         p = agf.predict(setup.model, setup.task, limit=True)
@@ -123,7 +123,7 @@ def test_relu_gaussian_agf_matches_utility_oracle():
     assert worst < 1e-3
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_relu_gaussian_flow_slopes_match_agf(seed):
     make = _gaussian_problem(seed)
     p = agf.predict(make(1e-6).model, make(1e-6).task, limit=True)

@@ -148,8 +148,10 @@ def test_relu_activation_ties_resolve_on_user_data():
     # Regression (issue 15 item 5): at width 20, 13 neurons cross together; they used to switch on
     # and off at one instant until the 64-event cap, giving one step at the initial loss and no
     # warning. `t_max` (each utility phase's horizon, ~3 thresholds) keeps the test fast: the
-    # default 10³·c lets the last phase, in which the one remaining dormant neuron never crosses,
-    # chunk on for minutes (known limit of the κ = 2 phase in `engine._phase`).
+    # default 10³·c does not finish in minutes: in the last phase the one dormant neuron's
+    # direction reaches a ReLU kink (after t ≈ 64) and chatters there at the step floor, each
+    # solve advancing 10⁵·dtmin ≈ 10 time units (known limit of the κ = 2 phase in
+    # `engine._phase`; longer chunks do not help, the solves are step-bound).
     import warnings
 
     model, task = _user_relu_regression(20)

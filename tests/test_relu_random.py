@@ -60,9 +60,10 @@ def _orthogonal_problem(seed):
     return make, times, losses, 0.25 * np.sum(a**2)
 
 
-def test_relu_orthogonal_agf_matches_closed_form():
+@pytest.mark.parametrize("seeds", [range(4), pytest.param(range(4, 12), marks=pytest.mark.slow)])
+def test_relu_orthogonal_agf_matches_closed_form(seeds):
     worst = 0.0
-    for seed in range(6):
+    for seed in seeds:
         make, times, losses, L0 = _orthogonal_problem(seed)
         setup = make(1e-6)
         p = agf.predict(setup.model, setup.task, limit=True)
@@ -106,11 +107,12 @@ def _gaussian_problem(seed):
     return make
 
 
-def test_relu_gaussian_agf_matches_utility_oracle():
+@pytest.mark.parametrize("seeds", [range(2), pytest.param(range(2, 6), marks=pytest.mark.slow)])
+def test_relu_gaussian_agf_matches_utility_oracle(seeds):
     from test_agf_relu import _relu_two_step_oracle
 
     worst = 0.0
-    for seed in range(3):
+    for seed in seeds:
         make = _gaussian_problem(seed)
         setup = make(1e-6)
         p = agf.predict(setup.model, setup.task, limit=True)

@@ -92,6 +92,7 @@ def test_qwem_closed_form_matches_matrix_ode():
         for i, G in enumerate(qwem_closed_form(M, W0, ts)):
             W = sol.y[:, i].reshape(6, 3)
             worst = max(worst, float(np.abs(G - W @ W.T).max() / np.abs(W @ W.T).max()))
+    print(f"QWEM closed form vs matrix ODE: worst {worst:.1e}")
     assert worst < 1e-9, worst
 
 
@@ -116,6 +117,7 @@ def test_qwem_aligned_prediction_matches_flow_on_random_spectra():
         assert np.all(np.diff(np.r_[p.initial_loss, p.losses]) < 0) and np.all(np.diff(p.times) > 0)
         sim, _ = _qwem_flow(M, np.asarray(model.W), 1.5 * t_half.max() + 5, Q[:, :3], lam[:3] / 2)
         worst = max(worst, float(np.max(np.abs(sim / t_half - 1))))
+    print(f"aligned: worst flow vs closed-form time error {worst:.1e}")
     assert worst < 1e-7, worst
 
 
@@ -188,6 +190,7 @@ def test_barlow_twins_aligned_prediction_matches_flow_on_random_spectra():
         np.testing.assert_allclose(p.initial_loss, np.sum((1 - c0) ** 2), rtol=1e-9)
         sim, _ = _bt_flow(G, np.asarray(model.W), 1.5 * t_half.max() + 3, R[:, :3], gam[:3])
         worst = max(worst, float(np.max(np.abs(sim / t_half - 1))))
+    print(f"aligned: worst flow vs closed-form time error {worst:.1e}")
     assert worst < 1e-7, worst
 
 

@@ -123,7 +123,8 @@ def test_embedding_limit_is_two_over_lambda():
     p = agf.predict(model, task, limit=True)
     np.testing.assert_allclose(p.rescaled_times * 4 / 6, 2 / lam[:3], rtol=1e-6)
     assert p.extra["solver_steps"] == 0
-    np.testing.assert_allclose(3 * p.losses, [1.585, 0.585, 0.335], atol=1e-9)
+    # 3·L_k = ¼ Σ of the unlearned λ².
+    np.testing.assert_allclose(3 * p.losses, [np.sum(lam[k:] ** 2) / 4 for k in (1, 2, 3)], atol=1e-9)
 
 
 # --------------------------------------------------------------------------- ReLU teacher–student
@@ -160,7 +161,7 @@ def test_relu_preset_agf():
     p = agf.predict(setup.model, setup.task, limit=True)
     assert p.order == ["teacher 1", "teacher 2"]
     np.testing.assert_allclose(p.rescaled_times, [2 / 3.0, 2 / 1.5], rtol=1e-4)
-    np.testing.assert_allclose(p.losses, [0.5625, 0.0], atol=1e-8)
+    np.testing.assert_allclose(p.losses, [0.25 * 1.5**2, 0.0], atol=1e-8)  # ¼ Σ of the unlearned a*²
 
 
 @pytest.mark.slow
@@ -181,8 +182,10 @@ def test_quadratic_neurons_kappa3():
     model = ss.TwoLayer(3, 3, 1, "quadratic", key=jax.random.PRNGKey(2), init_scale=1e-3)
     p = agf.predict(model, task)
     assert p.num_steps >= 1
-    c = agf.thresholds(np.log(np.asarray(model.neuron_norms())), 3)
-    np.testing.assert_allclose(p.extra["thresholds"], c)
+    # κ = 3: ‖θ‖ = ‖θ₀‖/(1 − 3Ū‖θ₀‖t) reaches 1 once S = ∫3Ū dt = 1/‖θ₀‖ − 1 (reference R9).
+    c = 1.0 / np.asarray(model.neuron_norms()) - 1.0
+    np.testing.assert_allclose(p.extra["thresholds"], c, rtol=1e-12)
+    np.testing.assert_allclose(agf.thresholds(np.log([0.5, 1e-3]), 2), np.log([2.0, 1e3]), rtol=1e-12)
     # Jump after the perfect-alignment lower bound c/(κ Ū*) (reference §1.3).
     u_max = np.mean(2.0 * X[:, 0] ** 4) * (1 / math.sqrt(3)) * (2 / 3)
     assert p.times[0] >= c.min() / (3 * u_max) * 0.999

@@ -8,6 +8,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 from jaxtyping import Array, Float
 
 from . import _numerics as nx, _quadratic as quad
@@ -19,8 +20,8 @@ from .problem import AbstractAGFProblem, register, require_sample
 class DiagonalProblem(AbstractAGFProblem):
     """Diagonal linear network on a sample: neuron i = (u_i, v_i), U_i = g_i u_i v_i (or
     g_i(u_i² − v_i²)) with g = Xᵀr/n, a quadratic utility (closed-form phases); the cost phase is
-    least squares on the active coordinates, then coordinates whose sign flipped leave (Kunin
-    et al. 2025, diagonal-linear-network code)."""
+    least squares on the active coordinates with each held to its sign (coordinates pinned at 0
+    leave), which makes AGF Pesme & Flammarion's limit process (reference agf.md §1.7, §2.1)."""
 
     template: DiagonalLinear
     X: Float[Array, "n d"]
@@ -71,18 +72,22 @@ class DiagonalProblem(AbstractAGFProblem):
         return params
 
     def cost(self, params, active, order):
+        # Gradient flow on β = u ⊙ v cannot move a coordinate through 0 (u² − v² is conserved and
+        # β_i = 0 is a saddle of its neuron), so the cost phase is least squares with each active
+        # coordinate held to the sign it entered with: a non-negative least squares on the
+        # sign-flipped columns (Pesme & Flammarion 2023, Algorithm 1). A coordinate the
+        # constraint pins at 0 leaves. (Unconstrained OLS and then dropping the coordinates whose
+        # sign flipped, as the AGF notebook does, differs from this on random sparse problems:
+        # 13 against 18 steps, and plateau losses that rose, on seed 24 of the random family.)
         X, y = np.asarray(self.X), np.asarray(self.y)
         ref = np.sign(self._beta(params))
-        active = active.copy()
-        while True:
-            beta = np.zeros(X.shape[1])
-            idx = np.flatnonzero(active)
-            if idx.size:
-                beta[idx] = np.linalg.lstsq(X[:, idx], y, rcond=None)[0]
-            flipped = active & (np.sign(beta) != ref) & (ref != 0)
-            if not flipped.any():
-                break
-            active &= ~flipped
+        active = active & (ref != 0)
+        beta = np.zeros(X.shape[1])
+        idx = np.flatnonzero(active)
+        if idx.size:
+            z = scipy.optimize.nnls(X[:, idx] * ref[idx], y, maxiter=50 * max(idx.size, 10))[0]
+            beta[idx] = ref[idx] * z
+        active = active & (beta != 0)
         root = np.sqrt(np.abs(beta))
         if self.template.variant == "uv":
             out = np.stack([np.sign(beta) * root, root], axis=1)

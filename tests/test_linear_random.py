@@ -1,0 +1,87 @@
+"""Non-commuting linear regression on random problems (issue 15 item 2): Conjecture 4.1's
+closed form and AGF's α → 0 limit against each other and against the flow's slopes
+dt_k/d ln(1/α) over two α (the slopes remove the O(1) offset of each jump).
+
+Known limit (documented in `theory.conjecture_jump_times`): the recursion assumes each plateau is
+the rank-k reduced-rank optimum reached fast against ln(1/α). When two whitened singular values
+nearly tie, the cost phase has a slow direction and the flow lingers away from that optimum at
+practical α (Σxx = diag(1, .3, .1), B = default_rng(248): third slope 5.8 against 4.42). The
+family here keeps consecutive whitened singular values ≥ 1.5× apart, where the limit is reached.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+import saddlestep as ss
+from saddlestep import agf, theory
+from saddlestep.presets.base import Setup
+from saddlestep.theory.linear import commuting_modes
+
+
+def _problem(seed, rank_deficient=False):
+    """Σxx = V diag(λ) Vᵀ with V random (not aligned with Σyx), Σyx = B Σxx (a linear teacher)."""
+    rng = np.random.default_rng(3000 + seed)
+    while True:
+        d = 3
+        V = np.linalg.qr(rng.standard_normal((d, d)))[0]
+        Sxx = V @ np.diag(rng.uniform(0.3, 2.0, d)) @ V.T
+        B = rng.standard_normal((d, d))
+        if rank_deficient:
+            u, s, vt = np.linalg.svd(B)
+            B = (u[:, :2] * s[:2]) @ vt[:2]
+        Syx = B @ Sxx
+        Sxx = (Sxx + Sxx.T) / 2
+        task = ss.PopulationRegression(Sxx, Syx)
+        s = np.linalg.svd(np.asarray(task.target), compute_uv=False)
+        s = s[s > 1e-8 * s[0]]
+        if np.all(s[:-1] / s[1:] >= 1.5) and s[-1] > 0.15 and commuting_modes(Sxx, Syx) is None:
+            return task, len(s)
+
+
+def _make(task):
+    def make(alpha):
+        model = ss.TwoLayer(3, 3, 3, "linear", key=jax.random.PRNGKey(4), init_scale=alpha)
+        return Setup(model, task, t_max=1.0)
+
+    return make
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_conjecture_matches_agf_limit_on_random_problems(rank_deficient):
+    worst_t = worst_l = 0.0
+    for seed in range(12):
+        task, rank = _problem(seed, rank_deficient)
+        cf = theory.linear_network(task)
+        p = agf.predict(_make(task)(1e-6).model, task, min_drop=0.0, limit=True)
+        assert cf.num_steps == p.num_steps == rank
+        worst_t = max(worst_t, float(np.max(np.abs(p.rescaled_times / cf.rescaled_times - 1))))
+        worst_l = max(worst_l, float(np.max(np.abs(p.losses - cf.losses)) / cf.initial_loss))
+        for q in (p, cf):
+            assert np.all(np.diff(q.rescaled_times) > 0)
+            assert np.all(np.diff(np.r_[q.initial_loss, q.losses]) < 0)
+    print(f"rank_deficient={rank_deficient}: worst AGF/closed-form time error {worst_t:.1e}, loss {worst_l:.1e}")
+    assert worst_t < 1e-4 and worst_l < 1e-9
+
+
+@pytest.mark.parametrize("seed,rank_deficient,deep", [(0, False, False), (1, False, True), (2, False, False),
+                                                    (3, True, False), (4, True, True)])
+def test_flow_slopes_match_prediction_on_random_problems(seed, rank_deficient, deep):
+    # `deep`: the flow of a 2-layer DeepLinear (its own random init), not of the TwoLayer net.
+    task, rank = _problem(seed, rank_deficient)
+    cf = theory.linear_network(task)
+    if deep:
+        make = lambda a: Setup(ss.DeepLinear([3, 3, 3], key=jax.random.PRNGKey(seed), init_scale=a), task, 1.0)
+    else:
+        make = _make(task)
+    alphas = [1e-6, 1e-10]
+    t_max = 1.3 * cf.rescaled_times[-1] * np.log(1 / alphas[-1]) + 20
+
+    def setup(alpha):
+        s = make(alpha)
+        return Setup(s.model, s.task, t_max=t_max)
+
+    df = ss.converge(setup, alphas, prediction=cf, simulate_kwargs={"n_save": 801, "rtol": 1e-9})
+    err = df.groupby("step")["slope_error"].first().abs()
+    print(f"seed {seed}: flow slope errors {err.to_numpy()}")
+    assert len(err) == rank and err.max() < 0.02

@@ -6,6 +6,7 @@ import json
 import numpy as np
 
 from saddlestep import bench
+from saddlestep.trajectory import Trajectory
 
 
 def test_bench_reduced(tmp_path):
@@ -49,7 +50,7 @@ def test_drop_times_cubic_crossing():
     t = np.linspace(0.0, 10.0, 201)
     s, t0 = np.array([4.0, 1.0]), np.array([2.345, 6.789])
     u = s / (1 + np.exp(-2 * s * (t[:, None] - t0)))
-    traj = bench.Trajectory(times=t, loss=np.zeros_like(t), observables={"features": u}, init_scale=1e-3,
+    traj = Trajectory(times=t, loss=np.zeros_like(t), observables={"features": u}, init_scale=1e-3,
                             status="t_max", t_final=10.0, stats={}, method="test")
     np.testing.assert_allclose(bench.drop_times(traj, s / 2), t0, rtol=1e-5)
 

@@ -14,6 +14,7 @@ import pytest
 import saddlestep.flow as flow
 from saddlestep import sweep as sw
 from saddlestep.runs import run_preset
+from saddlestep.trajectory import Trajectory
 
 # A small linear teacher: two modes, 4×4 network (a few ms per solve).
 SMALL = {"d": "4", "width": "4", "singular_values": "3,1"}
@@ -169,7 +170,7 @@ def test_sweep_killed_and_rerun_completes(tmp_path):
     assert np.all(ds.status.values == 0)
     for name in names:  # nothing corrupt
         json.loads((runs / name / "summary.json").read_text())
-        sw.Trajectory.load(runs / name / "trajectory.npz")
+        Trajectory.load(runs / name / "trajectory.npz")
 
 
 # ----------------------------------------------------------------------------- shard_map

@@ -1,0 +1,256 @@
+"""The stiff section: Tsit5, the implicit paths and `auto` against GD at its stability limit, on a
+modular and a linear case."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import numpy as np
+
+from ..flow import simulate
+from ..trajectory import Trajectory
+from .common import _TSIT5_EVALS_PER_STEP, _warm_timed
+
+
+_STIFF_TEMPLATE = {1: 10.0, 2: 2.5}  # p = 5, two frequencies; width 8: 120 parameters
+
+
+def _modular_case(alpha: float, seed: int = 0):
+    from ..models import QuadraticNetwork
+    from ..tasks import fourier_template, ModularAddition
+
+    task = ModularAddition(fourier_template(5, _STIFF_TEMPLATE))
+    return QuadraticNetwork(5, 8, key=jax.random.PRNGKey(seed), init_scale=alpha), task
+
+
+def _linear_case(alpha: float, seed: int = 0):
+    from ..models import TwoLayer
+    from ..tasks.regression import teacher_spectrum
+
+    s = np.array([10.0, 1.0, 0.1, 0.01])  # spans 10³
+    task = teacher_spectrum(jax.random.PRNGKey(1), 8, 8, s)
+    return TwoLayer(8, 8, 8, "linear", key=jax.random.PRNGKey(seed), init_scale=alpha), task
+
+
+def _crossings(traj: Trajectory, levels) -> np.ndarray:
+    """Each feature's first crossing of its level (a scalar or one level per feature)."""
+    from ..steps import crossing_time
+
+    F = np.asarray(traj.observables["features"])
+    F = F[:, None] if F.ndim == 1 else F
+    levels = np.broadcast_to(np.asarray(levels, dtype=float), F.shape[1:])
+    return np.array([crossing_time(traj.times, F[:, k], levels[k]) for k in range(F.shape[1])], dtype=float)
+
+
+def _lambda_max(model, task, iterations: int = 60) -> float:
+    """λ_max(∇²L) at `model` by power iteration on HVPs."""
+    from jax.flatten_util import ravel_pytree
+
+    from ..models.base import parameters
+    from ..stiff import StabilityBound
+
+    params, static = eqx.partition(parameters(model), eqx.is_inexact_array)
+    y, unravel = ravel_pytree(params)
+    grad = jax.grad(lambda z: task.loss(eqx.combine(unravel(z), static)))
+    return float(StabilityBound(iterations=iterations).lambda_max(y, grad))
+
+
+# Evaluations are counted with host callbacks, one per gradient or HVP, which slow a run by
+# 10–100×: only runs whose timed solve took at most this long are counted again.
+_COUNT_MAX_WALL_S = 5.0
+
+
+_IMPLICIT_MAX_STEPS = 20_000
+
+
+_IMPLICIT_METHODS = ("implicit dense", "implicit matrix-free", "auto")
+
+
+def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: float = 1e-7,
+                    linear_implicit_rtol: float = 1e-8, alphas=None,
+                    cases: tuple[str, ...] = ("degree3", "linear-1e3")) -> dict:
+    """The `stiff` section: degree-3 (modular addition, quadratic network) and a linear teacher
+    whose singular values span 10³, at several α: Tsit5, implicit with a dense Newton solve,
+    implicit matrix-free (CG on HVPs), automatic switching, and GD at its stability limit.
+
+    **Arguments:**
+
+    - `quick`: fewer α and no runs that take minutes.
+    - `rtol`: tolerance of Tsit5.
+    - `implicit_rtol`: tolerance of the implicit solvers. Tsit5 is stability-bound after the first
+      drop, so its steps are far shorter than its tolerance asks and its drop times are ~1e-5
+      accurate at rtol 1e-6; the accuracy-bound implicit solver matches that at rtol 1e-7 (at
+      1e-6 it is ~1e-4 off). The comparison is at equal accuracy.
+    - `linear_implicit_rtol`: the same for the linear teacher. Its later modes grow inside
+      parameter entries that the first mode made O(1), where a per-entry tolerance allows an
+      absolute error rtol·|θ_i| on a mode still far smaller: at 1e-7 the s = 0.1 mode's drop time
+      is 5e-4 off at α = 1e-6, at 1e-8 1e-5 (Tsit5 at 1e-6 is stability-bound and far tighter).
+    - `alphas`: run only the degree-3 case at these α, every method (a small smoke configuration).
+    - `cases`: which cases to run (`"degree3"`, `"linear-1e3"`); the speed-up needs `"degree3"`.
+
+    **Returns:** the section; `stiff_speedup` = Tsit5 wall / best stiff wall on the degree-3 case
+    at the smallest α where Tsit5 runs.
+    """
+    from .. import stiff
+
+    # α where Tsit5 still finishes (its steps grow like 1/α², see below) and α for the implicit
+    # solvers only; the κ = 2 linear teacher at its own α (plateaus ∝ ln(1/α)).
+    explicit_alphas = [2e-1, 1e-1] if quick else [2e-1, 1e-1, 5e-2]
+    implicit_alphas = explicit_alphas if quick else [2e-1, 1e-1, 5e-2, 1e-2, 1e-3, 1e-4]
+    linear_alphas = [1e-2, 1e-4, 1e-6]
+    count_max_wall = _COUNT_MAX_WALL_S
+    if alphas is not None:  # a smoke configuration: short runs, all counted
+        explicit_alphas = implicit_alphas = sorted({float(a) for a in alphas}, reverse=True)
+        quick, count_max_wall = True, math.inf
+    makers = {"degree3": (_modular_case, 40.0), "linear-1e3": (_linear_case, None)}
+    runs = []
+    for case, (make, t_fac) in makers.items():
+        if case not in cases or (quick and case != "degree3"):
+            continue
+        if case == "degree3":
+            alphas, explicit = sorted(set(explicit_alphas) | set(implicit_alphas), reverse=True), explicit_alphas
+        else:
+            alphas = explicit = linear_alphas
+        for a in alphas:
+            model, task = make(a)
+            if t_fac is None:  # κ = 2: plateaus ∝ ln(1/α)/s
+                s_min = float(np.min(np.asarray(task.singular_values)))
+                t_max = 3.0 * math.log(1 / a) / s_min
+                levels = np.asarray(task.singular_values) / 2
+            else:
+                t_max = t_fac / a
+                levels = 0.5
+            kw = dict(t_max=t_max, rtol=rtol, n_save=2001, n_snapshots=2, converge_tol=1e-9, max_steps=8_000_000)
+            # An implicit run that needs this many steps has failed at its job: stop it there.
+            implicit_max = dict(max_steps=_IMPLICIT_MAX_STEPS)
+            irtol = implicit_rtol if case == "degree3" else linear_implicit_rtol
+            methods = [("implicit dense", dict(solver="implicit", linear_solver="dense", rtol=irtol, **implicit_max)),
+                       ("implicit matrix-free", dict(solver="implicit", linear_solver="cg", rtol=irtol, **implicit_max)),
+                       ("auto", dict(solver="auto", rtol=irtol))]
+            if a in explicit:
+                methods.insert(0, ("Tsit5", dict(solver=dfx.Tsit5())))
+
+            results = {}
+            for name, extra in methods:
+                traj, compile_s, wall = _warm_timed(lambda **o: simulate(model, task, **{**kw, **extra, **o}), t_max)
+                if name != "Tsit5" and wall > count_max_wall:
+                    evals = {"grad": None, "hvp": None}
+                elif name != "Tsit5":
+                    stiff.EVAL_COUNT.update(grad=0, hvp=0)
+                    simulate(model, task, **{**kw, **extra}, count_evals=True)
+                    evals = dict(stiff.EVAL_COUNT)
+                    evals["grad"] += _TSIT5_EVALS_PER_STEP * int(traj.stats.get("explicit_steps", 0)) if name == "auto" else 0
+                else:
+                    evals = {"grad": _TSIT5_EVALS_PER_STEP * int(traj.stats["steps"]) + 1, "hvp": 0}
+                results[name] = traj
+                runs.append({
+                    "case": case, "init_scale": a, "method": name, "t_max": t_max,
+                    "rtol": rtol if name == "Tsit5" else irtol, "steps": int(traj.stats["steps"]), "rejected": int(traj.stats["rejected"]),
+                    "implicit_steps": int(traj.stats.get("implicit_steps", 0)),
+                    "t_switch": float(traj.stats.get("t_switch", -1.0)),
+                    "grad_evals": evals["grad"], "hvp_evals": evals["hvp"],
+                    "wall_s": wall, "compile_s": compile_s, "status": traj.status,
+                    "drop_times": _crossings(traj, levels).tolist(),
+                })
+                _progress(runs[-1])
+            if a in explicit:
+                # GD at its stability limit: η = 1.9/λ_max, λ_max at the end of the flow (its largest).
+                lr = 1.9 / _lambda_max(results["Tsit5"].final, task)
+                gd_kw = {k: v for k, v in kw.items() if k not in ("rtol", "max_steps")}
+                traj, compile_s, wall = _warm_timed(
+                    lambda **o: simulate(model, task, learning_rate=lr, **{**gd_kw, **o}), t_max)
+                results["GD (stability limit)"] = traj
+                runs.append({
+                    "case": case, "init_scale": a, "method": "GD (stability limit)", "t_max": t_max,
+                    "setting": f"lr {lr:.3g} = 1.9/λ_max", "steps": int(traj.stats["steps"]), "rejected": 0,
+                    "implicit_steps": 0, "t_switch": -1.0, "grad_evals": int(traj.stats["steps"]), "hvp_evals": 0,
+                    "wall_s": wall, "compile_s": compile_s, "status": traj.status,
+                    "drop_times": _crossings(traj, levels).tolist(),
+                })
+                _progress(runs[-1])
+            ref_name = "Tsit5" if a in explicit else "implicit dense"
+            ref_row = [r for r in runs if r["case"] == case and r["init_scale"] == a and r["method"] == ref_name][0]
+            ref = results[ref_name]
+            for r in runs:
+                if r["case"] == case and r["init_scale"] == a:
+                    rel = np.abs(np.asarray(r["drop_times"]) / np.asarray(ref_row["drop_times"]) - 1)
+                    r["drop_time_error_vs"] = ref_name
+                    r["drop_time_error"] = float(np.nanmax(rel)) if np.any(np.isfinite(rel)) else None
+                    # Plateau levels: the loss on the common save grid, relative to the initial loss.
+                    other = results[r["method"]]
+                    n = min(len(other.loss), len(ref.loss))
+                    dl = np.abs(np.asarray(other.loss[:n]) - np.asarray(ref.loss[:n])) / abs(float(ref.loss[0]))
+                    r["loss_error"] = float(np.nanmax(dl)) if np.any(np.isfinite(dl)) else None
+
+    def fit(method):
+        rows = [r for r in runs if r["case"] == "degree3" and r["method"] == method]
+        x = np.log([1 / r["init_scale"] for r in rows])
+        y = np.array([r["steps"] for r in rows], dtype=float)
+        if len(rows) < 2:
+            return None
+        # steps ∝ α^{−e}: the exponent e of a power law; and the slope b of steps ≈ a + b·ln(1/α).
+        e = float(np.polyfit(x, np.log(y), 1)[0])
+        b = float(np.polyfit(x, y, 1)[0])
+        return {"alphas": [r["init_scale"] for r in rows], "steps": y.astype(int).tolist(),
+                "power_exponent": e, "log_slope": b, "steps_per_log": (y / x).round(1).tolist()}
+
+    fits = {m: fit(m) for m in ("Tsit5", *_IMPLICIT_METHODS)}
+    a_speed, speedups, best_at = min(explicit_alphas), {}, {}
+    if "degree3" in cases:
+        for a in explicit_alphas:
+            rows = [r for r in runs if r["case"] == "degree3" and r["init_scale"] == a]
+            t = [r for r in rows if r["method"] == "Tsit5"][0]["wall_s"]
+            best_at[a] = min((r for r in rows if r["method"] in _IMPLICIT_METHODS), key=lambda r: r["wall_s"])
+            speedups[str(a)] = t / best_at[a]["wall_s"]
+    return {
+        "case": "modular addition p = 5, template |x̂[1]| = 10, |x̂[2]| = 2.5, quadratic network width 8 "
+                "(120 parameters), t_max = 40/α; linear teacher s = 10, 1, 0.1, 0.01 (d = width = 8)",
+        "rtol": rtol,
+        "implicit_rtol": implicit_rtol,
+        "linear_implicit_rtol": linear_implicit_rtol,
+        "runs": runs,
+        "step_fits": fits,
+        "stiff_speedup": speedups.get(str(a_speed)),
+        "stiff_speedup_alpha": a_speed,
+        "stiff_speedup_best_method": best_at[a_speed]["method"] if best_at else None,
+        "stiff_speedup_by_alpha": speedups,
+    }
+
+
+def _progress(row: dict) -> None:
+    # The full stiff section runs for tens of minutes: one line per finished run.
+    print(f"bench stiff: {row['case']} α={row['init_scale']:g} {row['method']}: {row['steps']} steps, "
+          f"{row['wall_s']:.2f} s, {row['status']}", file=sys.stderr, flush=True)
+
+
+def stiff_markdown(sec: dict) -> str:
+    """The `stiff` tables of `bench.md`."""
+    speed = ("stiff_speedup: not measured (no degree-3 case)" if sec["stiff_speedup"] is None else
+             f"**stiff_speedup = {sec['stiff_speedup']:.1f}** (Tsit5 / {sec['stiff_speedup_best_method']} wall time, "
+             f"degree 3, α = {sec['stiff_speedup_alpha']:g}); by α: "
+             + ", ".join(f"{a}: {v:.1f}" for a, v in sec["stiff_speedup_by_alpha"].items()))
+    lines = ["", "## Stiff gradient flows (implicit solvers)", "", sec["case"] + f"; rtol {sec['rtol']:g} (Tsit5, GD's reference), {sec['implicit_rtol']:g} (implicit, degree 3), {sec.get('linear_implicit_rtol', sec['implicit_rtol']):g} (implicit, linear teacher): equal accuracy.", "",
+             speed, "",
+             f"Evaluations are counted only where the timed run took ≤ {_COUNT_MAX_WALL_S:g} s (counting slows a run 10–100×)."
+             " Errors are against Tsit5 where it runs, else against implicit dense: drop times (max relative)"
+             " and the loss on the save grid (max, relative to the initial loss).", "",
+             "| case | α | method | steps | rejected | grad evals | HVP evals | wall (s) | switch t | drop-time error | loss error | vs | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sec["runs"]:
+        err = "—" if r.get("drop_time_error") is None else f"{r['drop_time_error']:.1e}"
+        lerr = "—" if r.get("loss_error") is None else f"{r['loss_error']:.1e}"
+        sw = "—" if r["t_switch"] < 0 else f"{r['t_switch']:.4g}"
+        lines.append(f"| {r['case']} | {r['init_scale']:.0e} | {r['method']} | {r['steps']} | {r['rejected']} | "
+                     f"{'—' if r['grad_evals'] is None else r['grad_evals']} | {'—' if r['hvp_evals'] is None else r['hvp_evals']} | {r['wall_s']:.2f} | {sw} | {err} | {lerr} | {r.get('drop_time_error_vs', '')} | {r['status']} |")
+    lines += ["", "Steps against α (degree 3): steps ∝ α^(−e), slope b of steps ≈ a + b·ln(1/α), and steps / ln(1/α)"
+              " (constant when steps grow like ln(1/α)).", "",
+              "| method | α | steps | e | b | steps / ln(1/α) |", "|---|---|---|---|---|---|"]
+    for m, f in sec["step_fits"].items():
+        if f:
+            lines.append(f"| {m} | {', '.join(f'{a:g}' for a in f['alphas'])} | {', '.join(map(str, f['steps']))} | "
+                         f"{f['power_exponent']:.2f} | {f['log_slope']:.1f} | {', '.join(map(str, f['steps_per_log']))} |")
+    return "\n".join(lines) + "\n"

@@ -58,7 +58,7 @@ def test_staircase_r5():
     assert [s.loss_after for s in steps] == pytest.approx(LEVELS, rel=1e-2)
     assert traj.observables["coefficients"][-1] == pytest.approx(COEFS, rel=1e-2)
     # The closed-form times are lower bounds (directions start unaligned).
-    bound = theory.predict_attention(LAM, 32, 1e-2, init_norm=float(np.max(model.neuron_norms())))
+    bound = theory.attention_prediction(LAM, 32, 1e-2, init_norm=float(np.max(model.neuron_norms())))
     assert np.all(np.asarray([s.time for s in steps]) >= bound.times)
     # Balancedness v² − ‖k‖², v² − ‖q‖² per head is conserved by the flow (R10).
     for key, value in model.conserved().items():
@@ -78,7 +78,7 @@ def test_agf_r5():
     learned = [int(np.argmax(f - g)) for f, g in zip(feats, [np.zeros(4)] + feats[:-1])]
     assert learned == [0, 1, 2, 3]
     assert task.coefficients(pred.plateau_parameters[3]) == pytest.approx(COEFS, rel=1e-2)
-    bound = theory.predict_attention(LAM, 32, 1e-2, init_norm=float(norms.max()))
+    bound = theory.attention_prediction(LAM, 32, 1e-2, init_norm=float(norms.max()))
     assert np.all(pred.times[:4] >= bound.times * (1 - 1e-9))
 
 

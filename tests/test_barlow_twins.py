@@ -32,7 +32,7 @@ def test_r6_aligned_closed_form(r6):
     theory = barlow_twins_aligned(GAM[:3], GAM[:3] * 1e-8, traj.times)
     np.testing.assert_allclose(traj.observables["features"], theory, atol=5e-9)
     np.testing.assert_allclose(traj.observables["eigs_C"], np.sort(theory, axis=1)[:, ::-1], atol=5e-9)
-    pred = predict_barlow_twins(task, model)
+    pred = predict_barlow_twins(model, task)
     c0 = GAM[:3] * 1e-8  # γ_j s_j(0)², s_j(0) = 1e-4
     np.testing.assert_allclose(pred.times, np.log(1 / c0 - 1) / (8 * GAM[:3]), rtol=1e-12)
     np.testing.assert_allclose(_half_rise(traj.times, traj.observables["features"]), pred.times, atol=6e-3)
@@ -56,7 +56,7 @@ def test_r7_small_random_init(r6):
     task = ss.BarlowTwins(gamma=G)
     traj = ss.simulate(model, task, t_max=25.0, rtol=1e-10, n_save=5001)
     sim = _half_rise(traj.times, traj.observables["features"])
-    pred = predict_barlow_twins(task, model)
+    pred = predict_barlow_twins(model, task)
     assert pred.order == ["mode 1", "mode 2", "mode 3"]
     np.testing.assert_allclose(sim, pred.times, rtol=0.05)
     assert np.all(np.diff(sim) > 0)
@@ -69,7 +69,7 @@ def test_negative_modes_are_never_learned(r6):
     R, G = r6
     model = ss.LinearEncoder(5, 5, key=jax.random.PRNGKey(1), init_scale=1e-5)
     task = ss.BarlowTwins(gamma=G)
-    pred = predict_barlow_twins(task, model)
+    pred = predict_barlow_twins(model, task)
     assert pred.num_steps == 4 and task.loss_floor(model) == 1.0
     np.testing.assert_array_equal(pred.losses, [4.0, 3.0, 2.0, 1.0])
     traj = ss.simulate(model, task, t_max=1.3 * pred.times[-1] + 30.0, rtol=1e-9, n_save=2001)
@@ -104,7 +104,7 @@ def test_digit_pairs_and_kernel_form():
     enc = ss.KernelEncoder(120, 4, key=jax.random.PRNGKey(0))
     task = ss.BarlowTwins(*np.split(ss.kernel_features(K), 2))
     task.validate(enc)
-    assert predict_barlow_twins(task, enc).num_steps == 4
+    assert predict_barlow_twins(enc, task).num_steps == 4
 
 
 def test_barlow_twins_synthetic_preset(tmp_path):
@@ -125,7 +125,7 @@ def test_original_loss_ablation_runs():
     traj = ss.simulate(model, task, t_max=5.0, rtol=1e-6, n_save=101)
     assert traj.loss[-1] < 0.5 * traj.loss[0]
     with pytest.raises(ValueError, match=r"^task: "):
-        predict_barlow_twins(task, model)
+        predict_barlow_twins(model, task)
 
 
 def test_bad_input():

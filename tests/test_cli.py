@@ -150,7 +150,8 @@ def bad_cases(tmp):
         "t_max negative": (["run", "diagonal", "--set", "t_max=-5"], "t_max"),
         "mismatched X, Y": (["run", "linear", "--data", _npz(tmp / "mm.npz", X=X, Y=X[:7])], "rows"),
         "NaN in data": (["run", "diagonal", "--data", _npz(tmp / "nan.npz", X=np.where(X > 1, np.nan, X), y=X[:, 0])], "NaN"),
-        "non-PSD covariance": (["run", "linear", "--data", _npz(tmp / "psd.npz", Sxx=np.diag([1.0, -2.0, 1.0]), Syx=np.ones((2, 3)))], "Sxx"),
+        "non-PSD covariance": (
+            ["run", "linear", "--data", _npz(tmp / "psd.npz", Sxx=np.diag([1.0, -2.0, 1.0]), Syx=np.ones((2, 3)))], "Sxx"),
         "missing data file": (["run", "linear", "--data", str(tmp / "absent.npz")], "no such file"),
         "truncated data file": (["run", "linear", "--data", str(truncated)], "trunc.npz"),
         "foreign data file": (["run", "relu", "--data", str(foreign)], "foreign.npz"),

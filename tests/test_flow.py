@@ -195,7 +195,9 @@ def test_no_recompilation_across_seed_scale_horizon_tolerance(task):
     run(3, 1e-4, 45.0, 1e-6)
     run(4, 1e-4, 45.0, 1e-7, atol=1e-12)
     assert TRACE_COUNT["flow"] == before
-    gd = lambda lr, tm: ss.simulate(run.__defaults__ and ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(0), init_scale=1e-3), task, t_max=tm, learning_rate=lr, n_save=333)
+    gd = lambda lr, tm: ss.simulate(run.__defaults__ and ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(0),
+                                                                     init_scale=1e-3),
+                                    task, t_max=tm, learning_rate=lr, n_save=333)
     gd(0.01, 5.0)
     before = TRACE_COUNT["discrete"]
     gd(0.02, 7.0)

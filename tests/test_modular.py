@@ -75,7 +75,7 @@ def test_r6_closed_forms():
     assert util[[1, 3, 5]] == pytest.approx([3.042903, 0.380363, 0.047545], abs=1e-6)
     _, bounds = theory.modular_lower_bounds(x, math.sqrt(2) * 0.01)
     assert bounds == pytest.approx([7.6364, 61.091, 488.73], rel=1e-4)
-    pred = theory.predict_modular(x, 0.01)
+    pred = theory.modular_prediction(x, 0.01)
     assert pred.order == ["ξ=1", "ξ=3", "ξ=5"] and pred.extra["lower_bound"]
 
 
@@ -129,7 +129,7 @@ def _check_staircase(template, expected_order):
     drift = np.abs(np.asarray(traj.final.conserved()) - np.asarray(model.conserved())).max()
     assert drift < 1e-4
     # The closed-form times are lower bounds: real jumps (unaligned directions) come later.
-    bound = theory.predict_modular(task.template, 0.1, init_norm=float(np.max(model.neuron_norms())))
+    bound = theory.modular_prediction(task.template, 0.1, init_norm=float(np.max(model.neuron_norms())))
     first = [next(t for t, f in zip(traj.times, traj.observables["features"][:, task.frequencies.index(xi)]) if f > 0.5)
              for xi in order]
     assert np.all(np.asarray(first) >= bound.times)

@@ -13,7 +13,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import scipy.integrate
 import scipy.optimize
 
@@ -105,7 +104,7 @@ def test_qwem_aligned_prediction_matches_flow_on_random_spectra():
         s = 10.0 ** rng.uniform(-4, -2, 3)  # mode k starts at s_k
         model = eqx.tree_at(lambda m: m.W, ss.Embedding(6, 3, key=jax.random.PRNGKey(0), init_scale=1e-3),
                             jnp.asarray(Q[:, :3] * s))
-        p = predict_qwem(task, model)
+        p = predict_qwem(model, task)
         # Oracle: half-rise of s_k² = λ_k/(1 + (λ_k/s_k² − 1)e^{−λ_k t}), in time order.
         t_half = np.log(lam[:3] / s**2 - 1) / lam[:3]
         order = np.argsort(t_half)
@@ -134,7 +133,7 @@ def test_qwem_random_init_slopes_match_prediction():
         for a in alphas:
             model = eqx.tree_at(lambda m: m.W, ss.Embedding(6, 3, key=jax.random.PRNGKey(0), init_scale=a),
                                 jnp.asarray(a * G))
-            p = predict_qwem(task, model)
+            p = predict_qwem(model, task)
             assert p.order == ["mode 1", "mode 2", "mode 3"]
             preds.append(p.times)
             sims.append(_qwem_flow(M, a * G, 1.3 * p.times[-1] + 5, Q[:, :3], lam[:3] / 2)[0])
@@ -181,7 +180,7 @@ def test_barlow_twins_aligned_prediction_matches_flow_on_random_spectra():
         s = 10.0 ** np.random.default_rng(seed).uniform(-4, -2, 3)
         model = ss.LinearEncoder(5, 3, key=jax.random.PRNGKey(0), init_scale=1.0, directions=(R[:, :3] * s).T)
         model = eqx.tree_at(lambda m: m.init_scale, model, jnp.asarray(1e-3))
-        p = predict_barlow_twins(task, model)
+        p = predict_barlow_twins(model, task)
         c0 = gam[:3] * s**2
         t_half = np.log(1 / c0 - 1) / (8 * gam[:3])
         order = np.argsort(t_half)
@@ -205,7 +204,7 @@ def test_barlow_twins_random_init_slopes_match_prediction():
         for a in alphas:
             model = eqx.tree_at(lambda m: m.W, ss.LinearEncoder(5, 3, key=jax.random.PRNGKey(0), init_scale=a),
                                 jnp.asarray(a * W))
-            p = predict_barlow_twins(task, model)
+            p = predict_barlow_twins(model, task)
             assert p.order == ["mode 1", "mode 2", "mode 3"]
             preds.append(p.times)
             sims.append(_bt_flow(G, a * W, 1.3 * p.times[-1] + 3, R[:, :3], gam[:3])[0])

@@ -1,7 +1,9 @@
+import jax
 import numpy as np
 import pytest
 import scipy.integrate
 
+import saddlestep as ss
 from saddlestep import theory
 
 from _agf_cases import r1_task, r3_task, ten_by_ten
@@ -130,3 +132,41 @@ def test_theory_bad_input():
         theory.linear_network(r3_task(), init_scale=-1.0)
     with pytest.raises(ValueError, match="commutes"):
         theory.saxe(ten_by_ten(commuting=False), init_scale=1e-3)
+
+
+def test_every_predictor_takes_model_and_task_and_returns_a_prediction():
+    # One convention (like agf.predict): predict_…(model, task, **options) -> Prediction.
+    import jax
+
+    from saddlestep.theory import predictors
+
+    key = jax.random.PRNGKey(0)
+    linear_task = ss.teacher_spectrum(key, 4, 4, [3.0, 1.0])
+    diag_task = ss.sparse_regression(key, 20, 6, np.array([2.0, -1.0, 0, 0, 0, 0]))
+    cases = {
+        "predict_linear": (ss.TwoLayer(4, 4, 4, "linear", key=key, init_scale=1e-4), linear_task),
+        "predict_saxe": (ss.DeepLinear([4, 4, 4], key=key, init_scale=1e-4), linear_task),
+        "predict_pesme_flammarion": (ss.DiagonalLinear(6, key=key, init_scale=1e-4), diag_task),
+        "predict_modular": (ss.QuadraticNetwork(5, 6, key=key, init_scale=1e-2),
+                            ss.ModularAddition(ss.fourier_template(5, {1: 2.0}))),
+        "predict_attention": (ss.LinearAttention(3, 2, key=key, init_scale=1e-2),
+                              ss.InContextRegression(np.diag([1.0, 0.5, 0.25]), 8)),
+    }
+    public = {name for name in dir(predictors) if name.startswith("predict_")}
+    assert public == set(cases)
+    for name, (model, task) in cases.items():
+        pred = getattr(ss.theory, name)(model, task)
+        assert isinstance(pred, ss.Prediction) and pred.num_steps >= 1, name
+        assert pred.init_scale == pytest.approx(float(model.init_scale)), name
+        assert np.all(np.diff(pred.times) > 0) and np.all(np.diff(pred.losses) <= 1e-12), name
+
+
+def test_the_older_data_level_calls_still_answer_the_same():
+    key = jax.random.PRNGKey(1)
+    task = ss.ModularAddition(ss.fourier_template(5, {1: 2.0}))
+    model = ss.QuadraticNetwork(5, 6, key=key, init_scale=1e-2)
+    n0 = float(model.neuron_norms().max())
+    new = ss.theory.predict_modular(model, task)
+    with pytest.warns(DeprecationWarning):
+        old = ss.theory.predict_modular(task.template, 1e-2, init_norm=n0)
+    np.testing.assert_allclose(old.times, new.times)

@@ -33,7 +33,7 @@ def test_r1_aligned_closed_form(r1):
     theory = qwem_aligned(LAM[:3], [1e-6] * 3, traj.times)
     np.testing.assert_allclose(traj.observables["sv2"], theory, atol=1e-8)
     np.testing.assert_allclose(traj.observables["features"], theory, atol=1e-8)
-    pred = predict_qwem(task, model)
+    pred = predict_qwem(model, task)
     np.testing.assert_allclose(pred.times, np.log(LAM[:3] / 1e-6 - 1) / LAM[:3], rtol=1e-12)  # Lemma 3.1 half-rise
     assert pred.order == ["mode 1", "mode 2", "mode 3"]
     np.testing.assert_allclose(_half_rise(traj.times, traj.observables["sv2"], LAM), pred.times, atol=6e-3)
@@ -68,7 +68,7 @@ def test_r4_small_random_init_step_times(r1):
     task = ss.QWEM(M)
     traj = ss.simulate(model, task, t_max=45.0, rtol=1e-10, n_save=4501)
     sim = _half_rise(traj.times, traj.observables["features"], LAM)
-    pred = predict_qwem(task, model)
+    pred = predict_qwem(model, task)
     np.testing.assert_allclose(sim, pred.times, rtol=0.03)
     # The reference's cruder ln(λ/(dσ²))/λ is within its stated 10 %.
     np.testing.assert_allclose(sim, np.log(LAM[:3] / (3 * sigma**2)) / LAM[:3], rtol=0.10)
@@ -83,7 +83,7 @@ def test_sgns_follows_qwem_at_small_init():
     sgns = ss.SGNS(P)
     np.testing.assert_allclose(sgns.target, qwem.target)
     model = ss.Embedding(40, 3, key=jax.random.PRNGKey(0), init_scale=1e-6)
-    pred = predict_qwem(qwem, model)
+    pred = predict_qwem(model, qwem)
     lam = np.asarray(qwem.eigenvalues)[:3]
     runs = [ss.simulate(model, t, t_max=1.2 * pred.times[-1], rtol=1e-7, n_save=1201) for t in (qwem, sgns)]
     times = [_half_rise(r.times, r.observables["features"], lam) for r in runs]
@@ -99,7 +99,7 @@ def test_agf_neuron_view_agrees_with_qwem(r1):
     model = ss.Embedding(6, 3, key=jax.random.PRNGKey(0), init_scale=1e-6)
     # ⅛‖WWᵀ − M*‖² is regression of x ↦ WWᵀx on x ↦ M*x over the basis vectors, scaled by V/4.
     agf = predict(model, ss.SampleRegression(np.eye(6), M))
-    qwem = predict_qwem(ss.QWEM(M), model)
+    qwem = predict_qwem(model, ss.QWEM(M))
     np.testing.assert_allclose(agf.losses * 6 / 4, qwem.losses, rtol=1e-6)
     np.testing.assert_allclose(agf.times * 4 / 6, qwem.times, rtol=0.06)
 
@@ -124,7 +124,7 @@ def test_corpus_statistics(corpus):
 def test_real_corpus_qwem_learns_top_eigenvectors_in_order(corpus):
     task = ss.QWEM.from_cooccurrence(corpus.P)
     model = ss.Embedding(1000, 10, key=jax.random.PRNGKey(0), init_scale=1e-6)
-    pred = predict_qwem(task, model)
+    pred = predict_qwem(model, task)
     lam = np.asarray(task.eigenvalues)[:10]
     traj = ss.simulate(model, task, t_max=1.8 * pred.times[-1], rtol=1e-7, n_save=401)
     half = _half_rise(traj.times, traj.observables["features"], lam)

@@ -60,7 +60,8 @@ def _linear_extras(out: str, result) -> list[str]:
     paths = [os.path.join(out, "linear-flow-vs-gd.png")]
     _save(fig, paths[-1])
     runs = [run_preset("linear", init_scale=a, progress=False).trajectory for a in (1e-3, 1e-6, 1e-12)]
-    fig = plot.staircase(runs, prediction=result.prediction, mark_steps=False, title="linear: smaller α, sharper steps at t/ln(1/α) → 1/s_k")
+    fig = plot.staircase(runs, prediction=result.prediction, mark_steps=False,
+                         title="linear: smaller α, sharper steps at t/ln(1/α) → 1/s_k")
     paths.append(os.path.join(out, "linear-init-scales.png"))
     _save(fig, paths[-1])
     return paths

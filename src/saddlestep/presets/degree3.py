@@ -199,7 +199,7 @@ def _build_modular(params, *, init_scale, seed, data):
         raise ValueError(f"--set width: expected a positive integer, got {params['width']}")
     model = QuadraticNetwork(p, params["width"], key=jax.random.PRNGKey(seed), init_scale=init_scale)
     n0 = float(np.max(np.asarray(model.neuron_norms())))
-    bound = degree3.predict_modular(np.asarray(task.template), init_scale, init_norm=n0)
+    bound = degree3.modular_prediction(np.asarray(task.template), init_scale, init_norm=n0)
     # Real jumps come later than the bounds (directions start unaligned): a few times the last.
     t_max = horizon(params, 8.0 * float(bound.times[-1]) + 20.0)
 
@@ -265,7 +265,7 @@ def _build_attention(params, *, init_scale, seed, data):
     task = InContextRegression(cov, params["N"], samples=samples, key=jax.random.PRNGKey(params["basis_seed"] + 1))
     model = LinearAttention(D, params["heads"], key=jax.random.PRNGKey(seed), init_scale=init_scale)
     n0 = float(np.max(np.asarray(model.neuron_norms())))
-    bound = degree3.predict_attention(lam, params["N"], init_scale, init_norm=n0)
+    bound = degree3.attention_prediction(lam, params["N"], init_scale, init_norm=n0)
     t_max = horizon(params, 6.0 * float(bound.times[-1]) + 20.0)
 
     cache: dict = {}

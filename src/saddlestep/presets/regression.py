@@ -72,7 +72,7 @@ def _build_linear(params, *, init_scale, seed, data):
     model = TwoLayer(d, params["width"], out, "linear", key=jax.random.PRNGKey(seed), init_scale=init_scale)
     s_min = _smallest_mode(task)
     t_max = horizon(params, 2.0 * math.log(1.0 / init_scale) / s_min + 20.0 / s_min)
-    return Setup(model, task, t_max, predict=lambda: _theory.linear_network(task, init_scale=init_scale),
+    return Setup(model, task, t_max, predict=lambda: _theory.predict_linear(model, task),
                  simulate_kwargs={"rtol": params["rtol"]}, settle=20.0 / s_min)
 
 

@@ -66,7 +66,7 @@ def _eigen_plot(traj, key, theory, path, ylabel, title):
 def _embedding_setup(task, model, params, init_scale, extra=None):
     from ..theory.qwem import predict_qwem, qwem_aligned
 
-    pred = predict_qwem(task, model)
+    pred = predict_qwem(model, task)
     if pred.num_steps == 0:
         raise ValueError("--data: M* has no positive eigenvalue among the top d; nothing is learned")
     last = float(pred.times[-1])
@@ -178,7 +178,7 @@ def _bt_setup(task, model, params):
 
     d = model.W.shape[0]
     simplified = task.kind == "simplified"
-    pred = predict_barlow_twins(task, model) if simplified else None
+    pred = predict_barlow_twins(model, task) if simplified else None
     gam = np.asarray(task.gamma_eigenvalues)
     pos = gam[gam > 0]
     if pos.size == 0:

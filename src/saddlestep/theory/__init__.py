@@ -1,4 +1,9 @@
-"""Closed-form predictions of the staircase: Saxe modes, fully connected linear networks, Pesme–Flammarion."""
+"""Closed-form predictions of the staircase: Saxe modes, fully connected linear networks,
+Pesme–Flammarion, QWEM, Barlow Twins, the degree-3 lower bounds and the deep escape.
+
+Every predictor is `predict_…(model, task, **options) -> Prediction` (like `agf.predict`); the
+formulas beside them take the problem's data.
+"""
 
 from .linear import (
     conjecture_jump_times as conjecture_jump_times,
@@ -36,6 +41,13 @@ from .degree3 import (
     modular_lower_bounds as modular_lower_bounds,
     modular_utility_max as modular_utility_max,
     modular_utility_maxima as modular_utility_maxima,
+    attention_prediction as attention_prediction,
+    modular_prediction as modular_prediction,
+)
+from .predictors import (
     predict_attention as predict_attention,
+    predict_linear as predict_linear,
     predict_modular as predict_modular,
+    predict_pesme_flammarion as predict_pesme_flammarion,
+    predict_saxe as predict_saxe,
 )

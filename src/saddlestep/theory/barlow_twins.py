@@ -13,6 +13,7 @@ from jaxtyping import Float
 from ..models.encoder import AbstractEncoder
 from ..prediction import Prediction
 from ..tasks.views import BarlowTwins
+from ..tasks.base import AbstractTask
 
 __all__ = ["barlow_twins_aligned", "barlow_twins_final", "predict_barlow_twins"]
 
@@ -60,7 +61,7 @@ def barlow_twins_final(gamma, d: int) -> Float[np.ndarray, "d p"]:
     return W
 
 
-def predict_barlow_twins(task: BarlowTwins, model: AbstractEncoder) -> Prediction:
+def predict_barlow_twins(model: AbstractEncoder, task: BarlowTwins) -> Prediction:
     """The Barlow Twins staircase (Simon et al. 2023): eigenmodes of Γ are learned one at a
     time in the order of γ_j; mode j's embedding eigenvalue c_j rises from
     c_j(0) = γ_j‖W(0)v_j‖² to 1 with half-rise time t_j = ln(1/c_j(0) − 1)/(8γ_j); each step
@@ -69,11 +70,16 @@ def predict_barlow_twins(task: BarlowTwins, model: AbstractEncoder) -> Predictio
 
     **Arguments:**
 
+    - `model`, `task`: the (model, task) convention of every predictor; the older order
+      (task, model) is accepted.
     - `task`: a `BarlowTwins` task with the simplified loss.
     - `model`: the encoder at its initialisation.
 
     **Returns:** a `Prediction` with method `"closed-form:barlow-twins"`.
     """
+    if isinstance(model, AbstractTask):  # the older order (task, model)
+        model, task = task, model
+
     if task.kind != "simplified":
         raise ValueError("task: the closed form holds for the simplified loss ‖C − I‖², not the original one")
     task.validate(model)

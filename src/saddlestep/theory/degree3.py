@@ -117,7 +117,7 @@ def modular_lower_bounds(template, init_norm: float) -> tuple[list[int], np.ndar
     return order, alignment_time(util[order], init_norm)
 
 
-def predict_modular(template, init_scale: float, init_norm: float | None = None) -> Prediction:
+def modular_prediction(template, init_scale: float, init_norm: float | None = None) -> Prediction:
     """The closed-form staircase of modular addition: exact plateau levels and order, with the
     perfect-alignment **lower bounds** as times (`method="closed-form:modular-lower-bound"`).
 
@@ -198,7 +198,7 @@ def attention_utility_maxima(eigenvalues, N: int) -> Float[np.ndarray, " D"]:
     return N * lam**2 / (3.0 * math.sqrt(3.0))
 
 
-def predict_attention(eigenvalues, N: int, init_scale: float, init_norm: float | None = None) -> Prediction:
+def attention_prediction(eigenvalues, N: int, init_scale: float, init_norm: float | None = None) -> Prediction:
     """The closed-form staircase of in-context regression with linear attention: components in
     decreasing eigenvalue order, exact levels and coefficients, and the perfect-alignment
     **lower bounds** (1/‖θ₀‖ − 1)/(3Ū*_i) as times (`method="closed-form:attention-lower-bound"`).

@@ -16,6 +16,7 @@ from jaxtyping import Float
 from ..models.embedding import Embedding
 from ..prediction import Prediction
 from ..tasks.corpus import AbstractCooccurrenceTask
+from ..tasks.base import AbstractTask
 
 __all__ = ["predict_qwem", "qwem_aligned", "qwem_closed_form", "qwem_final"]
 
@@ -114,7 +115,7 @@ def qwem_final(target, d: int) -> Float[np.ndarray, "V d"]:
     return vec * np.sqrt(np.clip(lam, 0.0, None))
 
 
-def predict_qwem(task: AbstractCooccurrenceTask, model: Embedding) -> Prediction:
+def predict_qwem(model: Embedding, task: AbstractCooccurrenceTask) -> Prediction:
     """The QWEM staircase (Karkada et al. 2025, Lemma 3.1 and Result 3).
 
     Mode k (the k-th eigenvector v_k of M*, λ_k > 0, k ≤ d) rises sigmoidally from s_k²(0)
@@ -128,11 +129,16 @@ def predict_qwem(task: AbstractCooccurrenceTask, model: Embedding) -> Prediction
 
     **Arguments:**
 
+    - `model`, `task`: the (model, task) convention of every predictor; the older order
+      (task, model) is accepted.
     - `task`: a `QWEM` or `SGNS` task (its M* gives the modes).
     - `model`: the `Embedding` at its initialisation.
 
     **Returns:** a `Prediction` with method `"closed-form:qwem"`.
     """
+    if isinstance(model, AbstractTask):  # the older order (task, model)
+        model, task = task, model
+
     task.validate(model)
     W0 = np.asarray(model.W)
     d = W0.shape[1]

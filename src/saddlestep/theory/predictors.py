@@ -1,0 +1,63 @@
+"""Every closed-form predictor in one convention: `predict_…(model, task, **options) -> Prediction`,
+as neural-tangents' `predict` and `agf.predict` take them. The formulas live beside, in one file per
+paper, and take the problem's data (a spectrum, a template); these read that data off the model and
+task, so a preset or a user calls every predictor the same way.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from ..models.base import AbstractModel
+from ..prediction import Prediction
+from .degree3 import attention_prediction, modular_prediction
+from .linear import linear_network
+from .pesme_flammarion import pesme_flammarion
+from .saxe import saxe
+
+
+def _alpha(model) -> float:
+    return float(model.init_scale)
+
+
+def predict_linear(model, task, *, num_steps: int | None = None) -> Prediction:
+    """A two-layer linear network's staircase (`linear_network`: exact for commuting Σxx, Σyx;
+    else reduced-rank plateaus at Conjecture 4.1's times, Kunin et al. 2025), at the model's α."""
+    return linear_network(task, init_scale=_alpha(model), num_steps=num_steps)
+
+
+def predict_saxe(model, task, *, u0: float | None = None) -> Prediction:
+    """Saxe et al.'s mode-by-mode staircase (`saxe`) at the model's α and depth (layers)."""
+    depth = len(model.layers) if hasattr(model, "layers") else 2
+    return saxe(task, init_scale=_alpha(model), depth=depth, u0=u0)
+
+
+def predict_pesme_flammarion(model, task, *, max_steps: int = 100) -> Prediction:
+    """Pesme & Flammarion's Algorithm 1 (`pesme_flammarion`) for a `DiagonalLinear` model."""
+    return pesme_flammarion(task, init_scale=_alpha(model), max_steps=max_steps)
+
+
+def _data_level(name: str, instead: str) -> None:
+    warnings.warn(f"{name}(data…) is the older form: call {instead} with the problem's data, or {name}(model, task)",
+                  DeprecationWarning, stacklevel=3)
+
+
+def predict_modular(model, task, *, init_norm: float | None = None) -> Prediction:
+    """Modular addition's closed-form levels and lower-bound times (`modular_prediction`), from the
+    task's template; `init_norm` defaults to the largest neuron norm of the model at init."""
+    if not isinstance(model, AbstractModel):  # the older call (template, init_scale)
+        _data_level("predict_modular", "modular_prediction")
+        return modular_prediction(model, task, init_norm=init_norm)
+    n0 = float(model.neuron_norms().max()) if init_norm is None else init_norm
+    return modular_prediction(task.template, _alpha(model), init_norm=n0)
+
+
+def predict_attention(model, task, *legacy, init_norm: float | None = None) -> Prediction:
+    """In-context regression's closed-form levels and lower-bound times (`attention_prediction`),
+    from the task's input spectrum and context length; `init_norm` defaults to the largest head
+    norm of the model at init."""
+    if not isinstance(model, AbstractModel):  # the older call (eigenvalues, N, init_scale)
+        _data_level("predict_attention", "attention_prediction")
+        return attention_prediction(model, task, *legacy, init_norm=init_norm)
+    n0 = float(model.neuron_norms().max()) if init_norm is None else init_norm
+    return attention_prediction(task.eigenvalues, task.N, _alpha(model), init_norm=n0)

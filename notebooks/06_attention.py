@@ -56,8 +56,7 @@ ax.legend(fontsize=8);
 # levels to 1e-3 of the initial loss (the levels are exact; the tolerance covers the finite-α
 # plateau reading), each drop *after* its lower bound (a bound: no tolerance), each coefficient
 # crossing half its optimum in the same order, and the final coefficients at
-# 1/(tr Λ + (N + 1)λ_i) to 1e-3 (the flow has converged by t = 400; what is left is the O(α) of the
-# unused fifth head).
+# 1/(tr Λ + (N + 1)λ_i) to 1e-3 (the flow has converged by t = 400).
 
 # %%
 steps = ss.detect_steps(flow)

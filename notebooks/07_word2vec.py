@@ -81,10 +81,10 @@ ax.set_ylabel(f"analogy accuracy ({len(questions)} questions)");
 # (`theory.qwem_closed_form`, no alignment assumption), that the flow's WWᵀ at every snapshot agrees
 # to 1e-6 of ‖M*‖ (the solver runs at rtol 1e-7; we allow ten times that, accumulated); that the
 # k-th squared singular value of W crosses λ_k/2, in order, at the closed form's half-rise time t_k
-# to a relative 1/ln(1/α) (≈ 0.07 at α = 1e-6: silent alignment is exact only as α → 0); and that the loss ends on the plateau
-# ⅛ Σ_{j>6} λ_j² to 1e-3 of it. (We time the modes by their singular values, not by the loss's
-# drops: modes 3 and 4, λ = 94.8 and 86.8, fall 9 % apart in time and the loss, dominated by the
-# 494 modes never learned, shows them as one drop.)
+# to a relative 1/ln(1/α) (≈ 0.07 at α = 1e-6: silent alignment is exact only as α → 0); and that
+# the loss ends on the plateau ⅛ Σ_{j>6} λ_j² to 1e-3 of it. (We time the modes by their singular
+# values, not by the loss's drops: modes 3 and 4, λ = 94.8 and 86.8, fall 9 % apart in time and the
+# loss, dominated by the 494 modes never learned, shows them as one drop.)
 
 # %%
 assert task.weights is None  # Setting 3.1: the loss is ⅛‖M* − WWᵀ‖²

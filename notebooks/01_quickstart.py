@@ -75,3 +75,27 @@ np.savez(os.path.join(folder, "mydata.npz"), X=X, Y=Y)
 mine = ss.run_preset("linear", data=os.path.join(folder, "mydata.npz"), out=os.path.join(folder, "run"))
 print(sorted(os.listdir(os.path.join(folder, "run"))))
 fig = ss.plot.staircase(mine.trajectory, prediction=mine.prediction, title="linear on my data")
+
+# %% [markdown]
+# ## Check
+# We assert, against Saxe's formulas computed here from the teacher's singular values alone, that
+# every drop of both flows sits at rescaled time 1/s_k to a relative 2/ln(1/α) (≈ 0.14 at α = 1e-6:
+# a random start shifts each sigmoid by an O(1) time, ≈ ln(s_k)/(2 s_k) plus the projection), and that
+# each plateau is ½ Σ_{j>k} s_j² to 1e-3 of the initial loss (the levels are exact up to O(α^{2/3})).
+
+# %%
+def check_saxe(steps, s, alpha):
+    s = np.asarray(s, dtype=float)
+    assert len(steps) == len(s), f"{len(steps)} drops detected, {len(s)} modes"
+    tol = 2.0 / np.log(1 / alpha)
+    tau = np.array([st.rescaled_time for st in steps])
+    rel = np.abs(tau * s - 1.0)
+    assert np.all(rel <= tol), f"τ_k·s_k − 1 = {rel} exceeds {tol:.3f}"
+    levels = 0.5 * np.array([np.sum(s[k + 1:] ** 2) for k in range(len(s))])
+    err = np.abs(np.array([st.loss_after for st in steps]) - levels)
+    assert np.all(err <= 1e-3 * 0.5 * np.sum(s**2)), f"plateau errors {err}"
+    return rel
+
+
+print("preset: |τ_k s_k − 1| =", np.round(check_saxe(result.steps, [10, 5, 2.5, 1.25, 0.625], 1e-6), 4))
+print("by hand: |τ_k s_k − 1| =", np.round(check_saxe(ss.detect_steps(flow), [4.0, 2.0, 1.0], 1e-6), 4))

@@ -70,3 +70,29 @@ ss.compare(flow, agf)[["step", "feature_predicted", "feature_simulated", "rescal
 # β[1] also moves from 1.58 to 2, is labelled β[1].) The simulated times sit a little after the α → 0 prediction: the gap is an O(1) offset in t, so it
 # shrinks like 1/ln(1/α) in rescaled time (notebook `10_convergence` measures it). For sparse
 # regression with your own `X`, `y`: `saddlestep run diagonal --data sparse.npz`.
+
+# %% [markdown]
+# ## Check
+# We assert that the two independent predictions (PF's constrained least squares and the AGF engine)
+# agree to 1e-6 on times, losses and order β[0], β[1], β[0], with β[0] switched off at step 2; that
+# the flow's drops sit at AGF's rescaled times to a relative 1/ln(1/α) (≈ 0.07: the O(1) offset in
+# t), its plateaus at the predicted losses to 1e-3 of the initial loss, and that β at the flattest
+# point of each plateau is PF's saddle to 2e-3 (room for the finite-α residue of the coordinates
+# still in motion, which is ≈ 2e-4 here).
+
+# %%
+assert pf.order == agf.order == ["β[0]", "β[1]", "β[0]"]
+assert agf.extra["deactivated"][1] == [0]
+np.testing.assert_allclose(pf.rescaled_times, agf.rescaled_times, rtol=1e-6)
+np.testing.assert_allclose(pf.losses, agf.losses, rtol=1e-6, atol=1e-9)
+steps = ss.detect_steps(flow)
+assert len(steps) == 3, steps
+tau = np.array([s.rescaled_time for s in steps])
+rel = np.abs(tau / agf.rescaled_times - 1)
+assert np.all(rel <= 1 / np.log(1 / alpha)), rel
+loss_err = np.abs(np.array([s.loss_after for s in steps]) - agf.losses)
+assert np.all(loss_err <= 1e-3 * agf.initial_loss), loss_err
+beta_plateau = np.array([[np.interp(s.end, flow.times, beta[:, j]) for j in range(2)] for s in steps])
+beta_err = np.abs(beta_plateau - np.array([np.asarray(b) for b in pf.plateau_parameters]))
+assert np.all(beta_err <= 2e-3), beta_err
+print("relative time errors:", np.round(rel, 4), " β errors on the plateaus:", np.round(beta_err.max(axis=1), 4))

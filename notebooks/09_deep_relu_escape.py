@@ -68,3 +68,25 @@ ax.legend(fontsize=8);
 # %% [markdown]
 # The flow's times sit above the aligned bound by one ε-independent factor: a random direction first
 # has to align with u*, which costs a fixed multiple of the escape time.
+
+# %% [markdown]
+# ## Check
+# We assert that the basin's escape direction is balanced, ‖W_ℓ‖² = 1/L to 1e-3, with every layer
+# nearly rank one (s₁/s₂ > 100); that every escape comes after the aligned bound (a bound: no
+# tolerance); that the fitted slope d ln t / d ln ε is −(L − 2) = −1 to 0.05 and the ratio
+# t / bound is one constant to 5 % (at the largest ε the direction has aligned only to cos ≈ 0.88 at
+# the escape, an ε-dependent correction that shrinks as ε → 0, so the successive ratios must also
+# settle); and that cos(θ, u*) at the escape increases as ε falls, past 0.99 at the smallest ε.
+
+# %%
+L = len(dims) - 1
+np.testing.assert_allclose(basin.layer_norms**2, 1 / L, atol=1e-3)
+assert np.all(np.asarray(basin.singular_value_ratios()) > 100), basin.singular_value_ratios()
+assert list(flow.status) == ["converged"] * len(alphas)
+assert np.all(times >= bound), (times, bound)
+assert abs(slope + (L - 2)) <= 0.05, slope
+ratio = times / bound
+assert ratio.max() / ratio.min() - 1 <= 0.05, ratio
+assert abs(ratio[2] / ratio[1] - 1) < abs(ratio[1] / ratio[0] - 1), ratio
+assert np.all(np.diff(cosines) > 0) and cosines[-1] >= 0.99, cosines
+print("t / bound:", np.round(ratio, 3), f" slope + (L − 2) = {slope + L - 2:+.3f}", " cosines:", np.round(cosines, 4))

@@ -86,3 +86,39 @@ ax.set_title("SGD keeps the staircase; Adam skips the plateaus");
 print("steps of the flow at t =", [round(s.time, 2) for s in ss.detect_steps(flow)])
 print("steps of GD η=0.1 at t =", [round(s.time, 2) for s in ss.detect_steps(gds[0])])
 print("Adam: loss at its end", float(adam.loss[-1]), "after", int(adam.stats["steps"]), "steps")
+
+# %% [markdown]
+# ## Check
+# We assert: the flow's drops sit at the closed form's times to a relative 2/ln(1/α) (an O(1) offset
+# in t); GD's plateaus are the flow's to 1e-3 of the initial loss (GD has the same stationary
+# points), and each GD drop is late by the discrete-growth delay ln(1/α)(η/ln(1 + ηs_k) − 1/s_k)
+# ≈ η ln(1/α)/2, with s_k = 1/τ_k the mode's growth rate (a mode grows by 1 + ηs_k per step instead of
+# e^{ηs_k}), to 10 % of it (the formula drops the O(η) change of the O(1) offset, and the modes'
+# coupling through the unwhitened inputs); SGD's loss at the flattest point of each of the flow's
+# plateaus is the flow's level to 2 % (room for the minibatch noise); and Adam is below the flow's
+# last plateau before the flow's first drop.
+
+# %%
+L_alpha = np.log(1 / alpha)
+steps = ss.detect_steps(flow)
+assert len(steps) == prediction.num_steps == 3, steps
+t_flow = np.array([s.time for s in steps])
+rel = np.abs(t_flow / prediction.times - 1)
+assert np.all(rel <= 2 / L_alpha), rel
+rate = 1 / prediction.rescaled_times
+for lr, gd in zip((0.1, 0.02), gds):
+    gd_steps = ss.detect_steps(gd)
+    assert len(gd_steps) == 3, (lr, gd_steps)
+    delay = np.array([s.time for s in gd_steps]) - t_flow
+    expected = L_alpha * (lr / np.log1p(lr * rate) - 1 / rate)
+    assert np.all(np.abs(delay - expected) <= 0.1 * expected), (lr, delay, expected)
+    loss_err = np.abs(np.array([s.loss_after - f.loss_after for s, f in zip(gd_steps, steps)]))
+    assert np.all(loss_err <= 1e-3 * steps[0].loss_before), (lr, loss_err)
+    print(f"GD η = {lr}: delays {np.round(delay, 3)}, expected {np.round(expected, 3)}")
+plateau_ends = [s.end for s in steps[:-1]]
+sgd_level = np.interp(plateau_ends, t_sgd, L_sgd)
+flow_level = np.array([s.loss_after for s in steps[:-1]])
+assert np.all(np.abs(sgd_level / flow_level - 1) <= 0.02), (sgd_level, flow_level)
+t_adam = float(np.asarray(adam.times)[np.argmax(np.asarray(adam.loss) < steps[-1].loss_before)])
+assert np.any(np.asarray(adam.loss) < steps[-1].loss_before) and t_adam < steps[0].time, (t_adam, steps[0].time)
+print("SGD / flow on the plateaus:", np.round(sgd_level / flow_level, 4), f"; Adam below the last plateau at t = {t_adam:.2f}, flow's first drop at {steps[0].time:.2f}")

@@ -22,7 +22,7 @@ template = ss.fourier_template(11, {1: 10.0, 3: 5.0, 5: 2.5})
 task = ss.ModularAddition(template)
 model = ss.QuadraticNetwork(task.p, 18, key=jax.random.PRNGKey(0), init_scale=0.1)
 order, levels, initial = ss.theory.modular_levels(task.template)
-bound = ss.theory.predict_modular(task.template, 0.1, init_norm=float(np.max(model.neuron_norms())))
+bound = ss.theory.predict_modular(model, task)  # levels exact; times are lower bounds from ‖θ₀‖
 print("order of frequencies:", order, " plateau levels:", np.round(levels, 4), " initial loss:", round(initial, 4))
 print("jump-time lower bounds:", np.round(bound.times, 2))
 

@@ -21,7 +21,7 @@ lam = np.array([0.96, 0.48, 0.32, 0.24])
 Q = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))[0]  # a random eigenbasis
 task = ss.InContextRegression(Q @ np.diag(lam) @ Q.T, 32)
 model = ss.LinearAttention(4, 5, key=jax.random.PRNGKey(0), init_scale=1e-2)
-bound = ss.theory.predict_attention(lam, 32, 1e-2, init_norm=float(np.max(model.neuron_norms())))
+bound = ss.theory.predict_attention(model, task)  # levels exact; times are lower bounds from ‖θ₀‖
 print("plateau levels:", np.round(bound.losses, 4), " jump-time lower bounds:", np.round(bound.times, 1))
 
 # %% [markdown]

@@ -29,7 +29,7 @@ print(f"{stats.n_tokens} tokens, V = {stats.vocab_size}; most frequent: {' '.joi
 # %%
 task = ss.QWEM.from_cooccurrence(stats.P)
 model = ss.Embedding(stats.vocab_size, 6, key=jax.random.PRNGKey(0), init_scale=1e-6)
-pred = ss.theory.predict_qwem(task, model)
+pred = ss.theory.predict_qwem(model, task)
 flow = ss.simulate(model, task, t_max=1.4 * pred.times[-1], rtol=1e-7, n_save=601, n_snapshots=13)
 fig = ss.plot.staircase(flow, prediction=pred, title="QWEM on the Wikipedia sample, V = 500, d = 6")
 

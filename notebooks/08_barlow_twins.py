@@ -20,7 +20,7 @@ plt.rcParams["figure.dpi"] = 60
 xa, xb, _ = ss.digit_pairs(500, shift=1, noise=0.1, seed=0)  # 500 pairs of 8×8 images
 task = ss.BarlowTwins(xa, xb, loss="simplified")
 model = ss.LinearEncoder(64, 6, key=jax.random.PRNGKey(0), init_scale=1e-6)
-pred = ss.theory.predict_barlow_twins(task, model)
+pred = ss.theory.predict_barlow_twins(model, task)
 print("top eigenvalues of Γ:", np.round(np.asarray(task.gamma_eigenvalues)[:8], 3))
 print("predicted jump times:", np.round(pred.times, 2))
 

@@ -100,8 +100,9 @@ def _cmd_list(args) -> int:
     for name in sorted(presets):
         p = presets[name]
         predicts = f"  [predicts: {p.predictor}]" if p.predictor else "  [no predictor]"
+        keys = f"  [--set {', '.join(p.defaults)}]"
         data = f"  [--data: {p.data_help}]" if p.data_help else ""
-        print(f"{name:<{width}}  α={p.init_scale:g}  {p.description}{predicts}{data}")
+        print(f"{name:<{width}}  α={p.init_scale:g}  {p.description}{predicts}{keys}{data}")
     print("\n`saddlestep list PRESET` shows a preset's --set parameters and their defaults.")
     return 0
 
@@ -283,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with reporting(args.command != "list"):
             return _COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # The reader went away (`saddlestep list | head`): nothing more to say, and no error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("saddlestep: interrupted", file=sys.stderr)
         if argv is None:

@@ -253,3 +253,14 @@ def test_linear_preset_agf_stays_in_numpy(monkeypatch):
     assert p.order == expected.order == theory.linear_network(setup.task, init_scale=1e-6).order
     assert calls["mode_strengths"] == 0
     assert calls["with_neurons"] == p.num_steps  # the plateau models, nothing else
+
+
+@pytest.mark.parametrize("indices, label", [
+    ([3], "neuron 3"), ([0, 2], "neurons 0, 2"), ([4, 5, 6], "neurons 4, 5, 6"),
+    ([1, 2, 4, 5, 6, 7, 9], "7 neurons: 1–2, 4–7, 9"),
+    ([0, 2, 4, 6, 8, 10, 12], "7 neurons: 0, 2, 4, 6, …"),
+])
+def test_many_neurons_get_a_label_a_person_can_read(indices, label):
+    from saddlestep.agf.neuron import neuron_label
+
+    assert neuron_label(indices) == label

@@ -111,3 +111,16 @@ def test_preset_build():
     with pytest.raises(ValueError, match="predictor"):
         preset.build(preset.parameters({"predictor": "magic"}), init_scale=1e-2, seed=0, data=None)
     assert math.isfinite(setup.t_max)
+
+
+def test_agf_follows_every_component_to_the_last_and_never_stops_silently():
+    # Regression: the event's root finder needed |S − c| < 1e-13 while one ulp of c ≈ 577 is
+    # 1.1e-13, so the 4th activation (t ≈ 1207) was lost and AGF ended after 3 steps, unwarned.
+    from saddlestep.runs import prepare
+
+    _, _, setup, _, _ = prepare("attention")
+    pred = setup.predict()
+    levels = pred.extra["theory_levels"]
+    assert pred.num_steps == len(levels) == 4 and pred.extra["stopped"] is None
+    np.testing.assert_allclose(pred.losses, levels, rtol=1e-6)
+    assert np.all(pred.times >= np.asarray(pred.extra["lower_bounds"]))  # a bound is a bound

@@ -54,3 +54,12 @@ def test_a_data_run_records_what_it_read_and_its_timing(tmp_path):
     }
     assert summary["timing"]["simulate_s"] > 0 and summary["timing"]["predict_s"] > 0
     assert isinstance(summary["command"], list)
+
+
+def test_a_preset_whose_own_parameter_is_called_data_runs_and_records_no_file(tmp_path):
+    # Regression: `data` (digits | teacher) was read as the --data file path when recording it.
+    result = ss.run_preset("richness", overrides={"width": "8", "n": "32", "gamma": "10"}, out=str(tmp_path / "run"),
+                        progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["parameters"]["data"] == "digits" and summary["data"] is None
+    assert result.trajectory.status in ("converged", "t_max")

@@ -101,15 +101,19 @@ def _cmd_list(args) -> int:
         p = presets[name]
         predicts = f"  [predicts: {p.predictor}]" if p.predictor else "  [no predictor]"
         keys = f"  [--set {', '.join(p.defaults)}]"
+        took = f"  [≈ {p.runtime_s:.0f} s]" if p.runtime_s else ""
         data = f"  [--data: {p.data_help}]" if p.data_help else ""
-        print(f"{name:<{width}}  α={p.init_scale:g}  {p.description}{predicts}{keys}{data}")
-    print("\n`saddlestep list PRESET` shows a preset's --set parameters and their defaults.")
+        print(f"{name:<{width}}  α={p.init_scale:g}{took}  {p.description}{predicts}{keys}{data}")
+    print("\n`saddlestep list PRESET` shows a preset's --set parameters and their defaults; times are the"
+          " default run on 2 CPU cores.")
     return 0
 
 
 def _describe(preset) -> None:
     print(f"{preset.name}: {preset.description}")
     print(f"  default α (--init-scale): {preset.init_scale:g}")
+    if preset.runtime_s:
+        print(f"  default run: ≈ {preset.runtime_s:.0f} s on 2 CPU cores")
     print(f"  prediction: {preset.predictor or 'none (simulation only)'}")
     print(f"  --data: {preset.data_help or 'not accepted'}")
     print("  --set parameters (defaults):")

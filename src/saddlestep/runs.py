@@ -83,7 +83,7 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
             setup.t_max = predicted_horizon(setup, params)
     params = {**params, "t_max": setup.t_max}
-    if data is not None:
+    if data is not None and "data" not in preset.defaults:  # a preset's own `data` parameter wins
         params["data"] = os.path.abspath(data)
     return preset, params, setup, init_scale, seed
 
@@ -135,7 +135,7 @@ def _run_preset(preset_name, init_scale, seed, data, overrides, out, overwrite, 
     wall = time.perf_counter() - start
     predicting = setup.predict is not None and not getattr(setup.predict, "done", False)
     with phase(f"{preset.name}: detecting steps" + (" and predicting" if predicting else ""), enabled=show):
-        summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall)
+        summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall, data=data)
     folder = None
     if out is not None:
         with phase(f"{preset.name}: writing {os.path.abspath(out)}", enabled=show):
@@ -166,7 +166,8 @@ def data_record(path: str | None) -> dict[str, Any] | None:
 
 
 def summarize(
-    preset_name: str, params: dict, setup: Setup, init_scale: float, seed: int, traj: Trajectory, wall: float
+    preset_name: str, params: dict, setup: Setup, init_scale: float, seed: int, traj: Trajectory, wall: float,
+    *, data: str | None = None,
 ) -> tuple[dict[str, Any], list[Step], Prediction | None]:
     """The `summary.json` of a finished run, with its detected steps and the preset's prediction.
 
@@ -183,7 +184,7 @@ def summarize(
         "versions": versions(),
         "wall_time_s": wall,
         "command": list(sys.argv),
-        "data": data_record(params.get("data")),
+        "data": data_record(data),
         "timing": {"simulate_s": wall, "predict_s": predict_s},
         "solver": {
             "name": traj.method,

@@ -65,8 +65,10 @@ def _utility_phase(problem: AbstractAGFProblem, x, S, c, log_norm0, dormant, rst
         return dx, mask * kappa * U
 
     def cond(t, y, args, **kwargs):
+        # Relative to the threshold: S − c itself cannot get below one ulp of c (≈ 1e-13 for
+        # κ = 3 at α = 1e-3), and the event's root finder then never met its tolerance.
         _, S = y
-        return jnp.max(jnp.where(dormant, S - c, -_BIG))
+        return jnp.max(jnp.where(dormant, (S - c) / jnp.maximum(1.0, jnp.abs(c)), -_BIG))
 
     sol = dfx.diffeqsolve(
         dfx.ODETerm(field),
@@ -193,7 +195,11 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             solver_steps += nsteps
             x = x1 / np.linalg.norm(x1, axis=1, keepdims=True)
         if not bool(hit):
-            break  # no activation within the horizon, or the step budget ran out
+            # No activation: within the horizon none is coming (AGF is done), unless the solve
+            # stopped short of it — then later steps are missing, and the prediction says so.
+            if float(t_new) < t + 0.999 * horizon:
+                record["stopped"] = "utility_solve"
+            break
         t = float(t_new)
         S1 = np.asarray(S1)
         # Neurons that reached their threshold together; a neuron returned to dormant just below
@@ -296,7 +302,8 @@ def predict(
     **Returns:** a `Prediction` (`method="agf"`) with jump times, plateau losses, the feature
     learned at each step, and the model on each plateau (`plateau_parameters`); `extra` holds the
     neurons activated and deactivated at each step, the thresholds, the solver's step count, and
-    `stopped`: None, or why the prediction ended early (`"max_steps"`, `"cycling"`; also warned).
+    `stopped`: None, or why the prediction ended early (`"max_steps"`, `"cycling"`,
+    `"utility_solve"`; also warned).
     """
     problem = make_problem(model, task)
     if rtol is not None and not (rtol > 0):
@@ -337,6 +344,7 @@ def predict(
         why = {
             "max_steps": f"hit max_steps = {max_steps} activations",
             "cycling": "found the same neurons entering and leaving at one instant, over and over",
+            "utility_solve": "stopped: a utility-phase solve ended before its horizon without an activation",
         }[stopped]
         warnings.warn(f"agf.predict {why}; the prediction stops there and may miss later steps", stacklevel=2)
     return Prediction(

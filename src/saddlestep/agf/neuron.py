@@ -179,7 +179,27 @@ class NeuronProblem(AbstractAGFProblem):
             change = np.abs(np.asarray(f1) - np.asarray(f0))
             if change.max() > 0:
                 return labels[int(np.argmax(change))]
-        return "+".join(f"neuron {i}" for i in np.flatnonzero(crossed))
+        return neuron_label(np.flatnonzero(crossed))
+
+
+def neuron_label(indices, *, shown: int = 4) -> str:
+    """A readable name for the neurons a step activated: `"neuron 3"`, `"neurons 0, 2"`, or for
+    many `"27 neurons: 1–2, 4–7, 9, …"` (runs of consecutive indices joined, the first `shown`
+    runs listed; the full list is in the prediction's `extra["activated"]`)."""
+    idx = sorted(int(i) for i in indices)
+    if not idx:
+        return "no neuron"
+    if len(idx) == 1:
+        return f"neuron {idx[0]}"
+    runs, start = [], idx[0]
+    for prev, cur in zip(idx, idx[1:] + [None]):
+        if cur != prev + 1 if cur is not None else True:
+            runs.append(f"{start}" if start == prev else f"{start}–{prev}")
+            start = cur
+    if len(idx) <= 3:
+        return "neurons " + ", ".join(str(i) for i in idx)
+    listed = ", ".join(runs[:shown]) + (", …" if len(runs) > shown else "")
+    return f"{len(idx)} neurons: {listed}"
 
 
 @eqx.filter_jit

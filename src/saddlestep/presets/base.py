@@ -102,6 +102,8 @@ class Preset:
     - `data_help`: what `--data` accepts (None: the preset takes no data).
     - `predictor`: what `saddlestep run` sets beside the flow ("" for none): AGF, a closed
       form or a lower bound, and whose.
+    - `runtime_s`: wall seconds of the default `saddlestep run` on 2 CPU cores (measured,
+      compilation included; shown by `saddlestep list`).
     """
 
     name: str
@@ -111,6 +113,7 @@ class Preset:
     init_scale: float = 1e-6
     data_help: str | None = None
     predictor: str = ""
+    runtime_s: float | None = None
 
     def parameters(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:
         """The defaults with `--set key=value` overrides parsed to the defaults' types."""

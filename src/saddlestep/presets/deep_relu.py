@@ -151,6 +151,7 @@ def _profile_figure(escape, flow, path):
 register(
     Preset(
         name="deep-relu-escape",
+        runtime_s=80,
         predictor="lower bound (escape time along u* = argmax G)",
         description="deep ReLU (depth 3) on digits: first escape along u* = argmax G; t ∝ ε^{-(L-2)}",
         defaults={
@@ -265,6 +266,7 @@ def _build_richness(params, *, init_scale, seed, data):
 register(
     Preset(
         name="richness",
+        runtime_s=16,
         predictor="",
         description="μP ReLU MLP with output/γ (Atanasov et al.): plateau ∝ γ^{1-2/L}, curves collapse",
         defaults={

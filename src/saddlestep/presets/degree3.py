@@ -225,6 +225,7 @@ def _build_modular(params, *, init_scale, seed, data):
 register(
     Preset(
         name="modular",
+        runtime_s=45,
         predictor="AGF (--set predictor=lower-bound: closed-form lower bounds)",
         description="quadratic network on modular addition, p = 20 template |x̂| = 10, 5, 2.5 at ξ = 1, 3, 5 (κ = 3)",
         defaults={
@@ -232,7 +233,7 @@ register(
             "frequencies": (1, 3, 5),
             "magnitudes": (10.0, 5.0, 2.5),
             "width": 18,
-            "predictor": "agf",
+            "predictor": "lower-bound",
             "solver": "auto",
             "rtol": 1e-6,
             "t_max": "auto",
@@ -287,6 +288,7 @@ def _build_attention(params, *, init_scale, seed, data):
 register(
     Preset(
         name="attention",
+        runtime_s=16,
         predictor="AGF (--set predictor=lower-bound: closed-form lower bounds)",
         description="linear attention, H = 5 rank-one heads, in-context regression D = 4, N = 32, λ ∝ 1, 1/2, 1/3, 1/4 (κ = 3)",
         defaults={

@@ -176,6 +176,7 @@ _LINEAR_DATA = "an .npz with Sxx, Syx[, Syy] (second moments) or X, Y (samples; 
 register(
     Preset(
         name="linear",
+        runtime_s=7,
         predictor="closed form (Saxe; exact for commuting Σxx, Σyx, else the Conjecture 4.1 recursion)",
         description="two-layer linear network, whitened rank-5 teacher s = 10, 5, 2.5, 1.25, 0.625 (Saxe)",
         defaults={
@@ -195,6 +196,7 @@ register(
 register(
     Preset(
         name="deep-linear",
+        runtime_s=8,
         predictor="",
         description="deep linear network (depth 3), same teacher; plateaus ∝ α^{-(L-2)}",
         defaults={
@@ -215,6 +217,7 @@ register(
 register(
     Preset(
         name="diagonal",
+        runtime_s=7,
         predictor="AGF (Pesme–Flammarion's algorithm: exact small-α limit)",
         description="diagonal linear network β = u⊙v on sparse regression (Pesme–Flammarion)",
         defaults={
@@ -236,6 +239,7 @@ register(
 register(
     Preset(
         name="relu",
+        runtime_s=15,
         predictor="AGF",
         # Orthogonal inputs with teachers of opposite signs: each teacher is one clean step, at
         # AGF's rescaled time 2/|a*_j| (flow slopes agree to 0.01%). With Gaussian inputs the

@@ -244,6 +244,7 @@ _BT_LOSS = {"loss": "simplified", "off_diagonal": 0.0051, "scale": 1.0}
 register(
     Preset(
         name="word2vec",
+        runtime_s=90,
         predictor="closed form (QWEM, Karkada et al.)",
         description="tied word2vec (exact SGNS, or loss=qwem) on the Wikipedia sample shipped with gensim; QWEM theory",
         defaults={"vocab_size": 1000, "d": 10, "window": 8, "loss": "sgns", "negatives": 1.0,
@@ -257,6 +258,7 @@ register(
 register(
     Preset(
         name="qwem",
+        runtime_s=7,
         predictor="closed form (QWEM, Karkada et al.)",
         description="quartic word2vec loss on a co-occurrence matrix (synthetic topics, or --data); closed form",
         defaults={"vocab_size": 200, "d": 5, "negatives": 1.0, "corpus_seed": 0, "rtol": 1e-9, "t_max": "auto"},
@@ -269,6 +271,7 @@ register(
 register(
     Preset(
         name="barlow-twins",
+        runtime_s=7,
         predictor="closed form (Simon et al.; loss=simplified only)",
         description="linear Barlow Twins on scikit-learn digits, views = shifts + noise; eigenmodes of Γ in order",
         defaults={"n": 500, "d": 8, "shift": 1, "noise": 0.1, "data_seed": 0, **_BT_LOSS,
@@ -281,6 +284,7 @@ register(
 register(
     Preset(
         name="barlow-twins-synthetic",
+        runtime_s=7,
         predictor="closed form (Simon et al.; loss=simplified only)",
         description="linear Barlow Twins on pairs from a latent model with Γ spectrum (1, .5, .25, .1, −.2)",
         defaults={"spectrum": (1.0, 0.5, 0.25, 0.1, -0.2), "m": 8, "n": 2000, "noise": 0.1, "d": 3,

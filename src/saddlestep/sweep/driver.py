@@ -225,11 +225,11 @@ def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size
     from ..runs import _jsonable as jsonable, summarize, write_run_folder
 
     params = {**member.params, "t_max": setup.t_max}
-    if data is not None:
+    if data is not None and "data" not in preset.defaults:  # a preset's own `data` parameter wins
         params["data"] = data
     # The ensemble's wall time is shared among its members (compilation included).
     summary, steps, prediction = summarize(
-        preset.name, params, setup, member.init_scale, member.seed, traj, wall / ensemble_size
+        preset.name, params, setup, member.init_scale, member.seed, traj, wall / ensemble_size, data=data
     )
     summary["sweep"] = {
         "point": jsonable(member.point),

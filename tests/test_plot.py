@@ -292,3 +292,16 @@ def test_init_scale_of_one_is_not_rescaled_and_says_so():
     ax = plot.staircase(staircase_run(alpha=1.0), time="rescaled").axes[0]
     assert "not rescaled" in ax.get_xlabel()
     np.testing.assert_allclose(curves(ax)[0].get_xdata().max(), 100.0)
+
+
+def test_discrete_training_is_labelled_by_its_optimizer_and_rate():
+    import jax
+
+    import saddlestep as ss
+
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 3, 3, [2.0])
+    model = ss.TwoLayer(3, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-3)
+    adam = ss.simulate(model, task, t_max=5.0, method=ss.Discrete(1e-3, "adam"), n_save=20)
+    fig = ss.plot.staircase(adam)
+    labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
+    assert any(label.startswith("adam, lr 1e-3") for label in labels), labels

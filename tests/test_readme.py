@@ -29,3 +29,16 @@ def test_your_own_model_example_runs_and_agf_matches_the_flow():
 
     import saddlestep as ss
     exec(compile(blocks[0], "README.md (activations)", "exec"), {"ss": ss, "jax": jax})
+
+
+def test_using_it_from_python_runs_as_printed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    block = _python_blocks(_section("Using it"))[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md (Using it)", "exec"), namespace)
+    assert len(namespace["steps"]) == 5 == namespace["prediction"].num_steps
+    assert "norms" in namespace["norms"].observables
+    assert {"t", "loss"} <= set(namespace["table"].columns)
+    assert namespace["gd"].label.startswith("gd")

@@ -45,8 +45,8 @@ class _Curve:
 def _default_label(tr: Trajectory) -> str:
     alpha = np.atleast_1d(np.asarray(tr.init_scale, dtype=float))[0]
     if tr.learning_rate is not None:
-        return f"{tr.method} η={tr.learning_rate:g}, α={alpha:.0e}"
-    return f"flow ({tr.method}), α={alpha:.0e}"
+        return f"{tr.label}, α={alpha:.0e}"  # "adam, lr 1e-3, α=1e-06"
+    return f"flow ({tr.label}), α={alpha:.0e}"
 
 
 def _curves(trajectories, labels: Sequence[str] | None) -> list[_Curve]:

@@ -46,7 +46,8 @@ class Setup:
     settle: float | None = None
 
     def __post_init__(self):
-        if self.predict is not None:
+        # `dataclasses.replace` builds a new Setup from one whose predict is already kept: keep it.
+        if self.predict is not None and not hasattr(self.predict, "done"):
             self.predict = _once(self.predict)
 
 

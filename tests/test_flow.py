@@ -267,6 +267,26 @@ def test_method_objects_agree_with_the_older_keywords():
         ss.simulate(model, task, tmax=3.0, **kw)
 
 
+def test_save_and_stop_agree_with_the_flat_keywords():
+    model, task = _small()
+    new = ss.simulate(model, task, t_max=60.0, save=ss.Save(n=101, snapshots=3, observables=lambda m: {"a": m.a}),
+                      stop=ss.Stop(converge_tol=1e-3, loss_floor=0.0))
+    old = ss.simulate(model, task, t_max=60.0, n_save=101, n_snapshots=3, observables=lambda m: {"a": m.a},
+                      converge_tol=1e-3, loss_floor=0.0)
+    np.testing.assert_array_equal(new.loss, old.loss)
+    np.testing.assert_array_equal(new.observables["a"], old.observables["a"])
+    assert len(new.snapshot_times) == 3 and new.t_final < 60.0  # stopped at the tolerance, before t_max
+    assert new.status == "converged"
+    with pytest.raises(ValueError, match="save: give either"):
+        ss.simulate(model, task, t_max=1.0, save=ss.Save(), n_save=11)
+    with pytest.raises(ValueError, match="save: expected n ≥ 3"):
+        ss.Save(n=2)
+    with pytest.raises(ValueError, match="stop: expected a saddlestep.Stop"):
+        ss.simulate(model, task, t_max=1.0, stop=1e-3)
+    with pytest.raises(ValueError, match="stop: expected converge_tol"):
+        ss.Stop(converge_tol=-1.0)
+
+
 def test_adam_by_name_is_optax_adam_and_labelled_by_name():
     from saddlestep.methods import Discrete
 

@@ -79,9 +79,11 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "run_preset": (".runs", 'run_preset'),
     "SampleRegression": (".tasks", 'SampleRegression'),
     "SGNS": (".tasks", 'SGNS'),
+    "Save": (".flow", 'Save'),
     "simulate": (".flow", 'simulate'),
     "sparse_regression": (".tasks", 'sparse_regression'),
     "Step": (".steps", 'Step'),
+    "Stop": (".flow", 'Stop'),
     "tasks": (".tasks", None),
     "teacher_spectrum": (".tasks", 'teacher_spectrum'),
     "theory": (".theory", None),
@@ -117,7 +119,9 @@ if TYPE_CHECKING:
     )
     from .flow import (
         RESULTS as RESULTS,
+        Save as Save,
         simulate as simulate,
+        Stop as Stop,
     )
     from .methods import (
         AbstractMethod as AbstractMethod,

@@ -68,6 +68,45 @@ def check_precision(model: AbstractModel, init_scale: np.ndarray) -> None:
         )
 
 
+class Save(eqx.Module):
+    """What a run records, as diffrax's `SaveAt` does for a solve.
+
+    **Arguments:**
+
+    - `n`: points of the save grid, uniform in t (and so in t/ln(1/α)); at least 3.
+    - `snapshots`: the parameters are kept at this many uniformly spaced times; at least 2.
+    - `observables`: `fn(model)` or `fn(model, task)` returning a dict of arrays (or any pytree),
+      recorded on the save grid beside the task's into `Trajectory.observables` (pass the same
+      function again to reuse the compilation).
+    """
+
+    n: int = 2001
+    snapshots: int = 21
+    observables: Callable | None = None
+
+    def __check_init__(self):
+        if int(self.n) != self.n or int(self.snapshots) != self.snapshots or self.n < 3 or self.snapshots < 2:
+            raise ValueError(f"save: expected n ≥ 3 and snapshots ≥ 2 (integers), got n={self.n}, "
+                             f"snapshots={self.snapshots}")
+
+
+class Stop(eqx.Module):
+    """When a converged run ends before `t_max`.
+
+    **Arguments:**
+
+    - `converge_tol`: stop once L − L_floor ≤ converge_tol·(L(0) − L_floor).
+    - `loss_floor`: the infimum of the loss (None: the task's, when it knows one).
+    """
+
+    converge_tol: float = 1e-12
+    loss_floor: float | None = None
+
+    def __check_init__(self):
+        if not self.converge_tol >= 0:
+            raise ValueError(f"stop: expected converge_tol ≥ 0, got {self.converge_tol}")
+
+
 def simulate(
     model: AbstractModel,
     task: AbstractTask,
@@ -76,14 +115,11 @@ def simulate(
     method: AbstractMethod | str | dfx.AbstractSolver | None = None,
     rtol: float = 1e-6,
     atol: float | None = None,
-    n_save: int = 2001,
-    n_snapshots: int = 21,
-    converge_tol: float = 1e-12,
-    loss_floor: float | None = None,
-    observables: Callable | None = None,
+    save: Save | None = None,
+    stop: Stop | None = None,
     progress: bool | None = False,
     mesh: jax.sharding.Mesh | None = None,
-    **deprecated: Any,
+    **older: Any,
 ) -> Trajectory:
     """Integrate the gradient flow of `model` on `task` from its (small) initialization.
 
@@ -100,20 +136,16 @@ def simulate(
       a name in `METHODS` (`"explicit"`, `"implicit"`, `"auto"`) or a Diffrax solver.
     - `rtol`, `atol`: tolerances; `atol` defaults to rtol·α, since the parameters start O(α) and
       a plateau's escape time is set by their relative accuracy (reference/engineering.md §1.2).
-    - `n_save`: points of the save grid, uniform in t (and so in t/ln(1/α)).
-    - `n_snapshots`: parameters are kept at this many uniformly spaced times.
-    - `converge_tol`: stop once L − L_floor ≤ converge_tol·(L(0) − L_floor).
-    - `loss_floor`: the infimum of the loss (default: the task's, when it knows one).
-    - `observables`: `fn(model)` or `fn(model, task)` returning a dict of arrays (or any pytree),
-      recorded on the save grid beside the task's into `Trajectory.observables` (pass the same
-      function again to reuse the compilation).
+    - `save`: what is recorded (`Save(n, snapshots, observables)`; default `Save()`).
+    - `stop`: when a converged run ends early (`Stop(converge_tol, loss_floor)`; default `Stop()`).
     - `progress`: show progress — a bar on a terminal, a few plain lines elsewhere (default:
       on a terminal, or inside `progress.reporting()`; never for a batch).
     - `mesh`: a one-axis device mesh; a batch is split over its devices with `shard_map`, each
       device running its own adaptive loop (the batch is padded to a multiple of the devices).
 
-    The older keywords `solver`, `max_steps`, `linear_solver`, `stiffness`, `count_evals`,
-    `learning_rate` and `optimizer` still work and build the method.
+    The older keywords still work: `solver`, `max_steps`, `linear_solver`, `stiffness`,
+    `count_evals`, `learning_rate` and `optimizer` build the method; `n_save`, `n_snapshots` and
+    `observables` the `Save`; `converge_tol` and `loss_floor` the `Stop`.
 
     **Returns:** a `Trajectory`.
     """
@@ -121,22 +153,21 @@ def simulate(
         raise ValueError(f"model: expected a saddlestep model, got {type(model).__name__}")
     if not isinstance(task, AbstractTask):
         raise ValueError(f"task: expected a saddlestep task, got {type(task).__name__}")
-    method = _legacy_method(method, deprecated)
+    save, stop, older = _legacy_record(save, stop, older)
+    method = _legacy_method(method, older)
     init_scale = np.asarray(model.init_scale, dtype=float)
     batched = init_scale.ndim == 1
     if init_scale.ndim > 1 or not np.all((init_scale > 0) & np.isfinite(init_scale)):
         raise ValueError(f"init_scale: expected positive finite values, got {init_scale}")
     t_max, rtol = _positive("t_max", t_max), _positive("rtol", rtol)
-    n_save, n_snapshots = int(n_save), int(n_snapshots)
-    if n_save < 3 or n_snapshots < 2:
-        raise ValueError("n_save, n_snapshots: expected n_save ≥ 3 and n_snapshots ≥ 2")
+    n_save, n_snapshots, converge_tol = int(save.n), int(save.snapshots), float(stop.converge_tol)
     if mesh is not None and not batched:
         raise ValueError("mesh: sharding needs a batch of models (a leading batch axis)")
     probe = jax.tree.map(lambda x: x[0], model) if batched else model
     task.validate(probe)
     check_precision(probe, init_scale)
-    observe = _observe(observables, probe, task)
-    loss_floor = task.loss_floor(probe) if loss_floor is None else loss_floor
+    observe = _observe(save.observables, probe, task)
+    loss_floor = task.loss_floor(probe) if stop.loss_floor is None else stop.loss_floor
     if isinstance(method, Discrete):
         _positive("learning_rate", method.learning_rate)
         n_save, n_snapshots = discrete_grid(n_save, n_snapshots)
@@ -183,6 +214,23 @@ class _PlainMeter(dfx.TextProgressMeter):
     @staticmethod
     def _close_bar(bar: list[float]) -> None:
         pass  # the phase line says when it is done
+
+
+_SAVE_KEYS = {"n_save": "n", "n_snapshots": "snapshots", "observables": "observables"}
+_STOP_KEYS = {"converge_tol": "converge_tol", "loss_floor": "loss_floor"}
+
+
+def _legacy_record(save, stop, kw: dict[str, Any]) -> tuple[Save, Stop, dict[str, Any]]:
+    """`save` and `stop` from themselves or the older flat keywords (`n_save=`, `converge_tol=`, …)."""
+    out = []
+    for given, keys, cls, name in ((save, _SAVE_KEYS, Save, "save"), (stop, _STOP_KEYS, Stop, "stop")):
+        flat = {field: kw.pop(key) for key, field in keys.items() if key in kw}
+        if given is not None and not isinstance(given, cls):
+            raise ValueError(f"{name}: expected a saddlestep.{cls.__name__}, got {type(given).__name__}")
+        if given is not None and flat:
+            raise ValueError(f"{name}: give either {name}= or {', '.join(sorted(flat))}, not both")
+        out.append(given if given is not None else cls(**flat))
+    return out[0], out[1], kw
 
 
 def _legacy_method(method, kw: dict[str, Any]) -> AbstractMethod:

@@ -47,7 +47,7 @@ def test_list_names_every_preset_and_what_it_predicts(capsys):
     assert set(all_presets()) <= set(rows)
     assert "[predicts: AGF" in rows["relu"] and "[no predictor]" in rows["deep-linear"]
     assert "lower bound" in rows["deep-relu-escape"]
-    assert "[--set d, width, singular_values, teacher_seed, rtol, t_max]" in rows["linear"]
+    assert "[--set d, width, singular_values, teacher_seed, solver, rtol, t_max]" in rows["linear"]
 
 
 def test_list_preset_shows_every_set_parameter_with_its_default(capsys):

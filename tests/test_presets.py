@@ -72,3 +72,28 @@ def test_barlow_twins_presets_build_with_either_loss(loss):
     _, params, setup, alpha, _ = prepare("barlow-twins-synthetic", overrides={"loss": loss, "n": "200"})
     assert (setup.predict is None) == (loss == "original")
     assert math.isfinite(setup.t_max) and setup.t_max > math.log(1 / alpha)
+
+
+@pytest.mark.parametrize("name", ["linear", "diagonal", "modular", "word2vec", "deep-relu-escape"])
+def test_every_preset_shares_solver_rtol_and_horizon(name):
+    """`Preset.setup` applies the shared parameters the same way for every family: the preset's
+    defaults, then a user's `solver`, `rtol` and fixed `t_max`, then discrete training."""
+    from saddlestep.methods import Discrete
+    from saddlestep.presets import get_preset
+
+    preset = get_preset(name)
+    small = {"linear": {"d": "4", "width": "4", "singular_values": "2,1"}, "diagonal": {"d": "6", "n": "10"},
+             "modular": {"p": "7", "width": "4", "magnitudes": "2,1", "frequencies": "1,2"},
+             "word2vec": {"vocab_size": "20", "d": "2"}, "deep-relu-escape": {}}[name]
+    small = {k: v for k, v in small.items() if k in preset.defaults}
+    default = preset.setup(preset.parameters(small), init_scale=1e-3, seed=0)
+    assert default.simulate_kwargs["rtol"] == preset.rtol
+    assert default.simulate_kwargs.get("method", preset.solver) == preset.solver
+    params = preset.parameters({**small, "solver": "implicit", "rtol": "1e-5", "t_max": "7.5"})
+    mine = preset.setup(params, init_scale=1e-3, seed=0)
+    assert (mine.t_max, mine.simulate_kwargs["rtol"], mine.simulate_kwargs["method"]) == (7.5, 1e-5, "implicit")
+    trained = preset.setup(preset.parameters({**small, "optimizer": "adam", "learning_rate": "0.1"}),
+                           init_scale=1e-3, seed=0)
+    assert trained.simulate_kwargs["method"] == Discrete(0.1, "adam")
+    with pytest.raises(ValueError, match="solver: expected one of explicit, implicit, auto"):
+        preset.parameters({"solver": "rk4"})

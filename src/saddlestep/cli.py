@@ -100,7 +100,7 @@ def _cmd_list(args) -> int:
     for name in sorted(presets):
         p = presets[name]
         predicts = f"  [predicts: {p.predictor}]" if p.predictor else "  [no predictor]"
-        keys = f"  [--set {', '.join(p.defaults)}]"
+        keys = f"  [--set {', '.join(p.all_defaults)}]"
         took = f"  [≈ {p.runtime_s:.0f} s]" if p.runtime_s else ""
         data = f"  [--data: {p.data_help}]" if p.data_help else ""
         print(f"{name:<{width}}  α={p.init_scale:g}{took}  {p.description}{predicts}{keys}{data}")
@@ -117,8 +117,8 @@ def _describe(preset) -> None:
     print(f"  prediction: {preset.predictor or 'none (simulation only)'}")
     print(f"  --data: {preset.data_help or 'not accepted'}")
     print("  --set parameters (defaults):")
-    width = max(len(k) for k in preset.defaults)
-    for key, value in preset.defaults.items():
+    width = max(len(k) for k in preset.all_defaults)
+    for key, value in preset.all_defaults.items():
         shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, tuple) else value
         print(f"    {key:<{width}} = {shown}")
     print("  discrete training instead of the flow: --set optimizer=gd|sgd|adam --set learning_rate=…")

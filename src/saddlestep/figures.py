@@ -190,7 +190,7 @@ def make_figures(out: str = "figures", presets: list[str] | None = None) -> list
 def _draw(out: str, name: str, known) -> list[str]:
     if name in _STANDALONE:
         return _STANDALONE[name](out)
-    overrides = {k: v for k, v in _GALLERY_OVERRIDES.get(name, {}).items() if k in known[name].defaults}
+    overrides = {k: v for k, v in _GALLERY_OVERRIDES.get(name, {}).items() if k in known[name].all_defaults}
     result = run_preset(name, overrides=overrides, progress=False)
     fig = plot.staircase(result.trajectory, prediction=result.prediction, title=_title(name, result, overrides))
     path = os.path.join(out, f"staircase-{name}.png")

@@ -17,7 +17,7 @@ import numpy as np
 from .flow import simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
-from .presets.base import predicted_horizon, with_training
+from .presets.base import predicted_horizon
 from .progress import phase, reporting
 from .steps import compare, detect_steps, steps_table, Step
 from .outputs import atomic_write_text, check_out, output_folder
@@ -78,7 +78,7 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     # Bad data fails while building: the line waits, so such an error stays one line.
     with phase(f"{preset_name}: building the model and task (α={init_scale:g}, seed {seed})", enabled=progress,
                delay=BUILD_QUIET_S):
-        setup = with_training(preset.build(params, init_scale=init_scale, seed=seed, data=data), params)
+        setup = preset.setup(params, init_scale=init_scale, seed=seed, data=data)
     if setup.settle is not None and setup.predict is not None and params.get("t_max") == "auto":
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
             setup.t_max = predicted_horizon(setup, params)

@@ -105,6 +105,12 @@ class Preset:
       form or a lower bound, and whose.
     - `runtime_s`: wall seconds of the default `saddlestep run` on 2 CPU cores (measured,
       compilation included; shown by `saddlestep list`).
+    - `rtol`, `solver`: the defaults of the parameters every preset has: the flow's relative
+      tolerance, and the method (a name in `saddlestep.methods.METHODS`). The third, `t_max`,
+      defaults to `auto`: the horizon the build computes.
+
+    `build` makes the model, task, predictor and automatic horizon; `setup` applies what every
+    preset shares (`t_max`, `rtol`, `solver`, discrete training) on top.
     """
 
     name: str
@@ -115,10 +121,17 @@ class Preset:
     data_help: str | None = None
     predictor: str = ""
     runtime_s: float | None = None
+    rtol: float = 1e-6
+    solver: str = "explicit"
+
+    @property
+    def all_defaults(self) -> dict[str, Any]:
+        """Every parameter `--set` may change: the preset's own, then `solver`, `rtol`, `t_max`."""
+        return {**self.defaults, "solver": self.solver, "rtol": self.rtol, "t_max": "auto"}
 
     def parameters(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:
         """The defaults with `--set key=value` overrides parsed to the defaults' types."""
-        params = dict(self.defaults)
+        params = self.all_defaults
         for key, text in (overrides or {}).items():
             if key not in params and key not in TRAINING:
                 raise ValueError(
@@ -130,7 +143,24 @@ class Preset:
         check_tolerances(params)
         check_memory(params)
         check_horizon(params)
+        check_solver(params)
         return params
+
+    def setup(self, params: dict[str, Any], *, init_scale: float, seed: int, data: str | None = None) -> Setup:
+        """`build`, then what every preset shares: a fixed `t_max` replaces the automatic one, the
+        flow runs at `rtol` with the `solver` method, or trains discretely when `params` ask.
+
+        **Arguments:** `params`, from `parameters`; `init_scale`, α; `seed`; `data`, a user file.
+
+        **Returns:** the `Setup` that `saddlestep run`, `sweep` and `converge` integrate.
+        """
+        setup = self.build(params, init_scale=init_scale, seed=seed, data=data)
+        kwargs = dict(setup.simulate_kwargs)
+        kwargs.setdefault("rtol", params["rtol"])
+        if "method" not in kwargs and "solver" not in kwargs:
+            kwargs["method"] = params["solver"]
+        t_max = setup.t_max if params["t_max"] == "auto" else float(params["t_max"])
+        return with_training(dataclasses.replace(setup, t_max=t_max, simulate_kwargs=kwargs), params)
 
 
 def check_horizon(params: dict[str, Any]) -> None:
@@ -357,13 +387,12 @@ def with_training(setup: Setup, params: dict[str, Any]) -> Setup:
     return dataclasses.replace(setup, simulate_kwargs={**kwargs, "method": method})
 
 
-def solver_choice(params: dict) -> str:
-    """The preset's `solver` parameter, checked: `explicit` (Tsit5), `implicit` (Kvaerno5 with
+def check_solver(params: dict) -> None:
+    """The `solver` parameter names a method: `explicit` (Tsit5), `implicit` (Kvaerno5 with
     Newton on I + γh∇²L) or `auto` (explicit until the flow turns stiff); see `simulate`."""
-    value = params["solver"]
+    value = params.get("solver", SOLVERS[0])
     if value not in SOLVERS:
         raise ValueError(f"--set solver: expected one of {', '.join(SOLVERS)}, got {value!r}")
-    return value
 
 
 _REGISTRY: dict[str, Preset] = {}

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .base import load_npz, Preset, register, Setup
-from .regression import horizon
 
 if TYPE_CHECKING:
     from ..tasks import SampleRegression
@@ -72,8 +71,8 @@ def _build_escape(params, *, init_scale, seed, data):
     # A random initialization first aligns, which multiplies the aligned escape time by an
     # α-free factor (≈ 9 at L = 3 and 30–50 at L = 4 on digits): leave room for it.
     t_aligned = basin.escape_time(parameter_norm(model))
-    t_max = horizon(params, 60.0 * t_aligned + 100.0 / basin.speed)
-    kwargs = {"rtol": params["rtol"], "n_snapshots": 1001, "max_steps": 100_000}
+    t_max = 60.0 * t_aligned + 100.0 / basin.speed
+    kwargs = {"n_snapshots": 1001, "max_steps": 100_000}
     kwargs.update(_stop_kwargs(params["stop_loss_fraction"]))
 
     def summarize(traj):
@@ -161,10 +160,9 @@ register(
             "data": "digits",
             "data_seed": 0,
             "restarts": 8,
-            "rtol": 1e-7,
             "stop_loss_fraction": 0.8,
-            "t_max": "auto",
         },
+        rtol=1e-7,
         build=_build_escape,
         init_scale=1e-3,
         data_help="an .npz with X (n, d) and Y (n, out), centred targets",
@@ -210,8 +208,8 @@ def _build_richness(params, *, init_scale, seed, data):
                      init_scale=init_scale)
     # In τ = t/(N γ^{2/L}) the plateau is O(γ^{1−2/L}) (or O(ln γ)); t_max is generous and the
     # flow stops itself at the requested loss.
-    t_max = horizon(params, 1e4 * width * max(gamma, 1.0))
-    kwargs = {"rtol": params["rtol"], "max_steps": 100_000}
+    t_max = 1e4 * width * max(gamma, 1.0)
+    kwargs = {"max_steps": 100_000}
     kwargs.update(_stop_kwargs(params["stop_loss_fraction"]))
     law = "ln γ" if depth == 2 else f"γ^{1 - 2 / depth:.3g}"
 
@@ -278,10 +276,9 @@ register(
             "gamma": 100.0,
             "gammas": (10.0, 100.0, 1000.0),
             "centred": False,
-            "rtol": 1e-7,
             "stop_loss_fraction": 0.8,
-            "t_max": "auto",
         },
+        rtol=1e-7,
         build=_build_richness,
         # α = 1 is the paper's init, but run folders report t/ln(1/α), undefined at α = 1.
         init_scale=0.5,

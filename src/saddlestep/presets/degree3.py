@@ -11,8 +11,7 @@ import numpy as np
 
 from ..clock import rescale
 from ..prediction import Prediction
-from .base import load_npz, Preset, register, Setup, solver_choice
-from .regression import horizon
+from .base import load_npz, Preset, register, Setup
 
 if TYPE_CHECKING:
     from ..tasks import InContextRegression
@@ -201,7 +200,7 @@ def _build_modular(params, *, init_scale, seed, data):
     n0 = float(np.max(np.asarray(model.neuron_norms())))
     bound = degree3.modular_prediction(np.asarray(task.template), init_scale, init_norm=n0)
     # Real jumps come later than the bounds (directions start unaligned): a few times the last.
-    t_max = horizon(params, 8.0 * float(bound.times[-1]) + 20.0)
+    t_max = 8.0 * float(bound.times[-1]) + 20.0
 
     cache: dict = {}
 
@@ -215,8 +214,7 @@ def _build_modular(params, *, init_scale, seed, data):
     return Setup(
         model, task, t_max,
         predict=_predictor(model, task, params, lambda: bound, cache),
-        simulate_kwargs={"rtol": params["rtol"], "converge_tol": 1e-6, "max_steps": 1_000_000,
-                         "solver": solver_choice(params)},
+        simulate_kwargs={"converge_tol": 1e-6, "max_steps": 1_000_000},
         summarize=lambda traj: _summarize(traj, bound),
         write_extra=write_extra,
     )
@@ -234,10 +232,8 @@ register(
             "magnitudes": (10.0, 5.0, 2.5),
             "width": 18,
             "predictor": "lower-bound",
-            "solver": "auto",
-            "rtol": 1e-6,
-            "t_max": "auto",
         },
+        solver="auto",
         build=_build_modular,
         init_scale=0.1,
         data_help="an .npz with key template (length p; its mean is removed)",
@@ -267,7 +263,7 @@ def _build_attention(params, *, init_scale, seed, data):
     model = LinearAttention(D, params["heads"], key=jax.random.PRNGKey(seed), init_scale=init_scale)
     n0 = float(np.max(np.asarray(model.neuron_norms())))
     bound = degree3.attention_prediction(lam, params["N"], init_scale, init_norm=n0)
-    t_max = horizon(params, 6.0 * float(bound.times[-1]) + 20.0)
+    t_max = 6.0 * float(bound.times[-1]) + 20.0
 
     cache: dict = {}
 
@@ -279,7 +275,7 @@ def _build_attention(params, *, init_scale, seed, data):
     return Setup(
         model, task, t_max,
         predict=_predictor(model, task, params, lambda: bound, cache),
-        simulate_kwargs={"rtol": params["rtol"], "max_steps": 1_000_000, "solver": solver_choice(params)},
+        simulate_kwargs={"max_steps": 1_000_000},
         summarize=lambda traj: _summarize(traj, bound),
         write_extra=write_extra,
     )
@@ -299,10 +295,8 @@ register(
             "samples": 0,
             "basis_seed": 0,
             "predictor": "agf",
-            "solver": "auto",
-            "rtol": 1e-7,
-            "t_max": "auto",
         },
+        rtol=1e-7, solver="auto",
         build=_build_attention,
         init_scale=1e-3,
     )

@@ -13,20 +13,6 @@ if TYPE_CHECKING:
     from ..tasks import PopulationRegression
 
 
-def horizon(params: dict, auto: float) -> float:
-    """The preset's `t_max`: `auto` unless the user set a positive number."""
-    value = params["t_max"]
-    if value == "auto":
-        return float(auto)
-    try:
-        t = float(value)
-    except ValueError:
-        t = math.nan
-    if not (t > 0 and math.isfinite(t)):
-        raise ValueError(f"--set t_max: expected a positive number or 'auto', got {value!r}")
-    return t
-
-
 def _population_from_data(path: str) -> PopulationRegression:
     from ..tasks import PopulationRegression
     from ..tasks.base import check_finite
@@ -71,9 +57,8 @@ def _build_linear(params, *, init_scale, seed, data):
     d, out = task.dims
     model = TwoLayer(d, params["width"], out, "linear", key=jax.random.PRNGKey(seed), init_scale=init_scale)
     s_min = _smallest_mode(task)
-    t_max = horizon(params, 2.0 * math.log(1.0 / init_scale) / s_min + 20.0 / s_min)
-    return Setup(model, task, t_max, predict=lambda: _theory.predict_linear(model, task),
-                 simulate_kwargs={"rtol": params["rtol"]}, settle=20.0 / s_min)
+    t_max = 2.0 * math.log(1.0 / init_scale) / s_min + 20.0 / s_min
+    return Setup(model, task, t_max, predict=lambda: _theory.predict_linear(model, task), settle=20.0 / s_min)
 
 
 def _build_deep_linear(params, *, init_scale, seed, data):
@@ -92,8 +77,8 @@ def _build_deep_linear(params, *, init_scale, seed, data):
         plateau = math.log(1.0 / init_scale) / s_min
     else:  # u̇ = L s u^{2−2/L} from u₀ ≈ α^L escapes after ≈ α^{−(L−2)}/((L−2)s).
         plateau = init_scale ** (-(depth - 2)) / ((depth - 2) * s_min)
-    t_max = horizon(params, 3.0 * plateau + 20.0 / s_min)
-    return Setup(model, task, t_max, simulate_kwargs={"rtol": params["rtol"]})
+    t_max = 3.0 * plateau + 20.0 / s_min
+    return Setup(model, task, t_max)
 
 
 def _build_diagonal(params, *, init_scale, seed, data):
@@ -135,9 +120,9 @@ def _build_diagonal(params, *, init_scale, seed, data):
         scale = np.abs(coef)[np.abs(coef) > 1e-3 * np.abs(coef).max(initial=0.0)]
         lam_top = max(np.linalg.eigvalsh(X.T @ X / X.shape[0]).max(), 1e-12)
         auto = 4.0 * math.log(1.0 / init_scale) / (scale.min() * lam_top**0.5 * 0.25) + 50.0
-    t_max = horizon(params, auto)
+    t_max = auto
     predict = None if prediction is None else (lambda: prediction)
-    return Setup(model, task, t_max, predict=predict, simulate_kwargs={"rtol": params["rtol"]})
+    return Setup(model, task, t_max, predict=predict)
 
 
 def _build_relu(params, *, init_scale, seed, data):
@@ -166,9 +151,8 @@ def _build_relu(params, *, init_scale, seed, data):
             raise ValueError("--set teacher_norms: expected nonzero teacher norms")
     d, out = task.dims
     model = TwoLayer(d, params["width"], out, "relu", key=jax.random.PRNGKey(seed), init_scale=init_scale)
-    t_max = horizon(params, 3.0 * math.log(1.0 / init_scale) / scale + 20.0 / scale)
-    return Setup(model, task, t_max, predict=lambda: _agf.predict(model, task),
-                 simulate_kwargs={"rtol": params["rtol"]}, settle=20.0 / scale)
+    t_max = 3.0 * math.log(1.0 / init_scale) / scale + 20.0 / scale
+    return Setup(model, task, t_max, predict=lambda: _agf.predict(model, task), settle=20.0 / scale)
 
 
 _LINEAR_DATA = "an .npz with Sxx, Syx[, Syy] (second moments) or X, Y (samples; rows are examples)"
@@ -184,8 +168,6 @@ register(
             "width": 20,
             "singular_values": (10.0, 5.0, 2.5, 1.25, 0.625),
             "teacher_seed": 0,
-            "rtol": 1e-6,
-            "t_max": "auto",
         },
         build=_build_linear,
         init_scale=1e-6,
@@ -205,8 +187,6 @@ register(
             "depth": 3,
             "singular_values": (10.0, 5.0, 2.5, 1.25, 0.625),
             "teacher_seed": 0,
-            "rtol": 1e-6,
-            "t_max": "auto",
         },
         build=_build_deep_linear,
         init_scale=1e-2,
@@ -227,8 +207,6 @@ register(
             "noise": 0.0,
             "variant": "uv",
             "teacher_seed": 0,
-            "rtol": 1e-6,
-            "t_max": "auto",
         },
         build=_build_diagonal,
         init_scale=1e-6,
@@ -252,8 +230,6 @@ register(
             "n": 512,
             "inputs": "orthogonal",
             "teacher_seed": 0,
-            "rtol": 1e-6,
-            "t_max": "auto",
         },
         build=_build_relu,
         init_scale=1e-6,

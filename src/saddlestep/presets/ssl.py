@@ -10,7 +10,6 @@ import numpy as np
 
 from ..clock import log_inv
 from .base import load_npz, Preset, register, Setup
-from .regression import horizon
 
 
 def synthetic_cooccurrence(vocab_size: int = 200, *, topics: int = 8, ratio: float = 0.7, seed: int = 0):
@@ -71,7 +70,7 @@ def _embedding_setup(task, model, params, init_scale, extra=None):
         raise ValueError("--data: M* has no positive eigenvalue among the top d; nothing is learned")
     last = float(pred.times[-1])
     lam_last = float(pred.extra["eigenvalues"][-1])
-    t_max = horizon(params, 1.3 * last + 12.0 / lam_last)
+    t_max = 1.3 * last + 12.0 / lam_last
     lam = np.asarray(pred.extra["eigenvalues"])
     s0 = np.asarray(pred.extra["s0_squared"])
 
@@ -86,7 +85,7 @@ def _embedding_setup(task, model, params, init_scale, extra=None):
             extra(traj, folder)
 
     return Setup(model, task, t_max, predict=lambda: pred,
-                 simulate_kwargs={"rtol": params["rtol"], "n_save": 1001},
+                 simulate_kwargs={"n_save": 1001},
                  summarize=summarize, write_extra=write_extra)
 
 
@@ -188,7 +187,7 @@ def _bt_setup(task, model, params):
     else:
         g = pos[: d].min()
         t_auto = 2.0 * log_inv(float(model.init_scale)) / (4 * g) + 3.0 / g
-    t_max = horizon(params, t_auto)
+    t_max = t_auto
 
     def summarize(traj):
         return {"eigs_C": np.asarray(traj.observables["eigs_C"])[-1].tolist(), "d": d}
@@ -201,7 +200,7 @@ def _bt_setup(task, model, params):
                     "eigenvalues of C", "embedding eigenvalues vs closed form")
 
     return Setup(model, task, t_max, predict=(lambda: pred) if pred is not None else None,
-                 simulate_kwargs={"rtol": params["rtol"], "n_save": 1001},
+                 simulate_kwargs={"n_save": 1001},
                  summarize=summarize, write_extra=write_extra)
 
 
@@ -247,8 +246,8 @@ register(
         runtime_s=90,
         predictor="closed form (QWEM, Karkada et al.)",
         description="tied word2vec (exact SGNS, or loss=qwem) on the Wikipedia sample shipped with gensim; QWEM theory",
-        defaults={"vocab_size": 1000, "d": 10, "window": 8, "loss": "sgns", "negatives": 1.0,
-                  "rtol": 1e-8, "t_max": "auto"},
+        defaults={"vocab_size": 1000, "d": 10, "window": 8, "loss": "sgns", "negatives": 1.0},
+        rtol=1e-8,
         build=_build_word2vec,
         init_scale=1e-6,
         data_help="a .txt corpus (blank lines separate documents)",
@@ -261,7 +260,8 @@ register(
         runtime_s=7,
         predictor="closed form (QWEM, Karkada et al.)",
         description="quartic word2vec loss on a co-occurrence matrix (synthetic topics, or --data); closed form",
-        defaults={"vocab_size": 200, "d": 5, "negatives": 1.0, "corpus_seed": 0, "rtol": 1e-9, "t_max": "auto"},
+        defaults={"vocab_size": 200, "d": 5, "negatives": 1.0, "corpus_seed": 0},
+        rtol=1e-9,
         build=_build_qwem,
         init_scale=1e-6,
         data_help="an .npz with P, the V×V joint co-occurrence probabilities",
@@ -274,8 +274,8 @@ register(
         runtime_s=7,
         predictor="closed form (Simon et al.; loss=simplified only)",
         description="linear Barlow Twins on scikit-learn digits, views = shifts + noise; eigenmodes of Γ in order",
-        defaults={"n": 500, "d": 8, "shift": 1, "noise": 0.1, "data_seed": 0, **_BT_LOSS,
-                  "rtol": 1e-8, "t_max": "auto"},
+        defaults={"n": 500, "d": 8, "shift": 1, "noise": 0.1, "data_seed": 0, **_BT_LOSS},
+        rtol=1e-8,
         build=_build_barlow_twins,
         init_scale=1e-6,
     )
@@ -288,7 +288,8 @@ register(
         predictor="closed form (Simon et al.; loss=simplified only)",
         description="linear Barlow Twins on pairs from a latent model with Γ spectrum (1, .5, .25, .1, −.2)",
         defaults={"spectrum": (1.0, 0.5, 0.25, 0.1, -0.2), "m": 8, "n": 2000, "noise": 0.1, "d": 3,
-                  "data_seed": 0, **_BT_LOSS, "rtol": 1e-8, "t_max": "auto"},
+                  "data_seed": 0, **_BT_LOSS},
+        rtol=1e-8,
         build=_build_barlow_twins_synthetic,
         init_scale=1e-6,
     )

@@ -54,7 +54,7 @@ def _build(preset: Preset, member: Member, data: str | None) -> Setup:
     # The same horizon rule as a single run (from the prediction where the preset says so), so
     # a sweep's member equals `saddlestep run` with its settings; the prediction is kept for its summary.
     params = dict(member.params)
-    setup = preset.build(params, init_scale=member.init_scale, seed=member.seed, data=data)
+    setup = preset.setup(params, init_scale=member.init_scale, seed=member.seed, data=data)
     setup.t_max = predicted_horizon(setup, params)
     return setup
 

@@ -81,10 +81,10 @@ def _default_for(key: str, preset: Preset | None):
         return 0
     if preset is None:
         return None
-    if key not in preset.defaults:
-        known = ", ".join(sorted([*preset.defaults, *SPECIAL_KEYS]))
+    if key not in preset.all_defaults:
+        known = ", ".join(sorted([*preset.all_defaults, *SPECIAL_KEYS]))
         raise ValueError(f"--grid {key}: unknown parameter for preset {preset.name!r}; expected one of {known}")
-    return preset.defaults[key]
+    return preset.all_defaults[key]
 
 
 def _typed(key: str, value, default):

@@ -126,16 +126,16 @@ def bad_cases(tmp):
         "vocabulary beyond memory": (["run", "qwem", "--set", "vocab_size=10000000"], "GiB"),
         "grid of a million runs": (["sweep", "linear", "--grid", "seed=0:1000000"], "runs"),
         "predict without a predictor": (["predict", "deep-linear"], "no predictor"),
-        "converge with one init scale": (["converge", "linear", "--init-scales", "1e-4"], "init_scales"),
+        "converge with one init scale": (["converge", "linear", "--init-scales", "1e-4"], "--init-scales:"),
         "converge with words": (["converge", "linear", "--init-scales", "a,b"], "--init-scales"),
         "sweep unknown grid key": (["sweep", "linear", "--grid", "colour=1,2"], "colour"),
         "sweep bad range": (["sweep", "linear", "--grid", "seed=a:b"], "seed"),
-        "sweep zero init scale": (["sweep", "linear", "--grid", "init_scale=0,1e-3"], "init_scale"),
+        "sweep zero init scale": (["sweep", "linear", "--grid", "init_scale=0,1e-3"], "--grid init_scale:"),
         "P not a probability matrix": (["run", "qwem", "--data", _npz(tmp / "P.npz", P=-np.ones((4, 4)))], "P"),
         "empty corpus": (["run", "word2vec", "--data", str(empty)], "tokens"),
         "tiny corpus": (["run", "word2vec", "--data", str(tiny)], "tokens"),
-        "embedding dimension zero": (["run", "qwem", "--set", "d=0"], "d"),
-        "data for a preset without data": (["run", "barlow-twins", "--data", str(tiny)], "takes no data"),
+        "embedding dimension zero": (["run", "qwem", "--set", "d=0"], "--set d:"),
+        "data for a preset without data": (["run", "barlow-twins", "--data", str(tiny)], "--data: preset"),
         "NaN in a template": (["run", "modular", "--data", _npz(tmp / "tmpl.npz", template=np.array([1.0, np.nan, 2.0]))], "NaN"),
         "zero init scale": (["run", "linear", "--init-scale", "0"], "--init-scale"),
         "negative init scale": (["run", "linear", "--init-scale", "-1e-3"], "--init-scale"),
@@ -145,15 +145,15 @@ def bad_cases(tmp):
         "unknown --set key": (["run", "linear", "--set", "colour=blue"], "colour"),
         "unknown solver": (["run", "modular", "--set", "solver=stiff"], "--set solver"),
         "--set without =": (["run", "linear", "--set", "width"], "--set"),
-        "width zero": (["run", "linear", "--set", "width=0"], "width"),
+        "width zero": (["run", "linear", "--set", "width=0"], "--set width:"),
         "width not a number": (["run", "linear", "--set", "width=wide"], "width"),
-        "t_max zero": (["run", "linear", "--set", "t_max=0"], "t_max"),
+        "t_max zero": (["run", "linear", "--set", "t_max=0"], "--set t_max:"),
         "t_max negative": (["run", "diagonal", "--set", "t_max=-5"], "t_max"),
         "mismatched X, Y": (["run", "linear", "--data", _npz(tmp / "mm.npz", X=X, Y=X[:7])], "rows"),
         "NaN in data": (["run", "diagonal", "--data", _npz(tmp / "nan.npz", X=np.where(X > 1, np.nan, X), y=X[:, 0])], "NaN"),
         "non-PSD covariance": (
             ["run", "linear", "--data", _npz(tmp / "psd.npz", Sxx=np.diag([1.0, -2.0, 1.0]), Syx=np.ones((2, 3)))], "Sxx"),
-        "missing data file": (["run", "linear", "--data", str(tmp / "absent.npz")], "no such file"),
+        "missing data file": (["run", "linear", "--data", str(tmp / "absent.npz")], "--data: no such file"),
         "truncated data file": (["run", "linear", "--data", str(truncated)], "trunc.npz"),
         "foreign data file": (["run", "relu", "--data", str(foreign)], "foreign.npz"),
         "wrong keys": (["run", "diagonal", "--data", _npz(tmp / "keys.npz", A=X)], "lacks key"),
@@ -182,6 +182,18 @@ def test_bad_input_exits_2_with_one_line_and_no_folder(tmp_path, capsys, monkeyp
         assert not out.exists(), name
     assert not (tmp_path / "runs").exists()
     assert not [p for p in (tmp_path / "out").iterdir()] if (tmp_path / "out").exists() else True
+
+
+def test_library_errors_are_told_in_flags():
+    from saddlestep.cli import in_flags
+
+    assert in_flags("overrides p: expected an integer ≥ 3, got 2") == "--set p: expected an integer ≥ 3, got 2"
+    assert in_flags("init_scale: expected 0 < α < 1") == "--init-scale: expected 0 < α < 1"
+    assert in_flags("grid seed: repeated value") == "--grid seed: repeated value"
+    assert in_flags("out: x holds a run; pass overwrite=True to replace it") == "--out: x holds a run; pass --overwrite to replace it"
+    # Only a leading argument is translated: the library's own names stay.
+    assert in_flags("model: expected a saddlestep model") == "model: expected a saddlestep model"
+    assert in_flags("no colon here, data") == "no colon here, data"
 
 
 def test_argparse_errors_are_one_line(capsys):

@@ -61,7 +61,7 @@ def test_overwrite_replaces_only_our_files_beside_the_users(tmp_path):
     with output_folder(out, kind="run") as tmp:
         _fill(tmp, "a.txt", "old")
         _fill(tmp, "gone.txt", "old")
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(ValueError, match="overwrite=True"):
         check_out(out, kind="run")
     (out / "analysis.py").write_text("print('mine')")
     with output_folder(out, kind="run", overwrite=True) as tmp:

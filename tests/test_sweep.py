@@ -43,17 +43,17 @@ def test_parse_grid_types_and_ranges():
 @pytest.mark.parametrize(
     "specs, match",
     [
-        ([], "--grid: expected at least one axis"),
-        (["nonsense=1,2"], "--grid nonsense: unknown parameter"),
-        (["seed"], "--grid: expected key=v1,v2"),
-        (["seed="], "--grid seed: no values"),
-        (["seed=3:1"], "--grid seed: empty range"),
-        (["seed=a:b"], "--grid seed: expected an integer range"),
-        (["init_scale=0:3"], "--grid init_scale: a range a:b needs an integer"),
-        (["init_scale=-1"], "--grid init_scale: expected positive"),
-        (["width=four"], "--grid width: expected int"),
-        (["seed=1,1"], "--grid seed: repeated value"),
-        (["seed=1", "seed=2"], "--grid seed: given twice"),
+        ([], "grid: expected at least one axis"),
+        (["nonsense=1,2"], "grid nonsense: unknown parameter"),
+        (["seed"], "grid: expected key=v1,v2"),
+        (["seed="], "grid seed: no values"),
+        (["seed=3:1"], "grid seed: empty range"),
+        (["seed=a:b"], "grid seed: expected an integer range"),
+        (["init_scale=0:3"], "grid init_scale: a range a:b needs an integer"),
+        (["init_scale=-1"], "grid init_scale: expected positive"),
+        (["width=four"], "grid width: expected int"),
+        (["seed=1,1"], "grid seed: repeated value"),
+        (["seed=1", "seed=2"], "grid seed: given twice"),
     ],
 )
 def test_parse_grid_errors(specs, match):
@@ -63,11 +63,11 @@ def test_parse_grid_errors(specs, match):
 
 
 def test_sweep_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="--grid: expected at least one axis"):
+    with pytest.raises(ValueError, match="grid: expected at least one axis"):
         sw.sweep("linear", {}, out=tmp_path / "a")
-    with pytest.raises(ValueError, match="--set width: also a --grid axis"):
+    with pytest.raises(ValueError, match="overrides width: also a grid axis"):
         sw.sweep("linear", {"width": [4]}, overrides={"width": "4"}, out=tmp_path / "b")
-    with pytest.raises(ValueError, match="--executor"):
+    with pytest.raises(ValueError, match="executor"):
         sw.sweep("linear", {"seed": [0]}, overrides=SMALL, executor="slurm", out=tmp_path / "c")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -133,7 +133,7 @@ def test_sweep_rerun_computes_nothing(small_sweep):
 
 def test_sweep_refuses_other_settings_in_same_folder(small_sweep):
     out, grid, *_ = small_sweep
-    with pytest.raises(ValueError, match="--out: .* holds a sweep with other settings"):
+    with pytest.raises(ValueError, match="out: .* holds a sweep with other settings"):
         sw.sweep("linear", grid, overrides={**SMALL, "rtol": "1e-8"}, out=out, progress=False)
 
 

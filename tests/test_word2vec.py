@@ -176,10 +176,10 @@ def test_bad_input(tmp_path):
         ss.corpus_statistics(str(tiny), vocab_size=10)
     with pytest.raises(ValueError, match=r"^d: "):
         ss.Embedding(5, 10, key=jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"^--set d: "):
+    with pytest.raises(ValueError, match=r"^overrides d: "):
         ss.run_preset("word2vec", data=str(tiny), overrides={"vocab_size": "5", "d": "10"})
     np.savez(tmp_path / "bad.npz", P=np.ones((4, 4)))
-    with pytest.raises(ValueError, match=r"^--data: P: .*sum"):
+    with pytest.raises(ValueError, match=r"^data: P: .*sum"):
         ss.run_preset("qwem", data=str(tmp_path / "bad.npz"))
     with pytest.raises(ValueError, match=r"^model: "):
         ss.simulate(ss.Embedding(7, 2, key=jax.random.PRNGKey(0)), ss.QWEM(np.eye(6)), t_max=1.0)

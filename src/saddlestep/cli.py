@@ -309,13 +309,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(err, (ValueError, OSError, json.JSONDecodeError, UnicodeError)) else 1
 
 
+# The library's errors name its Python arguments; here they become the flags a user typed.
+FLAGS = {"overrides": "--set", "data": "--data", "init_scale": "--init-scale", "init_scales": "--init-scales",
+         "seed": "--seed", "grid": "--grid", "out": "--out", "executor": "--executor"}
+
+
+def in_flags(message: str) -> str:
+    """`message` with its leading argument named by its flag: `overrides p: …` → `--set p: …`,
+    `init_scale: …` → `--init-scale: …`; `overwrite=True` → `--overwrite`."""
+    head, colon, rest = message.partition(":")
+    first, space, more = head.partition(" ")
+    if colon and first in FLAGS:
+        message = f"{FLAGS[first]}{space}{more}{colon}{rest}"
+    return message.replace("overwrite=True", "--overwrite")
+
+
 def _one_line(err: Exception) -> str:
     from .outputs import errno_message
 
     if isinstance(err, OSError):
         text = errno_message(err)
     elif isinstance(err, ValueError):
-        text = str(err)
+        text = in_flags(str(err))
     else:
         text = f"{type(err).__name__}: {err} (an internal error: rerun with --debug for the traceback and report it)"
     return " ".join(text.split()) or type(err).__name__

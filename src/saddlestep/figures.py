@@ -31,7 +31,7 @@ def _save(fig, path: str) -> None:
     folder, name = os.path.split(path)
     if not owned(folder, name):
         plot.plt.close(fig)
-        raise ValueError(f"--out: {path} exists and was not written by saddlestep; choose a new --out")
+        raise ValueError(f"out: {path} exists and was not written by saddlestep; choose a new folder")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.tmp-{os.getpid()}-", suffix=".png")
     os.close(fd)
     try:

@@ -142,7 +142,7 @@ def _nearest_existing(path: str) -> str:
     return path
 
 
-def check_out(path: str | os.PathLike, *, kind: str, overwrite: bool = False, argument: str = "--out") -> str:
+def check_out(path: str | os.PathLike, *, kind: str, overwrite: bool = False, argument: str = "out") -> str:
     """Check an output path before anything is computed; raise `ValueError` in one line if it
     cannot or may not be written.
 
@@ -182,7 +182,7 @@ def check_out(path: str | os.PathLike, *, kind: str, overwrite: bool = False, ar
         )
     if kind not in UPDATABLE and not overwrite:
         raise ValueError(
-            f"{argument}: {out} holds an earlier saddlestep {kind} output; pass --overwrite to replace it, "
+            f"{argument}: {out} holds an earlier saddlestep {kind} output; pass overwrite=True to replace it, "
             f"or choose a new {argument}"
         )
     return out

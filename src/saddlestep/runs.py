@@ -38,16 +38,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def check_init_scale_arg(value, argument: str = "--init-scale") -> float:
-    """α, checked (`validate.check_init_scale`), named by its command-line flag."""
-    return check_init_scale(value, argument)
-
-
-def check_seed_arg(value, argument: str = "--seed") -> int:
-    """A seed, checked (`validate.check_seed`), named by its command-line flag."""
-    return check_seed(value, argument)
-
-
 @dataclasses.dataclass
 class RunResult:
     """What `run_preset` produced (also written to the run folder)."""
@@ -70,10 +60,10 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     horizon) in plain lines on stderr (`saddlestep.progress`).
     """
     preset = get_preset(preset_name)
-    init_scale = preset.init_scale if init_scale is None else check_init_scale_arg(init_scale)
-    seed = check_seed_arg(seed)
+    init_scale = preset.init_scale if init_scale is None else check_init_scale(init_scale)
+    seed = check_seed(seed)
     if data is not None and preset.data_help is None:
-        raise ValueError(f"--data: preset {preset_name!r} takes no data file")
+        raise ValueError(f"data: preset {preset_name!r} takes no data file")
     params = preset.parameters(overrides)
     # Bad data fails while building: the line waits, so such an error stays one line.
     with phase(f"{preset_name}: building the model and task (α={init_scale:g}, seed {seed})", enabled=progress,
@@ -291,9 +281,9 @@ def converge_preset(
     try:
         scales = [float(a) for a in init_scales]
     except (TypeError, ValueError):
-        raise ValueError(f"--init-scales: expected comma-separated numbers, got {init_scales!r}") from None
+        raise ValueError(f"init_scales: expected comma-separated numbers, got {init_scales!r}") from None
     for a in scales:
-        check_init_scale_arg(a, "--init-scales")
+        check_init_scale(a, "init_scales")
     if out is not None:
         check_out(out, kind="converge", overwrite=overwrite)
 

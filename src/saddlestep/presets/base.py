@@ -135,12 +135,13 @@ class Preset:
         for key, text in (overrides or {}).items():
             if key not in params and key not in TRAINING:
                 raise ValueError(
-                    f"--set {key}: unknown parameter for preset {self.name!r}; "
+                    f"overrides {key}: unknown parameter for preset {self.name!r}; "
                     f"expected one of {', '.join(sorted([*params, *TRAINING]))}"
                 )
             params[key] = parse_value(key, text, params.get(key, TRAINING.get(key)))
         check_training(params)
         check_tolerances(params)
+        check_sizes(params)
         check_memory(params)
         check_horizon(params)
         check_solver(params)
@@ -173,7 +174,7 @@ def check_horizon(params: dict[str, Any]) -> None:
     except (TypeError, ValueError):
         t = float("nan")
     if not (t > 0 and t < float("inf")):
-        raise ValueError(f"--set t_max: expected a positive number or 'auto', got {value!r}")
+        raise ValueError(f"overrides t_max: expected a positive number or 'auto', got {value!r}")
 
 
 _TOLERANCES = ("rtol", "atol")
@@ -187,11 +188,11 @@ def check_tolerances(params: dict[str, Any]) -> None:
     for key in _TOLERANCES:
         value = params.get(key)
         if isinstance(value, float) and not 0.0 < value < 1.0:
-            raise ValueError(f"--set {key}: expected a tolerance in (0, 1), e.g. 1e-6, got {value:g}")
+            raise ValueError(f"overrides {key}: expected a tolerance in (0, 1), e.g. 1e-6, got {value:g}")
     rtol = params.get("rtol")
     if isinstance(rtol, float) and rtol > RTOL_RELIABLE:
         warnings.warn(
-            f"--set rtol={rtol:g}: above {RTOL_RELIABLE:g} the solver's error can exceed a plateau's "
+            f"overrides rtol={rtol:g}: above {RTOL_RELIABLE:g} the solver's error can exceed a plateau's "
             f"loss differences, so step times will not be reliable",
             stacklevel=2,
         )
@@ -201,6 +202,14 @@ _SIZES = ("d", "width", "N", "heads", "n", "m", "p", "vocab_size", "samples", "d
 # What one float64 array of the largest shape costs, times the copies the solver keeps
 # (Runge–Kutta stages, error estimate, saved states, gradients): a deliberate upper estimate.
 _COPIES = 16
+
+
+def check_sizes(params: dict[str, Any]) -> None:
+    """Sizes (widths, dimensions, counts) are positive integers (`samples = 0` is the population form)."""
+    for key in _SIZES:
+        value = params.get(key)
+        if key != "samples" and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ValueError(f"overrides {key}: expected a positive integer, got {value}")
 
 
 def check_memory(params: dict[str, Any]) -> None:
@@ -221,7 +230,7 @@ def check_memory(params: dict[str, Any]) -> None:
     if estimate > total:
         big = [k for k in _SIZES if isinstance(params.get(k), int) and params[k] in sizes[:2]]
         raise ValueError(
-            f"--set {big[0] if big else 'size'}: arrays of {sizes[0]:,} × {sizes[1] if len(sizes) > 1 else 1:,} float64 "
+            f"overrides {big[0] if big else 'size'}: arrays of {sizes[0]:,} × {sizes[1] if len(sizes) > 1 else 1:,} float64 "
             f"need about {estimate / 2**30:,.0f} GiB with the solver's copies; this machine has {total / 2**30:.0f} GiB"
         )
 
@@ -252,7 +261,7 @@ def parse_value(key: str, text: str, default: Any) -> Any:
         return str(text)
     except ValueError:
         kind = "comma-separated numbers" if isinstance(default, tuple) else type(default).__name__
-        raise ValueError(f"--set {key}: expected {kind}, got {text!r}") from None
+        raise ValueError(f"overrides {key}: expected {kind}, got {text!r}") from None
 
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -273,32 +282,32 @@ def load_npz(path: str, *, required: tuple[str, ...] = (), one_of: tuple[tuple[s
     """
     needs = _needs(required, one_of)
     if os.path.isdir(path):
-        raise ValueError(f"--data: {path!r} is a folder; expected an .npz file with keys {needs}")
+        raise ValueError(f"data: {path!r} is a folder; expected an .npz file with keys {needs}")
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
     except FileNotFoundError:
-        raise ValueError(f"--data: no such file {path!r}") from None
+        raise ValueError(f"data: no such file {path!r}") from None
     except OSError as err:
-        raise ValueError(f"--data: cannot read {path!r} ({err.strerror or err})") from None
+        raise ValueError(f"data: cannot read {path!r} ({err.strerror or err})") from None
     if head.startswith(_NPY_MAGIC):
         data = _load_npy(path, required, one_of, needs)
     elif head.startswith(_ZIP_MAGIC) or head[:2] == b"PK":
         data = _load_zip(path, needs)
     else:
-        raise ValueError(f"--data: {path!r} is {_what(head)}, not an .npz file; expected keys {needs} "
+        raise ValueError(f"data: {path!r} is {_what(head)}, not an .npz file; expected keys {needs} "
                          f"(write it with numpy.savez)")
     missing = [k for k in required if k not in data]
     if missing:
-        raise ValueError(f"--data: {path!r} lacks key(s) {', '.join(missing)} (has: {', '.join(sorted(data)) or 'none'})")
+        raise ValueError(f"data: {path!r} lacks key(s) {', '.join(missing)} (has: {', '.join(sorted(data)) or 'none'})")
     if one_of and not any(all(k in data for k in group) for group in one_of):
         groups = " or ".join("(" + ", ".join(g) + ")" for g in one_of)
-        raise ValueError(f"--data: {path!r} needs keys {groups} (has: {', '.join(sorted(data)) or 'none'})")
+        raise ValueError(f"data: {path!r} needs keys {groups} (has: {', '.join(sorted(data)) or 'none'})")
     for k, v in data.items():
         if v.dtype.kind not in "fiub":
-            raise ValueError(f"--data: key {k!r} in {path!r} is not numeric (dtype {v.dtype})")
+            raise ValueError(f"data: key {k!r} in {path!r} is not numeric (dtype {v.dtype})")
         if not np.all(np.isfinite(v)):
-            raise ValueError(f"--data: key {k!r} in {path!r} contains NaN or infinite values")
+            raise ValueError(f"data: key {k!r} in {path!r} contains NaN or infinite values")
     return data
 
 
@@ -324,16 +333,16 @@ def _what(head: bytes) -> str:
 def _load_npy(path, required, one_of, needs) -> dict[str, np.ndarray]:
     singles = [required[0]] if len(required) == 1 else [g[0] for g in one_of if len(g) == 1]
     if len(singles) != 1:
-        raise ValueError(f"--data: {path!r} is a single .npy array; this preset needs an .npz with keys {needs} "
+        raise ValueError(f"data: {path!r} is a single .npy array; this preset needs an .npz with keys {needs} "
                          f"(numpy.savez(path, {', '.join(f'{k}=…' for k in needs.strip('()').split(', ')[:3])}))")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
         if "allow_pickle" in str(err):
-            raise ValueError(f"--data: {path!r} holds Python objects, not numbers; save numeric arrays") from None
-        raise ValueError(f"--data: {path!r} is not a readable .npy file ({err})") from None
+            raise ValueError(f"data: {path!r} holds Python objects, not numbers; save numeric arrays") from None
+        raise ValueError(f"data: {path!r} is not a readable .npy file ({err})") from None
     except (OSError, EOFError) as err:
-        raise ValueError(f"--data: {path!r} is not a readable .npy file ({err})") from None
+        raise ValueError(f"data: {path!r} is not a readable .npy file ({err})") from None
     return {singles[0]: array}
 
 
@@ -342,20 +351,20 @@ def _load_zip(path, needs) -> dict[str, np.ndarray]:
         with zipfile.ZipFile(path) as z:
             members = z.namelist()
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ValueError(f"--data: {path!r} is not a readable .npz file ({err})") from None
+        raise ValueError(f"data: {path!r} is not a readable .npz file ({err})") from None
     foreign = [m for m in members if not m.endswith(".npy")]
     if foreign or not members:
-        raise ValueError(f"--data: {path!r} is a zip archive but not an .npz (members such as "
+        raise ValueError(f"data: {path!r} is a zip archive but not an .npz (members such as "
                          f"{(foreign or ['none'])[0]!r} are not .npy arrays); expected keys {needs}")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except ValueError as err:
         if "allow_pickle" in str(err):
-            raise ValueError(f"--data: {path!r} holds Python objects, not numbers; save numeric arrays") from None
-        raise ValueError(f"--data: {path!r} is not a readable .npz file ({err})") from None
+            raise ValueError(f"data: {path!r} holds Python objects, not numbers; save numeric arrays") from None
+        raise ValueError(f"data: {path!r} is not a readable .npz file ({err})") from None
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ValueError(f"--data: {path!r} is not a readable .npz file ({err})") from None
+        raise ValueError(f"data: {path!r} is not a readable .npz file ({err})") from None
 
 
 SOLVERS = ("explicit", "implicit", "auto")
@@ -368,11 +377,11 @@ OPTIMIZERS = ("gd", "sgd", "adam")
 def check_training(params: dict[str, Any]) -> None:
     """`optimizer` names one of `OPTIMIZERS` and comes with a positive `learning_rate`."""
     if "optimizer" in params and params["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"--set optimizer: expected one of {', '.join(OPTIMIZERS)}, got {params['optimizer']!r}")
+        raise ValueError(f"overrides optimizer: expected one of {', '.join(OPTIMIZERS)}, got {params['optimizer']!r}")
     if "optimizer" in params and "learning_rate" not in params:
-        raise ValueError("--set optimizer: needs --set learning_rate=… (the step size sets the time axis)")
+        raise ValueError("overrides optimizer: needs learning_rate=… as well (the step size sets the time axis)")
     if "learning_rate" in params and not params["learning_rate"] > 0:
-        raise ValueError(f"--set learning_rate: expected a positive number, got {params['learning_rate']:g}")
+        raise ValueError(f"overrides learning_rate: expected a positive number, got {params['learning_rate']:g}")
 
 
 def with_training(setup: Setup, params: dict[str, Any]) -> Setup:
@@ -392,7 +401,7 @@ def check_solver(params: dict) -> None:
     Newton on I + γh∇²L) or `auto` (explicit until the flow turns stiff); see `simulate`."""
     value = params.get("solver", SOLVERS[0])
     if value not in SOLVERS:
-        raise ValueError(f"--set solver: expected one of {', '.join(SOLVERS)}, got {value!r}")
+        raise ValueError(f"overrides solver: expected one of {', '.join(SOLVERS)}, got {value!r}")
 
 
 _REGISTRY: dict[str, Preset] = {}

@@ -35,18 +35,18 @@ def _task(params, data) -> SampleRegression:
         X = np.asarray(jax.random.normal(k2, (params["n"], d)))
         Y = np.asarray(jax.vmap(teacher)(jnp.asarray(X)))
         return SampleRegression(X, Y - Y.mean(axis=0))
-    raise ValueError(f"--set data: expected 'digits' or 'teacher', got {params['data']!r}")
+    raise ValueError(f"overrides data: expected 'digits' or 'teacher', got {params['data']!r}")
 
 
 def _check_depth(depth) -> int:
     if depth < 2:
-        raise ValueError(f"--set depth: expected an integer ≥ 2, got {depth}")
+        raise ValueError(f"overrides depth: expected an integer ≥ 2, got {depth}")
     return depth
 
 
 def _stop_kwargs(fraction: float) -> dict:
     if not 0 <= fraction < 1:
-        raise ValueError(f"--set stop_loss_fraction: expected a number in [0, 1), got {fraction}")
+        raise ValueError(f"overrides stop_loss_fraction: expected a number in [0, 1), got {fraction}")
     # loss_floor = 0 with converge_tol = f stops the flow once ℒ ≤ f·ℒ(0).
     return {} if fraction == 0 else {"loss_floor": 0.0, "converge_tol": fraction}
 
@@ -67,7 +67,7 @@ def _build_escape(params, *, init_scale, seed, data):
     escape = escape_direction(model, task, key=jax.random.PRNGKey(seed + 1), restarts=params["restarts"])
     basin = basin_direction(model, task)
     if not basin.speed > 0:
-        raise ValueError("--data: no escape direction with positive speed (the targets carry no signal)")
+        raise ValueError("data: no escape direction with positive speed (the targets carry no signal)")
     # A random initialization first aligns, which multiplies the aligned escape time by an
     # α-free factor (≈ 9 at L = 3 and 30–50 at L = 4 on digits): leave room for it.
     t_aligned = basin.escape_time(parameter_norm(model))
@@ -196,10 +196,10 @@ def _build_richness(params, *, init_scale, seed, data):
     depth = _check_depth(params["depth"])
     gamma = params["gamma"]
     if not gamma > 0:
-        raise ValueError(f"--set gamma: expected a positive number, got {gamma}")
+        raise ValueError(f"overrides gamma: expected a positive number, got {gamma}")
     gammas = tuple(params["gammas"])
     if len(gammas) < 2 or min(gammas) <= 0:
-        raise ValueError(f"--set gammas: expected at least two positive values, got {gammas}")
+        raise ValueError(f"overrides gammas: expected at least two positive values, got {gammas}")
     task = _task(params, data)
     d, out = task.dims
     width = params["width"]

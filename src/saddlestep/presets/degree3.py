@@ -67,7 +67,7 @@ def _predictor(model, task, params, closed_form, cache):
         return cache["prediction"]
 
     if params["predictor"] not in ("agf", "lower-bound"):
-        raise ValueError(f"--set predictor: expected 'agf' or 'lower-bound', got {params['predictor']!r}")
+        raise ValueError(f"overrides predictor: expected 'agf' or 'lower-bound', got {params['predictor']!r}")
     return predict
 
 
@@ -169,19 +169,19 @@ def _modular_template(params, data) -> np.ndarray:
         arrays = load_npz(data, required=("template",))
         x = np.asarray(arrays["template"], dtype=float)
         if x.ndim != 1 or x.size < 3:
-            raise ValueError(f"--data: template must be a vector of length p ≥ 3, got shape {x.shape}")
+            raise ValueError(f"data: template must be a vector of length p ≥ 3, got shape {x.shape}")
         if np.ptp(x) == 0:
-            raise ValueError("--data: template is constant; after removing its mean there is nothing to learn")
+            raise ValueError("data: template is constant; after removing its mean there is nothing to learn")
         return x
     freqs, mags = params["frequencies"], params["magnitudes"]
     if len(freqs) != len(mags):
-        raise ValueError(f"--set magnitudes: expected {len(freqs)} values, one per frequency, got {len(mags)}")
+        raise ValueError(f"overrides magnitudes: expected {len(freqs)} values, one per frequency, got {len(mags)}")
     p = params["p"]
     if p < 3:
-        raise ValueError(f"--set p: expected an integer ≥ 3, got {p}")
+        raise ValueError(f"overrides p: expected an integer ≥ 3, got {p}")
     bad = [f for f in freqs if not (float(f) == int(f) and 1 <= int(f) <= p // 2)]
     if bad:
-        raise ValueError(f"--set frequencies: expected integers in 1..{p // 2}, got {bad}")
+        raise ValueError(f"overrides frequencies: expected integers in 1..{p // 2}, got {bad}")
     return fourier_template(p, {int(f): m for f, m in zip(freqs, mags)})
 
 
@@ -195,7 +195,7 @@ def _build_modular(params, *, init_scale, seed, data):
     task = ModularAddition(x)
     p = task.p
     if params["width"] < 1:
-        raise ValueError(f"--set width: expected a positive integer, got {params['width']}")
+        raise ValueError(f"overrides width: expected a positive integer, got {params['width']}")
     model = QuadraticNetwork(p, params["width"], key=jax.random.PRNGKey(seed), init_scale=init_scale)
     n0 = float(np.max(np.asarray(model.neuron_norms())))
     bound = degree3.modular_prediction(np.asarray(task.template), init_scale, init_norm=n0)
@@ -250,14 +250,14 @@ def _build_attention(params, *, init_scale, seed, data):
 
     lam = np.asarray(params["eigenvalues"], dtype=float)
     if np.any(lam < 0) or lam.sum() <= 0:
-        raise ValueError(f"--set eigenvalues: expected values ≥ 0, not all zero, got {params['eigenvalues']}")
+        raise ValueError(f"overrides eigenvalues: expected values ≥ 0, not all zero, got {params['eigenvalues']}")
     D = lam.size
     lam = lam * params["trace"] / lam.sum() if params["trace"] > 0 else lam
     # A random eigenbasis, so that the heads must find the principal components.
     Q = np.linalg.qr(np.asarray(jax.random.normal(jax.random.PRNGKey(params["basis_seed"]), (D, D))))[0]
     cov = Q @ np.diag(lam) @ Q.T
     if params["samples"] < 0:
-        raise ValueError(f"--set samples: expected 0 (population form) or a positive integer, got {params['samples']}")
+        raise ValueError(f"overrides samples: expected 0 (population form) or a positive integer, got {params['samples']}")
     samples = params["samples"] or None
     task = InContextRegression(cov, params["N"], samples=samples, key=jax.random.PRNGKey(params["basis_seed"] + 1))
     model = LinearAttention(D, params["heads"], key=jax.random.PRNGKey(seed), init_scale=init_scale)

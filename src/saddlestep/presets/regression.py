@@ -24,7 +24,7 @@ def _population_from_data(path: str) -> PopulationRegression:
     Y = check_finite("Y", data["Y"], (1, 2))
     Y = Y[:, None] if Y.ndim == 1 else Y
     if Y.shape[0] != X.shape[0]:
-        raise ValueError(f"--data: Y has {Y.shape[0]} rows but X has {X.shape[0]}")
+        raise ValueError(f"data: Y has {Y.shape[0]} rows but X has {X.shape[0]}")
     n = X.shape[0]
     # ½E‖y − βx‖² over the sample equals the population loss with the sample moments.
     return PopulationRegression(X.T @ X / n, Y.T @ X / n, Y.T @ Y / n)
@@ -44,7 +44,7 @@ def _smallest_mode(task: PopulationRegression) -> float:
     s = np.asarray(task.singular_values)
     s = s[s > 1e-12 * max(1.0, s.max(initial=0.0))]
     if s.size == 0:
-        raise ValueError("--data: the target has no signal (all singular values are zero)")
+        raise ValueError("data: the target has no signal (all singular values are zero)")
     return float(s.min())
 
 
@@ -69,7 +69,7 @@ def _build_deep_linear(params, *, init_scale, seed, data):
     d, out = task.dims
     depth = params["depth"]
     if depth < 2:
-        raise ValueError(f"--set depth: expected an integer ≥ 2, got {depth}")
+        raise ValueError(f"overrides depth: expected an integer ≥ 2, got {depth}")
     dims = [d] + [params["width"]] * (depth - 1) + [out]
     model = DeepLinear(dims, key=jax.random.PRNGKey(seed), init_scale=init_scale)
     s_min = _smallest_mode(task)
@@ -91,11 +91,11 @@ def _build_diagonal(params, *, init_scale, seed, data):
         arrays = load_npz(data, required=("X", "y"))
         task = SampleRegression(arrays["X"], arrays["y"])
         if task.dims[1] != 1:
-            raise ValueError(f"--data: y must be a vector (one target per row), got shape {arrays['y'].shape}")
+            raise ValueError(f"data: y must be a vector (one target per row), got shape {arrays['y'].shape}")
     else:
         d, k = params["d"], len(params["beta_star"])
         if k > d:
-            raise ValueError(f"--set beta_star: {k} nonzero coefficients exceed d = {d}")
+            raise ValueError(f"overrides beta_star: {k} nonzero coefficients exceed d = {d}")
         rng = np.random.default_rng(params["teacher_seed"])
         beta = np.zeros(d)
         beta[rng.choice(d, size=k, replace=False)] = params["beta_star"]
@@ -106,7 +106,7 @@ def _build_diagonal(params, *, init_scale, seed, data):
     model = DiagonalLinear(d, key=jax.random.PRNGKey(seed), init_scale=init_scale, variant=params["variant"])
     X, y = np.asarray(task.X), np.asarray(task.Y)[:, 0]
     if not np.any(np.abs(X.T @ y) > 1e-12 * max(1.0, float(np.abs(y).max()))):
-        raise ValueError("--data: y carries no signal that X can fit")
+        raise ValueError("data: y carries no signal that X can fit")
     # AGF's diagonal phases are exact and cheap: its last jump sets the horizon. A bound from the
     # data alone (the smallest least-squares coefficient) can be 10³× too long for n < d.
     try:
@@ -136,7 +136,7 @@ def _build_relu(params, *, init_scale, seed, data):
         task = SampleRegression(arrays["X"], arrays["Y"])
         scale = float(np.std(np.asarray(task.Y)))
         if not scale > 0:
-            raise ValueError("--data: Y is constant; there is nothing to learn")
+            raise ValueError("data: Y is constant; there is nothing to learn")
     else:
         task = relu_teacher(
             jax.random.PRNGKey(params["teacher_seed"]),
@@ -148,7 +148,7 @@ def _build_relu(params, *, init_scale, seed, data):
         # Teachers of either sign: the slowest plateau is set by the smallest |a*_j|.
         scale = min(abs(float(v)) for v in params["teacher_norms"])
         if not scale > 0:
-            raise ValueError("--set teacher_norms: expected nonzero teacher norms")
+            raise ValueError("overrides teacher_norms: expected nonzero teacher norms")
     d, out = task.dims
     model = TwoLayer(d, params["width"], out, "relu", key=jax.random.PRNGKey(seed), init_scale=init_scale)
     t_max = 3.0 * math.log(1.0 / init_scale) / scale + 20.0 / scale

@@ -31,15 +31,15 @@ def synthetic_cooccurrence(vocab_size: int = 200, *, topics: int = 8, ratio: flo
 def _check_d(params, limit: int, what: str) -> int:
     d = params["d"]
     if d < 1:
-        raise ValueError(f"--set d: expected a positive embedding dimension, got {d}")
+        raise ValueError(f"overrides d: expected a positive embedding dimension, got {d}")
     if d > limit:
-        raise ValueError(f"--set d: expected at most {what} = {limit}, got {d}")
+        raise ValueError(f"overrides d: expected at most {what} = {limit}, got {d}")
     return d
 
 
 def _loss_kind(params, allowed):
     if params["loss"] not in allowed:
-        raise ValueError(f"--set loss: expected one of {', '.join(allowed)}, got {params['loss']!r}")
+        raise ValueError(f"overrides loss: expected one of {', '.join(allowed)}, got {params['loss']!r}")
     return params["loss"]
 
 
@@ -67,7 +67,7 @@ def _embedding_setup(task, model, params, init_scale, extra=None):
 
     pred = predict_qwem(model, task)
     if pred.num_steps == 0:
-        raise ValueError("--data: M* has no positive eigenvalue among the top d; nothing is learned")
+        raise ValueError("data: M* has no positive eigenvalue among the top d; nothing is learned")
     last = float(pred.times[-1])
     lam_last = float(pred.extra["eigenvalues"][-1])
     t_max = 1.3 * last + 12.0 / lam_last
@@ -96,9 +96,9 @@ def _build_word2vec(params, *, init_scale, seed, data):
     from ..trajectory import atomic_write_text
 
     if data is not None and not str(data).lower().endswith(".txt"):
-        raise ValueError(f"--data: the word2vec preset reads a .txt corpus, got {data!r}")
+        raise ValueError(f"data: the word2vec preset reads a .txt corpus, got {data!r}")
     if params["vocab_size"] < 2:
-        raise ValueError(f"--set vocab_size: expected an integer ≥ 2, got {params['vocab_size']}")
+        raise ValueError(f"overrides vocab_size: expected an integer ≥ 2, got {params['vocab_size']}")
     d = _check_d(params, params["vocab_size"], "vocab_size")
     kind = _loss_kind(params, ("sgns", "qwem"))
     stats = corpus_statistics(data, vocab_size=params["vocab_size"], window=params["window"])
@@ -162,7 +162,7 @@ def _build_qwem(params, *, init_scale, seed, data):
         try:
             task = QWEM.from_cooccurrence(P, negatives=params["negatives"])
         except ValueError as err:
-            raise ValueError(f"--data: {err}") from None
+            raise ValueError(f"data: {err}") from None
     else:
         P = synthetic_cooccurrence(params["vocab_size"], seed=params["corpus_seed"])
         task = QWEM.from_cooccurrence(P, negatives=params["negatives"])
@@ -230,7 +230,7 @@ def _build_barlow_twins_synthetic(params, *, init_scale, seed, data):
 
     spectrum = params["spectrum"]
     if params["m"] < len(spectrum):
-        raise ValueError(f"--set m: expected an input dimension ≥ len(spectrum) = {len(spectrum)}, got {params['m']}")
+        raise ValueError(f"overrides m: expected an input dimension ≥ len(spectrum) = {len(spectrum)}, got {params['m']}")
     xa, xb, _ = latent_pairs(spectrum, params["n"], params["m"], noise=params["noise"], seed=params["data_seed"])
     d = _check_d(params, params["m"], "m")
     task = _bt_task(xa, xb, params)

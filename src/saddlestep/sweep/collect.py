@@ -116,7 +116,7 @@ def load(out: str | os.PathLike):
 
     path = os.path.join(os.fspath(out), "sweep.nc")
     if not os.path.exists(path):
-        raise ValueError(f"--out: {path} does not exist (has the sweep finished?)")
+        raise ValueError(f"out: {path} does not exist (has the sweep finished?)")
     with open(path, "rb") as f:
         return xr.open_dataset(io.BytesIO(f.read()), engine="scipy").load()
 
@@ -127,9 +127,9 @@ def _read_summary(path: str) -> dict:
             summary = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(
-            f"--out: {path} is not a readable run summary ({type(err).__name__}: {err}); "
+            f"out: {path} is not a readable run summary ({type(err).__name__}: {err}); "
             f"delete that run folder to recompute it"
         ) from None
     if not isinstance(summary, dict):
-        raise ValueError(f"--out: {path} is not a run summary; delete that run folder to recompute it")
+        raise ValueError(f"out: {path} is not a run summary; delete that run folder to recompute it")
     return summary

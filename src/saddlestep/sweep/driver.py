@@ -54,38 +54,38 @@ def sweep(
     **Returns:** an `xarray.Dataset` with one dimension per grid axis (in the order given) and
     `save` (the save grid) and `drop` (detected steps); also written to `OUT/sweep.nc`.
     """
-    from ..runs import check_init_scale_arg, check_seed_arg
+    from ..validate import check_init_scale, check_seed
 
     preset = get_preset(preset_name)
     if not isinstance(grid, Mapping) or not grid:
-        raise ValueError("--grid: expected at least one axis, e.g. --grid seed=0:8")
+        raise ValueError("grid: expected at least one axis, e.g. seed=0:8")
     typed_grid: dict[str, list] = {}
     for key, values in grid.items():
         default = _default_for(key, preset)
         values = list(values) if not isinstance(values, str) else [values]
         if not values:
-            raise ValueError(f"--grid {key}: no values; expected v1,v2 or a:b")
+            raise ValueError(f"grid {key}: no values; expected v1,v2 or a:b")
         typed_grid[key] = [_typed(key, v, default) for v in values]
         if len({_label(v) for v in typed_grid[key]}) != len(values):
-            raise ValueError(f"--grid {key}: repeated value")
+            raise ValueError(f"grid {key}: repeated value")
     overrides = dict(overrides or {})
     both = sorted(set(overrides) & set(typed_grid))
     if both:
-        raise ValueError(f"--set {both[0]}: also a --grid axis; give it in one place")
+        raise ValueError(f"overrides {both[0]}: also a grid axis; give it in one place")
     base = preset.parameters(overrides)
-    alpha = preset.init_scale if init_scale is None else check_init_scale_arg(init_scale)
-    seed = check_seed_arg(seed)
+    alpha = preset.init_scale if init_scale is None else check_init_scale(init_scale)
+    seed = check_seed(seed)
     if data is not None:
         if preset.data_help is None:
-            raise ValueError(f"--data: preset {preset_name!r} takes no data file")
+            raise ValueError(f"data: preset {preset_name!r} takes no data file")
         if not os.path.isfile(data):
-            raise ValueError(f"--data: no such file {data!r}")
+            raise ValueError(f"data: no such file {data!r}")
         data = os.path.abspath(data)
     out = check_out(out, kind="sweep")
     total = math.prod(len(v) for v in typed_grid.values())
     if total > MAX_RUNS:
         raise ValueError(
-            f"--grid: {total:,} runs (the product of the axes' lengths) is more than {MAX_RUNS:,}; "
+            f"grid: {total:,} runs (the product of the axes' lengths) is more than {MAX_RUNS:,}; "
             f"split the sweep or check the ranges (a:b is b − a values)"
         )
     _say(f"sweep {preset.name}: {total:,} runs over {', '.join(f'{k} ({len(v)})' for k, v in typed_grid.items())}")
@@ -99,7 +99,7 @@ def sweep(
         m = Member(point, params, float(point.get("init_scale", alpha)), int(point.get("seed", seed)))
         name = run_name(point)
         if name in names:
-            raise ValueError(f"--grid: two grid points share the folder name {name!r}")
+            raise ValueError(f"grid: two grid points share the folder name {name!r}")
         names.add(name)
         members.append((name, m))
 
@@ -193,18 +193,18 @@ def _check_manifest(out, preset, base, data, alpha, seed, grid) -> dict:
             with open(path) as f:
                 old = json.load(f)
         except (OSError, json.JSONDecodeError):
-            raise ValueError(f"--out: {path} is not a readable sweep manifest; choose another folder") from None
+            raise ValueError(f"out: {path} is not a readable sweep manifest; choose another folder") from None
         if not isinstance(old, dict):
-            raise ValueError(f"--out: {path} is not a readable sweep manifest; choose another folder")
+            raise ValueError(f"out: {path} is not a readable sweep manifest; choose another folder")
         if old.get("format") != _FORMAT or {k: old.get(k) for k in fixed} != json.loads(json.dumps(fixed)):
             raise ValueError(
-                f"--out: {out} holds a sweep with other settings (preset, --set, --data, --init-scale "
-                f"or --seed); choose another folder"
+                f"out: {out} holds a sweep with other settings (preset, overrides, data, init_scale "
+                f"or seed); choose another folder"
             )
         if data is not None and old.get("data_sha256") not in (None, digest):
             raise ValueError(
-                f"--data: {data} changed since the sweep in {out} started (sha256 differs); "
-                f"choose another --out for the new data"
+                f"data: {data} changed since the sweep in {out} started (sha256 differs); "
+                f"choose another out folder for the new data"
             )
     manifest = {"format": _FORMAT, **fixed, "grid": {k: [_jsonable(v) for v in vs] for k, vs in grid.items()}}
     if digest is not None:

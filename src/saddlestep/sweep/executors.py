@@ -52,7 +52,7 @@ class RayExecutor(AbstractExecutor):
         try:
             import ray
         except ImportError:
-            raise ValueError("--executor ray: Ray is not installed; pip install 'saddlestep[ray]'") from None
+            raise ValueError("executor ray: Ray is not installed; pip install 'saddlestep[ray]'") from None
         self.ray = ray
         self.address = address
         self.num_gpus = num_gpus
@@ -87,4 +87,4 @@ def _executor(executor) -> AbstractExecutor:
         return LocalExecutor()
     if executor == "ray":
         return RayExecutor()
-    raise ValueError(f"--executor: expected 'local' or 'ray', got {executor!r}")
+    raise ValueError(f"executor: expected 'local' or 'ray', got {executor!r}")

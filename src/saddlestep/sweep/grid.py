@@ -35,17 +35,17 @@ def parse_grid(specs: Sequence[str], preset: str | Preset | None = None) -> dict
     if isinstance(preset, str):
         preset = get_preset(preset)
     if not specs:
-        raise ValueError("--grid: expected at least one axis, e.g. --grid seed=0:8")
+        raise ValueError("grid: expected at least one axis, e.g. seed=0:8")
     grid: dict[str, list] = {}
     for item in specs:
         key, sep, spec = str(item).partition("=")
         key, spec = key.strip(), spec.strip()
         if not sep or not key:
-            raise ValueError(f"--grid: expected key=v1,v2 or key=a:b, got {item!r}")
+            raise ValueError(f"grid: expected key=v1,v2 or key=a:b, got {item!r}")
         if key in grid:
-            raise ValueError(f"--grid {key}: given twice; give each axis once")
+            raise ValueError(f"grid {key}: given twice; give each axis once")
         if not spec:
-            raise ValueError(f"--grid {key}: no values; expected v1,v2 or a:b")
+            raise ValueError(f"grid {key}: no values; expected v1,v2 or a:b")
         grid[key] = _parse_axis(key, spec, preset)
     return grid
 
@@ -55,22 +55,22 @@ def _parse_axis(key: str, spec: str, preset: Preset | None) -> list:
     is_tuple = isinstance(default, tuple)
     if ":" in spec and not is_tuple:
         if not (isinstance(default, int) and not isinstance(default, bool)) and default is not None:
-            raise ValueError(f"--grid {key}: a range a:b needs an integer parameter; list values as v1,v2")
+            raise ValueError(f"grid {key}: a range a:b needs an integer parameter; list values as v1,v2")
         lo, _, hi = spec.partition(":")
         try:
             lo_i, hi_i = int(lo), int(hi)
         except ValueError:
-            raise ValueError(f"--grid {key}: expected an integer range a:b, got {spec!r}") from None
+            raise ValueError(f"grid {key}: expected an integer range a:b, got {spec!r}") from None
         if hi_i <= lo_i:
-            raise ValueError(f"--grid {key}: empty range {spec!r}; expected a:b with a < b")
+            raise ValueError(f"grid {key}: empty range {spec!r}; expected a:b with a < b")
         texts = [str(i) for i in range(lo_i, hi_i)]
     else:
         texts = [t.strip() for t in spec.split(";" if is_tuple else ",")]
         if any(not t for t in texts):
-            raise ValueError(f"--grid {key}: empty value in {spec!r}")
+            raise ValueError(f"grid {key}: empty value in {spec!r}")
     values = [_typed(key, t, default) for t in texts]
     if len({_label(v) for v in values}) != len(values):
-        raise ValueError(f"--grid {key}: repeated value in {spec!r}")
+        raise ValueError(f"grid {key}: repeated value in {spec!r}")
     return values
 
 
@@ -83,7 +83,7 @@ def _default_for(key: str, preset: Preset | None):
         return None
     if key not in preset.all_defaults:
         known = ", ".join(sorted([*preset.all_defaults, *SPECIAL_KEYS]))
-        raise ValueError(f"--grid {key}: unknown parameter for preset {preset.name!r}; expected one of {known}")
+        raise ValueError(f"grid {key}: unknown parameter for preset {preset.name!r}; expected one of {known}")
     return preset.all_defaults[key]
 
 
@@ -96,11 +96,11 @@ def _typed(key: str, value, default):
         typed = parse_value(key, text, default)
     except ValueError:
         kind = "comma-separated numbers" if isinstance(default, tuple) else type(default).__name__
-        raise ValueError(f"--grid {key}: expected {kind}, got {text!r}") from None
+        raise ValueError(f"grid {key}: expected {kind}, got {text!r}") from None
     if key == "init_scale" and not (typed > 0 and math.isfinite(typed)):
-        raise ValueError(f"--grid init_scale: expected positive finite numbers, got {text!r}")
+        raise ValueError(f"grid init_scale: expected positive finite numbers, got {text!r}")
     if key == "seed" and typed < 0:
-        raise ValueError(f"--grid seed: expected non-negative integers, got {text!r}")
+        raise ValueError(f"grid seed: expected non-negative integers, got {text!r}")
     return typed
 
 

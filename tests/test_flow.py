@@ -11,7 +11,7 @@ import pytest
 
 import saddlestep as ss
 from saddlestep.flow import TRACE_COUNT
-from saddlestep.steps import crossing_time
+from saddlestep.crossings import first_crossing
 
 S = np.array([10.0, 5.0, 2.5, 1.25, 0.625])
 D = H = 20
@@ -44,7 +44,7 @@ def saxe_drop_times(model, task):
 
 def mode_crossings(traj):
     F = traj.observables["features"]
-    return np.array([crossing_time(traj.times, F[:, k], S[k] / 2) for k in range(len(S))])
+    return np.array([first_crossing(traj.times, F[:, k], S[k] / 2) for k in range(len(S))])
 
 
 @pytest.mark.parametrize("alpha, tol", [(1e-6, 1e-5), (1e-9, 1e-5), (1e-3, 1e-3)])

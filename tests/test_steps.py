@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import saddlestep as ss
-from saddlestep.steps import compare, crossing_time, detect_steps
+from saddlestep.crossings import first_crossing
+from saddlestep.steps import compare, detect_steps
 
 
 def synthetic(times, centers, widths, heights, floor=0.0, alpha=1e-6):
@@ -42,8 +43,8 @@ def test_no_steps_on_a_flat_curve():
 def test_crossing_time_is_fourth_order():
     t = np.linspace(0, 3, 31)
     v = np.tanh(2 * (t - 1.234))
-    assert abs(crossing_time(t, v, 0.0) - 1.234) < 1e-5
-    assert math.isnan(crossing_time(t, v, 5.0))
+    assert abs(first_crossing(t, v, 0.0) - 1.234) < 1e-5
+    assert math.isnan(first_crossing(t, v, 5.0))
 
 
 def test_compare_matches_steps_in_order():

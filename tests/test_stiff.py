@@ -15,7 +15,7 @@ from saddlestep.flow import TRACE_COUNT
 from saddlestep.models import QuadraticNetwork
 from saddlestep.models.base import parameters
 from saddlestep.presets import get_preset
-from saddlestep.steps import crossing_time
+from saddlestep.crossings import first_crossing
 from saddlestep.tasks import fourier_template, ModularAddition
 
 
@@ -33,7 +33,7 @@ def _flat_loss(model, task):
 
 def _feature_crossings(traj, level=0.5):
     F = traj.observables["features"]
-    return np.array([crossing_time(traj.times, F[:, k], level) for k in range(F.shape[1])])
+    return np.array([first_crossing(traj.times, F[:, k], level) for k in range(F.shape[1])])
 
 
 def test_hvp_matches_finite_differences():
@@ -102,8 +102,8 @@ def test_implicit_reproduces_linear_preset():
     ref = ss.simulate(setup.model, setup.task, **kw)
     for linear in ("dense", "cg"):
         imp = ss.simulate(setup.model, setup.task, solver="implicit", linear_solver=linear, **kw)
-        t_ref = [crossing_time(ref.times, ref.observables["features"][:, k], s[k] / 2) for k in range(len(s))]
-        t_imp = [crossing_time(imp.times, imp.observables["features"][:, k], s[k] / 2) for k in range(len(s))]
+        t_ref = [first_crossing(ref.times, ref.observables["features"][:, k], s[k] / 2) for k in range(len(s))]
+        t_imp = [first_crossing(imp.times, imp.observables["features"][:, k], s[k] / 2) for k in range(len(s))]
         np.testing.assert_allclose(t_imp, t_ref, rtol=1e-6)
         # Plateau levels: the loss on the save grid between drops.
         n = min(len(ref.loss), len(imp.loss))
@@ -126,8 +126,8 @@ def test_newton_converges_at_tight_tolerance():
     assert imp.status != "max_steps" and imp.stats["rejected"] < imp.stats["steps"] / 4
     ref = ss.simulate(model, task, rtol=1e-6, **kw)  # Tsit5: stability-bound, far tighter than 1e-6
     F, G = imp.observables["features"], ref.observables["features"]
-    t_imp = [crossing_time(imp.times, F[:, k], s[k] / 2) for k in range(3)]
-    t_ref = [crossing_time(ref.times, G[:, k], s[k] / 2) for k in range(3)]
+    t_imp = [first_crossing(imp.times, F[:, k], s[k] / 2) for k in range(3)]
+    t_ref = [first_crossing(ref.times, G[:, k], s[k] / 2) for k in range(3)]
     np.testing.assert_allclose(t_imp, t_ref, rtol=1e-5)
 
 

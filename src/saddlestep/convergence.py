@@ -12,6 +12,7 @@ import pandas as pd
 from .flow import simulate
 from .prediction import Prediction
 from .clock import log_inv
+from .crossings import first_crossing
 
 
 def step_levels(prediction: Prediction, floor: float | None = None) -> np.ndarray:
@@ -26,28 +27,6 @@ def step_levels(prediction: Prediction, floor: float | None = None) -> np.ndarra
     hi = np.maximum(before - floor, 1e-300)
     lo = np.maximum(after - floor, 1e-3 * hi)
     return floor + np.sqrt(hi * lo)
-
-
-def crossing_times(times, loss, levels) -> np.ndarray:
-    """First time the loss falls to each level, interpolating ln(loss) linearly on the save grid
-    (NaN if it never does)."""
-    times, loss = np.asarray(times, float), np.asarray(loss, float)
-    keep = np.isfinite(times) & np.isfinite(loss)
-    times, loss = times[keep], loss[keep]
-    out = []
-    for level in np.atleast_1d(levels):
-        below = np.flatnonzero(loss <= level)
-        if below.size == 0:
-            out.append(math.nan)
-            continue
-        j = int(below[0])
-        if j == 0:
-            out.append(float(times[0]))
-            continue
-        y0, y1, yl = np.log(loss[j - 1]), np.log(max(loss[j], 1e-300)), np.log(level)
-        w = (y0 - yl) / (y0 - y1) if y0 != y1 else 1.0
-        out.append(float(times[j - 1] + w * (times[j] - times[j - 1])))
-    return np.asarray(out)
 
 
 def converge(
@@ -113,7 +92,8 @@ def converge(
         kw = dict(getattr(setup, "simulate_kwargs", None) or {})
         kw.update(simulate_kwargs or {})
         traj = simulate(setup.model, setup.task, t_max=t_max, **kw)
-        times = crossing_times(traj.times, traj.loss, levels)
+        times = np.array([first_crossing(traj.times, traj.loss, level, falling=True, interpolation="log")
+                          for level in np.atleast_1d(levels)])
         L = log_inv(a)
         for k, t in enumerate(times):
             rows.append({

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import find_peaks
 
+from .crossings import first_crossing
 from .prediction import Prediction
 from .trajectory import Trajectory
 from . import clock as _clock
@@ -66,24 +67,6 @@ def _finest_record(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     # can repeat a save time).
     first = np.concatenate([[True], np.diff(t) > 0])
     return t[first], L[first]
-
-
-def _cross_down(t: np.ndarray, L: np.ndarray, level: float, j: int) -> float:
-    """Time where L falls through `level` between samples j − 1 and j: a cubic through the four
-    samples around (non-uniform spacing is fine), else linear interpolation."""
-    t0, t1 = t[j - 1], t[j]
-    linear = float(t0 + (t1 - t0) * (L[j - 1] - level) / (L[j - 1] - L[j]))
-    lo = max(0, min(j - 2, len(t) - 4))
-    if len(t) < 4:
-        return linear
-    tt, vv = t[lo : lo + 4], L[lo : lo + 4]
-    if not np.all(np.diff(vv) <= 0):
-        return linear  # not monotone: a cubic could cross elsewhere
-    scale = tt[-1] - tt[0]
-    coef = np.polyfit((tt - t0) / scale, vv - level, 3)
-    roots = [r.real * scale + t0 for r in np.roots(coef) if abs(r.imag) < 1e-9]
-    inside = [r for r in roots if t0 - 1e-12 * scale <= r <= t1 + 1e-12 * scale]
-    return float(min(inside)) if inside else linear
 
 
 def detect_steps(
@@ -184,8 +167,7 @@ def detect_steps(
     def crossing(a, b, fraction):
         # When the drop between bounds a and b is `fraction` done (linear on the finest record).
         level = L[a] - fraction * (L[a] - L[b])
-        j = max(a + int(np.argmax(L[a : b + 1] <= level)), a + 1)
-        return float(t[j - 1] + (t[j] - t[j - 1]) * (L[j - 1] - level) / (L[j - 1] - L[j])) if L[j - 1] != L[j] else float(t[j])
+        return first_crossing(t, L, level, falling=True, start=a, interpolation="linear")
 
     n = len(peaks)
     spans = [(crossing(bounds[k], bounds[k + 1], 0.1), crossing(bounds[k], bounds[k + 1], 0.9)) for k in range(n)]
@@ -194,9 +176,7 @@ def detect_steps(
         a, b = bounds[k], bounds[k + 1]
         before, after = float(L[a]), float(L[b])
         mid = 0.5 * (before + after)
-        seg = L[a : b + 1]
-        j = max(a + int(np.argmax(seg <= mid)), a + 1)
-        t_mid = _cross_down(t, L, mid, j)
+        t_mid = first_crossing(t, L, mid, falling=True, start=a)
         feature = None
         if F is not None and len(grid_t) and F.shape[1] and len(labels) == F.shape[1]:
             lo, hi = grid_index(t[a], "left"), grid_index(t[b], "right")
@@ -229,29 +209,6 @@ def _still_falling(t: np.ndarray, L: np.ndarray, last: Step, fraction: float) ->
     back = float(np.interp(t[-1] - delta, t, L))
     slope = (back - L[-1]) / delta
     return slope * span > fraction * drop
-
-
-def crossing_time(times, values, level: float) -> float:
-    """First time `values` crosses `level` upward, by cubic interpolation on the save grid.
-
-    A cubic through the four grid points around the crossing makes the error O(Δt⁴), so a
-    moderately fine grid resolves drop times far below the solver's tolerance.
-    """
-    times = np.asarray(times, dtype=float)
-    values = np.asarray(values, dtype=float)
-    above = np.nonzero(values >= level)[0]
-    if len(above) == 0 or above[0] == 0:
-        return math.nan
-    j = above[0]
-    lo = max(0, min(j - 2, len(times) - 4))
-    tt, vv = times[lo : lo + 4], values[lo : lo + 4]
-    coef = np.polyfit(tt - tt[1], vv - level, 3)
-    roots = np.roots(coef)
-    t0, t1 = times[j - 1] - tt[1], times[j] - tt[1]
-    real = [r.real + tt[1] for r in roots if abs(r.imag) < 1e-12 and t0 - 1e-12 <= r.real <= t1 + 1e-12]
-    if real:
-        return float(min(real))
-    return float(times[j - 1] + (times[j] - times[j - 1]) * (level - values[j - 1]) / (values[j] - values[j - 1]))
 
 
 def feature_steps(steps: list[Step]) -> list[Step]:

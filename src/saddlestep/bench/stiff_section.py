@@ -38,12 +38,12 @@ def _linear_case(alpha: float, seed: int = 0):
 
 def _crossings(traj: Trajectory, levels) -> np.ndarray:
     """Each feature's first crossing of its level (a scalar or one level per feature)."""
-    from ..steps import crossing_time
+    from ..crossings import first_crossing
 
     F = np.asarray(traj.observables["features"])
     F = F[:, None] if F.ndim == 1 else F
     levels = np.broadcast_to(np.asarray(levels, dtype=float), F.shape[1:])
-    return np.array([crossing_time(traj.times, F[:, k], levels[k]) for k in range(F.shape[1])], dtype=float)
+    return np.array([first_crossing(traj.times, F[:, k], levels[k]) for k in range(F.shape[1])], dtype=float)
 
 
 def _lambda_max(model, task, iterations: int = 60) -> float:

@@ -39,7 +39,7 @@ def check_precision(model: AbstractModel, init_scale: np.ndarray) -> None:
     diagonal networks, whose sign flips depend on resolving u² − v² = 2α²), α ≳ 1e-4 in float32.
     """
     leaves = [x for x in jax.tree.leaves(parameters(model)) if eqx.is_inexact_array(x)]
-    single = not jax.config.jax_enable_x64 or any(x.dtype == jnp.float32 for x in leaves)
+    single = not jax.config.read("jax_enable_x64") or any(x.dtype == jnp.float32 for x in leaves)
     alpha = float(np.min(init_scale))
     if single:
         if alpha < 1e-4:
@@ -49,7 +49,7 @@ def check_precision(model: AbstractModel, init_scale: np.ndarray) -> None:
                 PrecisionWarning,
                 stacklevel=3,
             )
-        elif not jax.config.jax_enable_x64:
+        elif not jax.config.read("jax_enable_x64"):
             warnings.warn(
                 "JAX runs without float64 (jax_enable_x64 is off): tolerances below 1e-6 and "
                 "small init scales are unreliable; enable it with jax.config.update('jax_enable_x64', True)",
@@ -171,8 +171,8 @@ def simulate(
     if isinstance(method, Discrete):
         _positive("learning_rate", method.learning_rate)
         n_save, n_snapshots = discrete_grid(n_save, n_snapshots)
-    atol = rtol * init_scale if atol is None else np.full_like(init_scale, _positive("atol", atol))
-    scalars = dict(init_scale=init_scale, t_max=t_max, rtol=rtol, atol=atol, converge_tol=converge_tol,
+    atols = rtol * init_scale if atol is None else np.full_like(init_scale, _positive("atol", atol))
+    scalars = dict(init_scale=init_scale, t_max=t_max, rtol=rtol, atol=atols, converge_tol=converge_tol,
                    loss_floor=-math.inf if loss_floor is None else float(loss_floor))
     shape = init_scale.shape
     params, static = eqx.partition(parameters(model), eqx.is_inexact_array)
@@ -222,15 +222,15 @@ _STOP_KEYS = {"converge_tol": "converge_tol", "loss_floor": "loss_floor"}
 
 def _legacy_record(save, stop, kw: dict[str, Any]) -> tuple[Save, Stop, dict[str, Any]]:
     """`save` and `stop` from themselves or the older flat keywords (`n_save=`, `converge_tol=`, …)."""
-    out = []
-    for given, keys, cls, name in ((save, _SAVE_KEYS, Save, "save"), (stop, _STOP_KEYS, Stop, "stop")):
+    def one(given, keys, cls, name):
         flat = {field: kw.pop(key) for key, field in keys.items() if key in kw}
         if given is not None and not isinstance(given, cls):
             raise ValueError(f"{name}: expected a saddlestep.{cls.__name__}, got {type(given).__name__}")
         if given is not None and flat:
             raise ValueError(f"{name}: give either {name}= or {', '.join(sorted(flat))}, not both")
-        out.append(given if given is not None else cls(**flat))
-    return out[0], out[1], kw
+        return given if given is not None else cls(**flat)
+
+    return one(save, _SAVE_KEYS, Save, "save"), one(stop, _STOP_KEYS, Stop, "stop"), kw
 
 
 def _legacy_method(method, kw: dict[str, Any]) -> AbstractMethod:
@@ -285,8 +285,9 @@ def _trajectory(out, method: AbstractMethod, problem: Problem, model, probe) -> 
     stats = {k: np.asarray(v) if batched else (float(v) if k == "t_switch" else int(v)) for k, v in out.stats.items()}
     t_final = np.asarray(out.t_final) if batched else float(out.t_final)
     member = lambda i: {k: np.asarray(v)[i] for k, v in out.stats.items()}
-    phases = ([_methods.phases(method, problem.n_params, member(i), float(t_final[i])) for i in range(problem.batch)]
-              if batched else _methods.phases(method, problem.n_params, stats, t_final))
+    phases = ([_methods.phases(method, problem.n_params, member(i), float(np.asarray(t_final)[i]))
+               for i in range(problem.batch or 0)]
+              if batched else _methods.phases(method, problem.n_params, stats, float(t_final)))
     keep = lambda x: x if batched or x is None else x[np.isfinite(step_times)]
     traj = Trajectory(
         times=times,

@@ -59,12 +59,12 @@ def _once(predict: Callable[[], Prediction]) -> Callable[[], Prediction]:
         if not kept:
             start = time.perf_counter()
             kept.append(predict())
-            prediction.seconds = time.perf_counter() - start
-            prediction.done = True
+            prediction.seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+            prediction.done = True  # type: ignore[attr-defined]
         return kept[0]
 
-    prediction.seconds = 0.0
-    prediction.done = False
+    prediction.seconds = 0.0  # type: ignore[attr-defined]
+    prediction.done = False  # type: ignore[attr-defined]
     return prediction
 
 
@@ -253,15 +253,15 @@ def parse_value(key: str, text: str, default: Any) -> Any:
                 raise ValueError
             return value
         if isinstance(default, tuple):
-            kind = type(default[0]) if default else float
+            kind: type = type(default[0]) if default else float
             values = tuple(kind(v) for v in text.split(",") if v.strip())
             if not values or not all(np.isfinite(v) for v in values):
                 raise ValueError
             return values
         return str(text)
     except ValueError:
-        kind = "comma-separated numbers" if isinstance(default, tuple) else type(default).__name__
-        raise ValueError(f"overrides {key}: expected {kind}, got {text!r}") from None
+        what = "comma-separated numbers" if isinstance(default, tuple) else type(default).__name__
+        raise ValueError(f"overrides {key}: expected {what}, got {text!r}") from None
 
 
 _NPY_MAGIC = b"\x93NUMPY"

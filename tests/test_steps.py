@@ -248,3 +248,27 @@ def test_linear_preset_table_at_a_far_horizon_and_a_short_one(tmp_path, capsys):
     assert "warning: the run ended (t_max) at t = 3" in out and "unmatched-predicted" in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["warnings"] == short.summary["warnings"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_steps_of_one_feature_pair_by_level_not_by_label(seed):
+    """Every step of a single-teacher staircase carries the same label (a cubic student on one
+    teacher): the label cannot pair them, so they pair by plateau level, an extra simulated
+    sub-step is left unmatched in place, and nothing is merged into one step."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 6))
+    levels = np.sort(rng.uniform(0.1, 1.0, n + 1))[::-1]
+    times = np.cumsum(rng.uniform(100, 1000, n))
+    pred = ss.Prediction("agf", times, times / math.log(100.0), levels[1:], ["teacher 1"] * n, init_scale=1e-2)
+    steps = [ss.Step(float(t * (1 + rng.uniform(-0.01, 0.01))), 0.0, float(a), float(b), "teacher 1", 0.0, 0.0)
+             for t, a, b in zip(times, levels[:-1], levels[1:])]
+    extra = int(rng.integers(0, n))  # a sub-step just before step `extra` ends, halfway to its level
+    mid = 0.5 * (steps[extra].loss_before + steps[extra].loss_after)
+    sub = ss.Step(steps[extra].time * 0.99, 0.0, steps[extra].loss_before, mid, "teacher 1", 0.0, 0.0)
+    steps[extra] = ss.Step(steps[extra].time, 0.0, mid, steps[extra].loss_after, "teacher 1", 0.0, 0.0)
+    steps.insert(extra, sub)
+    table = ss.compare(steps, pred)
+    matched = table[table["kind"] == "prediction"]
+    assert len(matched) == n and (table["kind"] == "unmatched-simulated").sum() == 1
+    assert (matched["time_rel_error"].abs() < 0.02).all()
+    np.testing.assert_allclose(matched["loss_simulated"], levels[1:])

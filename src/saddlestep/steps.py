@@ -247,23 +247,30 @@ def _predicted_before(prediction: Prediction, steps: list[Step]) -> np.ndarray:
     return np.concatenate([[first], prediction.losses])[: prediction.num_steps]
 
 
-def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> list[tuple[int | None, int | None]]:
+def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tuple[float, list[tuple[int | None, int | None]]]:
     """Order-preserving alignment of predicted and simulated steps (edit-distance DP).
 
-    Two steps whose labels are both known to the other side match only if the labels agree;
-    otherwise they are matched by plateau level: |loss after (simulated) − loss after
-    (predicted)| in units of the predicted drop. A step with no counterpart is left unmatched,
-    at cost `_GAP`, so one missing or extra step never shifts the pairs after it.
+    Two steps whose labels are both known to the other side match only if the labels agree, and
+    at no cost when the prediction uses that label once (it names the step); other pairs cost
+    their plateau-level mismatch, |loss after (simulated) − loss after (predicted)| in units of
+    the predicted drop, plus a small time term, so repeated labels (every step learning one
+    teacher) pair by level. A step with no counterpart is left
+    unmatched, at cost `_GAP`, so one missing or extra step never shifts the pairs after it.
+
+    **Returns:** (the alignment's total cost, the pairs (predicted index, simulated index), None
+    for a step without counterpart).
     """
     n_p, n_s = prediction.num_steps, len(steps)
     pred_labels, sim_labels = set(prediction.order), {s.feature for s in steps if s.feature is not None}
+    once = {f: list(prediction.order).count(f) == 1 for f in pred_labels}
 
     def cost(k, j):
         fp, fs = prediction.order[k], steps[j].feature
         if fs is not None and fs in pred_labels and fp in sim_labels:
             if fs != fp:
                 return math.inf
-            return 0.0
+            if once[fp]:
+                return 0.0  # a label the prediction uses once names the step
         c = abs(steps[j].loss_after - prediction.losses[k]) / drops[k]
         tp, ts = prediction.times[k], steps[j].time
         if tp > 0 and ts > 0:
@@ -288,7 +295,21 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> list
         else:
             pairs.append((None, j - 1))
             j -= 1
-    return pairs[::-1]
+    return float(D[n_p, n_s]), pairs[::-1]
+
+
+def _plan(steps: list[Step], prediction: Prediction):
+    """The alignment of `steps` with `prediction`: (cost, pairs, steps, predicted drops, loss floor)."""
+    before = _predicted_before(prediction, steps)
+    drop = before - prediction.losses
+    total = abs(before[0] - prediction.losses[-1]) if prediction.num_steps else 0.0
+    scale = total if math.isfinite(total) and total > 0 else 1.0
+    first = float(before[0]) if prediction.num_steps and math.isfinite(before[0]) else 0.0
+    floor = 1e-12 * max(abs(first), scale)
+    # Units of the level mismatch: the predicted drop (never below 0.1% of the whole decrease).
+    units = np.where(np.isfinite(drop) & (drop > 1e-3 * scale), drop, 1e-3 * scale)
+    cost, pairs = _align(steps, prediction, units)
+    return cost, pairs, steps, drop, floor
 
 
 def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bool | None = None) -> pd.DataFrame:
@@ -319,24 +340,24 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     if isinstance(steps, Trajectory):
         if steps.batch_size is not None:
             raise ValueError("steps: expected a single trajectory, got a batch (index it first)")
-        steps = detect_steps(steps)
-    if merge is None:
-        labelled = all(s.feature is not None for s in steps) and all(f is not None for f in prediction.order)
-        merge = labelled and len(steps) > prediction.num_steps
+        found: list[Step] = list(detect_steps(steps))  # type: ignore[arg-type]
+    else:
+        found = list(steps)
+    labelled = all(s.feature is not None for s in found) and all(f is not None for f in prediction.order)
     if merge:
-        steps = feature_steps(steps)
-    before = _predicted_before(prediction, steps)
-    drop = before - prediction.losses
-    total = abs(before[0] - prediction.losses[-1]) if prediction.num_steps else 0.0
-    scale = total if math.isfinite(total) and total > 0 else 1.0
-    first = float(before[0]) if prediction.num_steps and math.isfinite(before[0]) else 0.0
-    floor = 1e-12 * max(abs(first), scale)
-    # Units of the level mismatch: the predicted drop (never below 0.1% of the whole decrease).
-    units = np.where(np.isfinite(drop) & (drop > 1e-3 * scale), drop, 1e-3 * scale)
+        candidates = [feature_steps(found)]
+    elif merge is None and labelled and len(found) > prediction.num_steps:
+        # Sub-steps of one feature (κ = 3 neurons joining one after another) are merged only
+        # when that aligns better: a staircase whose every step carries the same label is not
+        # one step.
+        candidates = [found, feature_steps(found)]
+    else:
+        candidates = [found]
+    cost, pairs, found, drop, floor = min((_plan(c, prediction) for c in candidates), key=lambda plan: plan[0])
     matched_kind = "lower-bound" if prediction.is_lower_bound else "prediction"
     rows = []
-    for n, (k, j) in enumerate(_align(steps, prediction, units)):
-        s = steps[j] if j is not None else None
+    for n, (k, j) in enumerate(pairs):
+        s = found[j] if j is not None else None
         p = k is not None
         tp = float(prediction.times[k]) if p else math.nan
         lp = float(prediction.losses[k]) if p else math.nan

@@ -196,8 +196,6 @@ _SHARD_SCRIPT = textwrap.dedent(
 
 
 def test_shard_map_over_four_cpu_devices_equals_unsharded(tmp_path):
-    if "mesh" not in __import__("inspect").signature(flow.simulate).parameters:
-        pytest.skip("flow.simulate has no mesh= argument yet (shard_map path)")
     script = _SHARD_SCRIPT % (SMALL, tmp_path, tmp_path)
     done = subprocess.run([sys.executable, "-c", script], env=_env(devices=4), capture_output=True, text=True, timeout=150)
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-3000:]

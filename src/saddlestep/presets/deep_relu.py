@@ -89,7 +89,10 @@ def _build_escape(params, *, init_scale, seed, data):
         }
 
     def write_extra(traj, folder):
-        _profile_figure(escape, _pre_drop(traj, task), os.path.join(folder, "singular_values.png"))
+        from .. import plot
+
+        fig = plot.layer_spectra(escape.singular_values, escape.singular_value_ratios(), _svals(_pre_drop(traj, task)))
+        plot.save(fig, os.path.join(folder, "singular_values.png"))
         atomic_write_text(os.path.join(folder, "escape.json"), json.dumps(summarize(traj), indent=2) + "\n")
 
     return Setup(
@@ -114,37 +117,6 @@ def _pre_drop(traj, task):
 
 def _svals(model):
     return [np.linalg.svd(np.asarray(w), compute_uv=False) for w in model.layers]
-
-
-def _profile_figure(escape, flow, path):
-    """Per-layer singular values (top 10, over s₁) of u* and of the flow before the drop; and
-    s₁/s₂ against depth ℓ beside Bantzis, Simon & Jacot's ℓ^{1/4} lower bound."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    L = escape.depth
-    fig, axes = plt.subplots(1, L + 1, figsize=(3.0 * (L + 1), 3.0))
-    for ell, (ax, s_opt, s_flow) in enumerate(zip(axes, escape.singular_values, _svals(flow)), 1):
-        k = np.arange(1, min(10, len(s_opt)) + 1)
-        ax.semilogy(k, s_opt[: len(k)] / s_opt[0], "o-", label="u* (ascent)")
-        ax.semilogy(k, s_flow[: len(k)] / s_flow[0], "s--", label="flow, before the drop")
-        ax.set_title(f"layer {ell}")
-        ax.set_xlabel("k")
-    axes[0].set_ylabel("s_k / s_1")
-    axes[0].legend(fontsize=7)
-    ax = axes[-1]
-    ell = np.arange(1, L + 1)
-    ax.loglog(ell, escape.singular_value_ratios(), "o-", label="u*")
-    ax.loglog(ell, [s[0] / s[1] for s in _svals(flow)], "s--", label="flow")
-    ax.loglog(ell, ell**0.25, "k:", label="ℓ^{1/4}")
-    ax.set_xlabel("layer ℓ")
-    ax.set_ylabel("s_1 / s_2")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 register(
@@ -214,10 +186,7 @@ def _build_richness(params, *, init_scale, seed, data):
     law = "ln γ" if depth == 2 else f"γ^{1 - 2 / depth:.3g}"
 
     def write_extra(traj, folder):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from .. import plot
 
         batch = _rich_batch(dims, seed, gammas, params["centred"])
         gs = np.asarray(gammas)
@@ -232,20 +201,8 @@ def _build_richness(params, *, init_scale, seed, data):
             tr = simulate(single, task, t_max=2.0 * float(np.asarray(first.t_final)[i]),
                           rtol=params["rtol"], n_save=801, n_snapshots=2, max_steps=100_000)
             curves.append((tr.times / (width * g ** (2 / depth)), tr.loss))
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for (tau, loss), g, tp in zip(curves, gs, tau_p):
-            axes[0].plot(tau, loss, label=f"γ = {g:g}")
-            axes[1].plot(tau - tp, loss, label=f"γ = {g:g}")
-        axes[0].set_xlabel("τ = t / (N γ^{2/L})")
-        axes[1].set_xlabel("τ − τ_plateau(γ)")
-        axes[0].set_ylabel("loss")
-        axes[1].set_xlim(-0.5 * float(np.min(tau_p)), 1.0 * float(np.min(tau_p)))
-        axes[0].legend(fontsize=8)
-        axes[0].set_title(f"depth {depth}: plateau ∝ {law}")
-        axes[1].set_title("after the shift")
-        fig.tight_layout()
-        fig.savefig(os.path.join(folder, "richness_collapse.png"), dpi=120)
-        plt.close(fig)
+        plot.save(plot.plateau_collapse(curves, gs, tau_p, depth=depth, law=law),
+                  os.path.join(folder, "richness_collapse.png"))
         A, B = np.polyfit(_plateau_law(gs, depth), tau_p, 1)
         report = {
             "gammas": gs.tolist(),

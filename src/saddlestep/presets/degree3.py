@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..clock import rescale
 from ..prediction import Prediction
 from .base import load_npz, Preset, register, Setup
-
-if TYPE_CHECKING:
-    from ..tasks import InContextRegression
-
 
 # ----------------------------------------------------------------------------- feature merging
 def _label_and_merge(pred: Prediction, task) -> Prediction:
@@ -85,25 +80,6 @@ def _summarize(traj, bound: Prediction):
     }
 
 
-def _heatmap(traj, folder, key, ylabel, title, fname):
-    import matplotlib.pyplot as plt
-
-    P = np.asarray(traj.observables[key])
-    t = np.asarray(traj.times)
-    fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
-    # Log scale: dormant frequencies grow from O(α²) long before they show in the loss.
-    top = max(float(P.max()), 1e-300)
-    logP = np.log10(np.maximum(P, top * 1e-12))
-    im = ax.imshow(logP.T, aspect="auto", origin="lower", extent=(t[0], t[-1], -0.5, P.shape[1] - 0.5),
-                   cmap="magma", interpolation="nearest")
-    ax.set_xlabel("time t")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="log10 power")
-    fig.savefig(os.path.join(folder, fname), dpi=120)
-    plt.close(fig)
-
-
 def _feature_comparison(traj, folder, cache):
     """`feature_comparison.csv`: flow steps merged by feature against the (merged) prediction,
     always (`comparison.csv` merges only when the flow shows more steps than the prediction)."""
@@ -114,51 +90,6 @@ def _feature_comparison(traj, folder, cache):
     if "prediction" in cache:
         table = compare(feature_steps(detect_steps(traj)), cache["prediction"])
         table.to_csv(os.path.join(folder, "feature_comparison.csv"), index=False)
-
-
-def _lower_bound_plot(traj, folder, bound: Prediction):
-    """Loss with the closed-form levels and the perfect-alignment lower bounds, drawn as
-    vertical lines with arrows pointing right (the true jump is later), as the paper does."""
-    import matplotlib.pyplot as plt
-
-    t, L = np.asarray(traj.times), np.asarray(traj.loss)
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
-    ax.plot(t, L, color="C0", label="gradient flow")
-    for v in bound.losses:
-        ax.axhline(v, color="0.6", lw=0.8, ls=":")
-    top = float(np.nanmax(L))
-    for tb, lab in zip(bound.times, bound.order):
-        if tb <= t[-1]:
-            ax.axvline(tb, color="C3", lw=0.9, ls="--")
-            ax.annotate("", xy=(tb + 0.06 * t[-1], 0.9 * top), xytext=(tb, 0.9 * top),
-                        arrowprops=dict(arrowstyle="->", color="C3"))
-            ax.text(tb, 0.95 * top, f" {lab}", color="C3", fontsize=8)
-    ax.set_xlabel("time t")
-    ax.set_ylabel("loss")
-    ax.set_title("levels (dotted) and jump-time lower bounds (dashed →)")
-    ax.legend(fontsize=8)
-    fig.savefig(os.path.join(folder, "lower_bounds.png"), dpi=120)
-    plt.close(fig)
-
-
-def _coefficient_plot(traj, folder, task: InContextRegression):
-    from ..theory import degree3
-
-    import matplotlib.pyplot as plt
-
-    t = np.asarray(traj.times)
-    C = np.asarray(traj.observables["coefficients"])
-    target = degree3.attention_coefficients(np.asarray(task.eigenvalues), task.N)
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
-    for i in range(C.shape[1]):
-        ax.plot(t, C[:, i], color=f"C{i}", label=f"PC {i + 1} (λ={float(task.eigenvalues[i]):.3g})")
-        ax.axhline(target[i], color=f"C{i}", lw=0.8, ls=":")
-    ax.set_xlabel("time t")
-    ax.set_ylabel("coefficient e_iᵀΓe_i")
-    ax.set_title("principal-component coefficients; dotted: 1/(tr Λ + (N+1)λ_i)")
-    ax.legend(fontsize=8)
-    fig.savefig(os.path.join(folder, "pc_coefficients.png"), dpi=120)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------- modular
@@ -206,10 +137,15 @@ def _build_modular(params, *, init_scale, seed, data):
 
     def write_extra(traj, folder):
         _feature_comparison(traj, folder, cache)
-        _heatmap(traj, folder, "neuron_power", "frequency ξ", "Fourier power of the neurons over time", "fourier_power.png")
-        _heatmap(traj, folder, "function_power", "output frequency ξ", "Fourier power of the function over time",
-                 "function_power.png")
-        _lower_bound_plot(traj, folder, bound)
+        from .. import plot
+
+        plot.save(plot.power_heatmap(traj, "neuron_power", ylabel="frequency ξ",
+                                     title="Fourier power of the neurons over time"),
+                  os.path.join(folder, "fourier_power.png"))
+        plot.save(plot.power_heatmap(traj, "function_power", ylabel="output frequency ξ",
+                                     title="Fourier power of the function over time"),
+                  os.path.join(folder, "function_power.png"))
+        plot.save(plot.lower_bounds(traj, bound), os.path.join(folder, "lower_bounds.png"))
 
     return Setup(
         model, task, t_max,
@@ -269,8 +205,12 @@ def _build_attention(params, *, init_scale, seed, data):
 
     def write_extra(traj, folder):
         _feature_comparison(traj, folder, cache)
-        _coefficient_plot(traj, folder, task)
-        _lower_bound_plot(traj, folder, bound)
+        from .. import plot
+
+        target = degree3.attention_coefficients(np.asarray(task.eigenvalues), task.N)
+        plot.save(plot.coefficients(traj, np.asarray(task.eigenvalues), target),
+                  os.path.join(folder, "pc_coefficients.png"))
+        plot.save(plot.lower_bounds(traj, bound), os.path.join(folder, "lower_bounds.png"))
 
     return Setup(
         model, task, t_max,

@@ -43,25 +43,6 @@ def _loss_kind(params, allowed):
     return params["loss"]
 
 
-def _eigen_plot(traj, key, theory, path, ylabel, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    vals = np.asarray(traj.observables[key])
-    ax.plot(traj.times, vals, lw=1.5)
-    if theory is not None:
-        ax.plot(traj.times, theory, "k--", lw=0.8)
-    ax.set_xlabel("time t")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _embedding_setup(task, model, params, init_scale, extra=None):
     from ..theory.qwem import predict_qwem, qwem_aligned
 
@@ -79,8 +60,11 @@ def _embedding_setup(task, model, params, init_scale, extra=None):
 
     def write_extra(traj, folder):
         theory = qwem_aligned(lam, s0, traj.times)
-        _eigen_plot(traj, "sv2", theory, os.path.join(folder, "eigenvalues.png"),
-                    "squared singular values of W", "embedding eigenvalues vs QWEM closed form")
+        from .. import plot
+
+        plot.save(plot.eigenvalue_curves(traj, "sv2", theory, ylabel="squared singular values of W",
+                                         title="embedding eigenvalues vs QWEM closed form"),
+                  os.path.join(folder, "eigenvalues.png"))
         if extra is not None:
             extra(traj, folder)
 
@@ -196,8 +180,11 @@ def _bt_setup(task, model, params):
         theory = None
         if pred is not None and pred.num_steps:
             theory = barlow_twins_aligned(pred.extra["gamma"], pred.extra["c0"], traj.times)
-        _eigen_plot(traj, "eigs_C", theory, os.path.join(folder, "eigenvalues.png"),
-                    "eigenvalues of C", "embedding eigenvalues vs closed form")
+        from .. import plot
+
+        plot.save(plot.eigenvalue_curves(traj, "eigs_C", theory, ylabel="eigenvalues of C",
+                                         title="embedding eigenvalues vs closed form"),
+                  os.path.join(folder, "eigenvalues.png"))
 
     return Setup(model, task, t_max, predict=(lambda: pred) if pred is not None else None,
                  simulate_kwargs={"n_save": 1001},

@@ -18,7 +18,7 @@ import numpy as np
 
 import saddlestep as ss
 from saddlestep.tasks import digits
-from saddlestep.theory.escape import basin_direction, direction_cosine, escape_time, parameter_norm
+from saddlestep.theory.deep_relu import basin_direction, direction_cosine, escape_time, parameter_norm
 
 plt.rcParams["figure.dpi"] = 60
 

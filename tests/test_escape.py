@@ -8,7 +8,7 @@ import pytest
 
 import saddlestep as ss
 from saddlestep.tasks import digits
-from saddlestep.theory.escape import (
+from saddlestep.theory.deep_relu import (
     basin_direction,
     correlation,
     direction_cosine,

@@ -18,7 +18,7 @@ import scipy.optimize
 
 import saddlestep as ss
 from saddlestep.theory.barlow_twins import barlow_twins_aligned, predict_barlow_twins
-from saddlestep.theory.qwem import predict_qwem, qwem_aligned, qwem_closed_form
+from saddlestep.theory.word2vec import predict_qwem, qwem_aligned, qwem_closed_form
 
 
 def _orthogonal(rng, n):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import saddlestep as ss
-from saddlestep.presets.ssl import synthetic_cooccurrence
-from saddlestep.theory.qwem import predict_qwem, qwem_aligned, qwem_closed_form, qwem_final
+from saddlestep.presets.word2vec import synthetic_cooccurrence
+from saddlestep.theory.word2vec import predict_qwem, qwem_aligned, qwem_closed_form, qwem_final
 
 LAM = np.array([4.0, 2.0, 1.0, 0.5, -0.3, -1.0])
 
@@ -188,7 +188,7 @@ def test_bad_input(tmp_path):
 
 
 def test_user_text_keeps_words_of_any_script(tmp_path):
-    from saddlestep.tasks.corpus import read_text
+    from saddlestep.tasks.word2vec import read_text
 
     path = tmp_path / "fr.txt"
     path.write_text("Le garçon voit la Straße, 3 fois.\n\nÉcole d'été", encoding="utf-8")

@@ -4,9 +4,9 @@ One problem per model family (`diagonal`, `linear`, `embedding`), registered wit
 `problem.register`; `neuron` is the generic fallback.
 """
 
-from . import diagonal as diagonal, embedding as embedding, linear as linear, neuron as neuron  # registers
+from . import diagonal as diagonal, word2vec as word2vec, linear as linear, neuron as neuron  # registers
 from .diagonal import DiagonalProblem as DiagonalProblem
-from .embedding import EmbeddingProblem as EmbeddingProblem
+from .word2vec import EmbeddingProblem as EmbeddingProblem
 from .engine import predict as predict, thresholds as thresholds
 from .linear import LinearProblem as LinearProblem
 from .neuron import NeuronProblem as NeuronProblem

@@ -8,10 +8,10 @@ from .base import (
     parameters as parameters,
 )
 from .diagonal import DiagonalLinear as DiagonalLinear
-from .embedding import Embedding as Embedding
-from .encoder import AbstractEncoder as AbstractEncoder, KernelEncoder as KernelEncoder, LinearEncoder as LinearEncoder
+from .word2vec import Embedding as Embedding
+from .barlow_twins import AbstractEncoder as AbstractEncoder, KernelEncoder as KernelEncoder, LinearEncoder as LinearEncoder
 from .linear import DeepLinear as DeepLinear
-from .mlp import DeepReLU as DeepReLU
-from .quadratic import QuadraticNetwork as QuadraticNetwork
+from .deep_relu import DeepReLU as DeepReLU
+from .modular import QuadraticNetwork as QuadraticNetwork
 from .richness import RichReLU as RichReLU
 from .two_layer import TwoLayer as TwoLayer

@@ -11,6 +11,8 @@ from .base import (
 
 # One import per family module (each registers its presets).
 from . import regression as regression  # noqa: E402
-from . import ssl as ssl  # noqa: E402
-from . import degree3 as degree3  # noqa: E402
+from . import word2vec as word2vec  # noqa: E402
+from . import barlow_twins as barlow_twins  # noqa: E402
+from . import modular as modular  # noqa: E402
+from . import attention as attention  # noqa: E402
 from . import deep_relu as deep_relu  # noqa: E402

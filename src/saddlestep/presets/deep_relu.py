@@ -57,7 +57,7 @@ def _build_escape(params, *, init_scale, seed, data):
     from ..models import DeepReLU
     from ..trajectory import atomic_write_text
 
-    from ..theory.escape import basin_direction, escape_direction, parameter_norm, predict_escape
+    from ..theory.deep_relu import basin_direction, escape_direction, parameter_norm, predict_escape
 
     depth = _check_depth(params["depth"])
     task = _task(params, data)
@@ -77,7 +77,7 @@ def _build_escape(params, *, init_scale, seed, data):
 
     def summarize(traj):
         flow = _pre_drop(traj, task)
-        from ..theory.escape import direction_cosine
+        from ..theory.deep_relu import direction_cosine
 
         return {
             "escape_speed": escape.speed,

@@ -2,7 +2,7 @@
 co-occurrences (SGNS, QWEM) and paired views (Barlow Twins)."""
 
 from .base import AbstractTask as AbstractTask
-from .corpus import (
+from .word2vec import (
     AbstractCooccurrenceTask as AbstractCooccurrenceTask,
     analogy_accuracy as analogy_accuracy,
     analogy_questions as analogy_questions,
@@ -14,7 +14,7 @@ from .corpus import (
     word2vec_reweighting as word2vec_reweighting,
 )
 from .images import digits as digits
-from .in_context import InContextRegression as InContextRegression
+from .attention import InContextRegression as InContextRegression
 from .modular import (
     fourier_template as fourier_template,
     frequency_power as frequency_power,
@@ -28,7 +28,7 @@ from .regression import (
     sparse_regression as sparse_regression,
     teacher_spectrum as teacher_spectrum,
 )
-from .views import (
+from .barlow_twins import (
     BarlowTwins as BarlowTwins,
     cross_correlation_matrix as cross_correlation_matrix,
     digit_pairs as digit_pairs,

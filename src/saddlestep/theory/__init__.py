@@ -10,8 +10,8 @@ from .linear import (
     linear_network as linear_network,
     reduced_rank_regression as reduced_rank_regression,
 )
-from .pesme_flammarion import pesme_flammarion as pesme_flammarion
-from .escape import (
+from .diagonal import pesme_flammarion as pesme_flammarion
+from .deep_relu import (
     basin_direction as basin_direction,
     correlation as correlation,
     direction_cosine as direction_cosine,
@@ -26,22 +26,24 @@ from .barlow_twins import (
     barlow_twins_final as barlow_twins_final,
     predict_barlow_twins as predict_barlow_twins,
 )
-from .qwem import (
+from .word2vec import (
     predict_qwem as predict_qwem,
     qwem_aligned as qwem_aligned,
     qwem_closed_form as qwem_closed_form,
     qwem_final as qwem_final,
 )
-from .degree3 import (
-    alignment_time as alignment_time,
+from ._common import alignment_time as alignment_time
+from .attention import (
     attention_coefficients as attention_coefficients,
     attention_levels as attention_levels,
     attention_utility_maxima as attention_utility_maxima,
+    attention_prediction as attention_prediction,
+)
+from .modular import (
     modular_levels as modular_levels,
     modular_lower_bounds as modular_lower_bounds,
     modular_utility_max as modular_utility_max,
     modular_utility_maxima as modular_utility_maxima,
-    attention_prediction as attention_prediction,
     modular_prediction as modular_prediction,
 )
 from .predictors import (

@@ -1,12 +1,15 @@
-"""Shared helpers for the closed forms: second moments of a regression task."""
+"""Shared helpers for the closed forms: second moments of a regression task, and the
+alignment time of a dormant neuron (any κ)."""
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
 from ..clock import log_inv as log_inv  # noqa: F401 (theory modules import it from here)
 
+from ..tasks.base import check_positive as _positive
 from ..tasks.regression import PopulationRegression, SampleRegression
 
 
@@ -35,3 +38,26 @@ def whitened(task) -> tuple[np.ndarray, np.ndarray, float]:
     X, Y = np.asarray(task.X), np.asarray(task.Y)
     pop = PopulationRegression(Sxx, Syx, Y.T @ Y / X.shape[0])
     return np.asarray(pop.target), np.asarray(pop.sqrt_cov), float(pop.loss_min)
+
+
+def alignment_time(utility, init_norm, kappa: int = 3):
+    """Time for a perfectly aligned dormant neuron, on a frozen residual with normalized utility
+    Ū, to grow from ‖θ₀‖ to norm 1 (AGF reference R9): (‖θ₀‖^{2−κ} − 1)/((κ−2)κŪ) for κ > 2,
+    ln(1/‖θ₀‖)/(2Ū) for κ = 2. For κ = 3, ‖θ(t)‖ = ‖θ₀‖/(1 − 3Ū‖θ₀‖t).
+
+    **Arguments:** `utility` Ū > 0 (array or number); `init_norm` ‖θ₀‖ ∈ (0, 1); `kappa` ≥ 2.
+
+    **Returns:** the time(s), with Ū's shape (inf where Ū ≤ 0).
+    """
+    n0 = _positive("init_norm", init_norm)
+    if n0 >= 1:
+        raise ValueError(f"init_norm: expected a norm below 1 (a small initialization), got {n0}")
+    u = np.asarray(utility, dtype=float)
+    if kappa == 2:
+        c = math.log(1.0 / n0)
+    elif kappa > 2:
+        c = (n0 ** (2 - kappa) - 1.0) / (kappa - 2)
+    else:
+        raise ValueError(f"kappa: expected an integer ≥ 2, got {kappa!r}")
+    with np.errstate(divide="ignore"):
+        return np.where(u > 0, c / (kappa * np.where(u > 0, u, 1.0)), np.inf)

@@ -10,9 +10,9 @@ import math
 import numpy as np
 from jaxtyping import Float
 
-from ..models.encoder import AbstractEncoder
+from ..models.barlow_twins import AbstractEncoder
 from ..prediction import Prediction
-from ..tasks.views import BarlowTwins
+from ..tasks.barlow_twins import BarlowTwins
 from ..tasks.base import AbstractTask
 
 __all__ = ["barlow_twins_aligned", "barlow_twins_final", "predict_barlow_twins"]

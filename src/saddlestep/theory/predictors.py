@@ -10,9 +10,10 @@ import warnings
 
 from ..models.base import AbstractModel
 from ..prediction import Prediction
-from .degree3 import attention_prediction, modular_prediction
+from .attention import attention_prediction
+from .modular import modular_prediction
 from .linear import linear_network
-from .pesme_flammarion import pesme_flammarion
+from .diagonal import pesme_flammarion
 from .saxe import saxe
 
 

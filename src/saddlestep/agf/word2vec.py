@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _numerics as nx, _quadratic as quad
-from ..models.embedding import Embedding
+from ..models.word2vec import Embedding
 from ..tasks.regression import SampleRegression
 from .neuron import NeuronProblem, _residual
 from .problem import AbstractAGFProblem, register, require_sample

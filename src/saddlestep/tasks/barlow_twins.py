@@ -16,7 +16,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .. import losses
-from ..models.encoder import AbstractEncoder
+from ..models.barlow_twins import AbstractEncoder
 from .base import AbstractTask, check_finite
 
 

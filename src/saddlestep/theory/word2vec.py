@@ -1,7 +1,7 @@
 """Closed-form dynamics of the quartic word2vec loss (QWEM; Karkada et al. 2025, §3).
 
 Time is the paper's: the flow dW/dt = ½(M* − WWᵀ)W, which is plain gradient flow on
-`saddlestep.tasks.corpus.QWEM` (SGNS normalisation) under Setting 3.1.
+`saddlestep.tasks.word2vec.QWEM` (SGNS normalisation) under Setting 3.1.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float
 
-from ..models.embedding import Embedding
+from ..models.word2vec import Embedding
 from ..prediction import Prediction
-from ..tasks.corpus import AbstractCooccurrenceTask
+from ..tasks.word2vec import AbstractCooccurrenceTask
 from ..tasks.base import AbstractTask
 
 __all__ = ["predict_qwem", "qwem_aligned", "qwem_closed_form", "qwem_final"]

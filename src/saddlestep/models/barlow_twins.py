@@ -66,7 +66,7 @@ class KernelEncoder(AbstractEncoder):
 
     With the N×N Gram matrix K of the N = 2n training inputs (both views), the input of this
     model is the whitened kernel vector ψ(x) = K^{-1/2} k_x, k_x = (K(x_a, x))_a (see
-    `saddlestep.tasks.views.kernel_features`). The map ψ is an isometry from span(φ(x_a)) onto
+    `saddlestep.tasks.barlow_twins.kernel_features`). The map ψ is an isometry from span(φ(x_a)) onto
     R^N, so gradient flow on W ∈ R^{d×N} is exactly the feature-space gradient flow of the
     kernel model started inside that span.
     """

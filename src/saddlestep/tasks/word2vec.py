@@ -23,7 +23,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .. import losses
-from ..models.embedding import Embedding
+from ..models.word2vec import Embedding
 from .base import AbstractTask, check_finite
 
 # Letters of any script (gensim.utils.tokenize's PAT_ALPHABETIC): "garçon" and "Straße" stay whole.

@@ -1,0 +1,18 @@
+"""Checks of the `--set` values that several presets share."""
+
+from __future__ import annotations
+
+
+def check_dimension(params, limit: int, what: str) -> int:
+    d = params["d"]
+    if d < 1:
+        raise ValueError(f"overrides d: expected a positive embedding dimension, got {d}")
+    if d > limit:
+        raise ValueError(f"overrides d: expected at most {what} = {limit}, got {d}")
+    return d
+
+
+def check_choice(params, allowed):
+    if params["loss"] not in allowed:
+        raise ValueError(f"overrides loss: expected one of {', '.join(allowed)}, got {params['loss']!r}")
+    return params["loss"]

@@ -1,0 +1,112 @@
+"""Presets of Barlow Twins: `barlow-twins` (scikit-learn digits) and `barlow-twins-synthetic`
+(latent pairs); Simon et al. 2023."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..clock import log_inv
+from ._checks import check_choice, check_dimension
+from .base import Preset, register, Setup
+
+
+def _bt_setup(task, model, params):
+    from ..theory.barlow_twins import barlow_twins_aligned, predict_barlow_twins
+
+    d = model.W.shape[0]
+    simplified = task.kind == "simplified"
+    pred = predict_barlow_twins(model, task) if simplified else None
+    gam = np.asarray(task.gamma_eigenvalues)
+    pos = gam[gam > 0]
+    if pos.size == 0:
+        raise ValueError("Γ has no positive eigenvalue: the pairs are not positively correlated; nothing is learned")
+    if pred is not None and pred.num_steps:
+        t_auto = 1.3 * float(pred.times[-1]) + 3.0 / pred.extra["gamma"][-1]
+    else:
+        g = pos[: d].min()
+        t_auto = 2.0 * log_inv(float(model.init_scale)) / (4 * g) + 3.0 / g
+    t_max = t_auto
+
+    def summarize(traj):
+        return {"eigs_C": np.asarray(traj.observables["eigs_C"])[-1].tolist(), "d": d}
+
+    def write_extra(traj, folder):
+        theory = None
+        if pred is not None and pred.num_steps:
+            theory = barlow_twins_aligned(pred.extra["gamma"], pred.extra["c0"], traj.times)
+        from .. import plot
+
+        plot.save(plot.eigenvalue_curves(traj, "eigs_C", theory, ylabel="eigenvalues of C",
+                                         title="embedding eigenvalues vs closed form"),
+                  os.path.join(folder, "eigenvalues.png"))
+
+    return Setup(model, task, t_max, predict=(lambda: pred) if pred is not None else None,
+                 simulate_kwargs={"n_save": 1001},
+                 summarize=summarize, write_extra=write_extra)
+
+
+def _bt_task(xa, xb, params):
+    from ..tasks.barlow_twins import BarlowTwins
+
+    kind = check_choice(params, ("simplified", "original"))
+    return BarlowTwins(xa, xb, loss=kind, off_diagonal=params["off_diagonal"], scale=params["scale"])
+
+
+def _build_barlow_twins(params, *, init_scale, seed, data):
+    import jax
+    from ..models.barlow_twins import LinearEncoder
+    from ..tasks.barlow_twins import digit_pairs
+
+    xa, xb, _ = digit_pairs(params["n"], shift=params["shift"], noise=params["noise"], seed=params["data_seed"])
+    d = check_dimension(params, xa.shape[1], "the input dimension")
+    task = _bt_task(xa, xb, params)
+    model = LinearEncoder(xa.shape[1], d, key=jax.random.PRNGKey(seed), init_scale=init_scale)
+    return _bt_setup(task, model, params)
+
+
+def _build_barlow_twins_synthetic(params, *, init_scale, seed, data):
+    import jax
+    from ..models.barlow_twins import LinearEncoder
+    from ..tasks.barlow_twins import latent_pairs
+
+    spectrum = params["spectrum"]
+    if params["m"] < len(spectrum):
+        raise ValueError(f"overrides m: expected an input dimension ≥ len(spectrum) = {len(spectrum)}, got {params['m']}")
+    xa, xb, _ = latent_pairs(spectrum, params["n"], params["m"], noise=params["noise"], seed=params["data_seed"])
+    d = check_dimension(params, params["m"], "m")
+    task = _bt_task(xa, xb, params)
+    model = LinearEncoder(params["m"], d, key=jax.random.PRNGKey(seed), init_scale=init_scale)
+    return _bt_setup(task, model, params)
+
+
+_BT_LOSS = {"loss": "simplified", "off_diagonal": 0.0051, "scale": 1.0}
+
+
+register(
+    Preset(
+        name="barlow-twins",
+        runtime_s=7,
+        predictor="closed form (Simon et al.; loss=simplified only)",
+        description="linear Barlow Twins on scikit-learn digits, views = shifts + noise; eigenmodes of Γ in order",
+        defaults={"n": 500, "d": 8, "shift": 1, "noise": 0.1, "data_seed": 0, **_BT_LOSS},
+        rtol=1e-8,
+        build=_build_barlow_twins,
+        init_scale=1e-6,
+    )
+)
+
+register(
+    Preset(
+        name="barlow-twins-synthetic",
+        runtime_s=7,
+        predictor="closed form (Simon et al.; loss=simplified only)",
+        description="linear Barlow Twins on pairs from a latent model with Γ spectrum (1, .5, .25, .1, −.2)",
+        defaults={"spectrum": (1.0, 0.5, 0.25, 0.1, -0.2), "m": 8, "n": 2000, "noise": 0.1, "d": 3,
+                  "data_seed": 0, **_BT_LOSS},
+        rtol=1e-8,
+        build=_build_barlow_twins_synthetic,
+        init_scale=1e-6,
+    )
+)

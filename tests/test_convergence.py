@@ -98,3 +98,37 @@ def test_linear_noncommuting_slopes():
     t3 = df[df.step == 3].sort_values("log_inv")
     pairwise = np.diff(t3["time"]) / np.diff(t3["log_inv"])
     assert pairwise[1] < pairwise[0]  # falling toward the conjecture
+
+
+def test_degree_three_slopes_are_taken_against_one_over_alpha(tmp_path):
+    # κ = 3: a dormant neuron's norm solves d‖θ‖/dt ∝ ‖θ‖², so jumps come at t ≈ c/α + b; the slope
+    # dt_k/d(1/α) is the α → 0 limit of AGF's t_k·α, and ln(1/α) is the wrong clock.
+    from saddlestep.tasks import fourier_template, ModularAddition
+
+    task = ModularAddition(fourier_template(5, {1: 4.0, 2: 2.0}))
+
+    def make(a):
+        model = ss.QuadraticNetwork(5, 2, key=jax.random.PRNGKey(0), init_scale=a)
+        return types.SimpleNamespace(model=model, task=task, t_max=60.0 / a, predict=None,
+                                     simulate_kwargs={"rtol": 1e-7, "method": "auto", "save": ss.Save(n=4001)})
+
+    df = ss.converge(make, [0.02, 0.01, 0.005], figure=str(tmp_path / "k3.png"))
+    assert df.attrs["kappa"] == 3
+    np.testing.assert_allclose(df["clock"], 1.0 / df["init_scale"])
+    np.testing.assert_allclose(df["rescaled_time"], df["time"] * df["init_scale"])
+    # AGF at α = 0.005 against the flow's slope: within the O(α) offset of AGF's own t·α.
+    assert np.all(np.abs(df["slope_error"]) < 0.03)
+    assert (tmp_path / "k3.png").exists()
+
+
+def test_the_clock_unit_follows_the_degree():
+    from saddlestep.clock import log_inv, unit
+
+    a = np.array([0.1, 1e-3])
+    np.testing.assert_allclose(unit(a), log_inv(a))
+    np.testing.assert_allclose(unit(a, 2), log_inv(a))
+    np.testing.assert_allclose(unit(a, 3), 1.0 / a)
+    np.testing.assert_allclose(unit(a, 4), a**-2.0)
+    assert np.isnan(unit(2.0, 3)) and np.isnan(unit(2.0))
+    with pytest.raises(ValueError, match="init_scale"):
+        unit(-1.0, 3)

@@ -1,5 +1,6 @@
 """Convergence of gradient flow to its α → 0 limit: the flow at several init scales, the slopes
-dt_k/d ln(1/α) of its step times, and how its rescaled times extrapolate to the prediction."""
+dt_k/d ln(1/α) of its step times (dt_k/dα^{2−κ} for neurons of degree κ > 2), and how its
+rescaled times extrapolate to the prediction."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .flow import simulate
+from .models.base import degree
 from .prediction import Prediction
-from .clock import log_inv
+from .clock import log_inv, unit
 from .crossings import first_crossing
 
 
@@ -41,8 +43,11 @@ def converge(
 
     Single-α ratios t_k/(τ_k ln(1/α)) carry O(1/ln(1/α)) errors, so the test is the slope
     dt_k/d ln(1/α) of a least-squares line through the step times, set against the predicted
-    rescaled times τ_k (reference agf.md §5.1). Step k's time is when the loss crosses the
-    geometric mean of the predicted plateaus around it. All runs share one compilation.
+    rescaled times τ_k (reference agf.md §5.1). For neurons of degree κ > 2 (the model's
+    `kappa`) jump times grow like α^{2−κ}, so the clock's unit is α^{2−κ} (`clock.unit`): the
+    slope is dt_k/dα^{2−κ} and τ_k = t_k α^{κ−2} of the prediction at its own α. Step k's time
+    is when the loss crosses the geometric mean of the predicted plateaus around it. All runs
+    share one compilation.
 
     **Arguments:**
 
@@ -50,13 +55,14 @@ def converge(
       `simulate_kwargs`), e.g. a preset's `Setup`; the same shapes for every α.
     - `init_scales`: at least two distinct α in (0, 1).
     - `prediction`: the rescaled times to compare with (default: the setup's `predict` at the
-      smallest α, or else AGF's α → 0 limit from that setup's initialization).
+      smallest α, or else AGF: its α → 0 limit for κ ≤ 2, its times at the smallest α for κ > 2).
     - `simulate_kwargs`: extra arguments for `simulate` (override the setup's).
     - `figure`: a path to save the convergence plot to (see `convergence_figure`).
 
     **Returns:** a DataFrame with one row per (step, α): `step`, `feature`, `init_scale`,
-    `log_inv` (ln(1/α)), `time`, `rescaled_time`, `predicted`, `ratio` (single-α
-    rescaled_time/predicted), `slope`, `slope_error` ((slope − predicted)/predicted).
+    `log_inv` (ln(1/α)), `clock` (the unit: ln(1/α), or α^{2−κ}), `time`, `rescaled_time`
+    (time/clock), `predicted`, `ratio` (single-α rescaled_time/predicted), `slope` (dt/dclock),
+    `slope_error` ((slope − predicted)/predicted); `df.attrs["kappa"]` is the model's κ.
     """
     if not callable(make_setup):
         raise ValueError(f"make_setup: expected a function of the init scale, got {type(make_setup).__name__}")
@@ -72,6 +78,7 @@ def converge(
     for name in ("model", "task", "t_max"):
         if not hasattr(setups[0], name):
             raise ValueError(f"make_setup: its result lacks `{name}` (return a Setup)")
+    kappa = degree(setups[0].model)
     if prediction is None:
         last = setups[-1]
         if getattr(last, "predict", None) is not None:
@@ -79,11 +86,18 @@ def converge(
         else:
             from . import agf
 
-            prediction = agf.predict(last.model, last.task, limit=True)
+            # Tasks that are regressions in disguise (modular addition, in-context) say so.
+            task = last.task.as_regression() if hasattr(last.task, "as_regression") else last.task
+            prediction = agf.predict(last.model, task, limit=kappa is None or kappa <= 2)
     if not isinstance(prediction, Prediction):
         raise ValueError(f"prediction: expected a Prediction, got {type(prediction).__name__}")
     if prediction.num_steps == 0:
         raise ValueError("prediction: has no steps to compare with")
+    if kappa is not None and kappa > 2:
+        a_p = prediction.init_scale if math.isfinite(prediction.init_scale) else scales[-1]
+        predicted = np.asarray(prediction.times) / unit(a_p, kappa)
+    else:
+        predicted = np.asarray(prediction.rescaled_times)
     floor = setups[0].task.loss_floor(setups[0].model)
     levels = step_levels(prediction, floor)
     t_max = max(float(s.t_max) for s in setups)
@@ -94,11 +108,11 @@ def converge(
         traj = simulate(setup.model, setup.task, t_max=t_max, **kw)
         times = np.array([first_crossing(traj.times, traj.loss, level, falling=True, interpolation="log")
                           for level in np.atleast_1d(levels)])
-        L = log_inv(a)
+        L, C = log_inv(a), unit(a, kappa)
         for k, t in enumerate(times):
             rows.append({
-                "step": k + 1, "feature": prediction.order[k], "init_scale": a, "log_inv": L,
-                "time": t, "rescaled_time": t / L, "predicted": prediction.rescaled_times[k],
+                "step": k + 1, "feature": prediction.order[k], "init_scale": a, "log_inv": L, "clock": C,
+                "time": t, "rescaled_time": t / C, "predicted": predicted[k],
             })
     df = pd.DataFrame(rows)
     df["ratio"] = df["rescaled_time"] / df["predicted"]
@@ -106,11 +120,12 @@ def converge(
     for k, group in df.groupby("step"):
         ok = np.isfinite(group["time"].to_numpy())
         if ok.sum() >= 2:
-            slopes[k] = float(np.polyfit(group["log_inv"].to_numpy()[ok], group["time"].to_numpy()[ok], 1)[0])
+            slopes[k] = float(np.polyfit(group["clock"].to_numpy()[ok], group["time"].to_numpy()[ok], 1)[0])
         else:
             slopes[k] = math.nan
     df["slope"] = df["step"].map(slopes)
     df["slope_error"] = (df["slope"] - df["predicted"]) / df["predicted"]
+    df.attrs["kappa"] = kappa
     if figure is not None:
         import matplotlib.pyplot as plt
 
@@ -121,8 +136,8 @@ def converge(
 
 
 def convergence_figure(df: pd.DataFrame, ax=None):
-    """Rescaled step times against 1/ln(1/α), each step's line extrapolated to 1/ln(1/α) = 0
-    (where its intercept is the slope dt_k/d ln(1/α)), with the prediction marked there.
+    """Rescaled step times against 1/ln(1/α) (α^{κ−2} for κ > 2), each step's line extrapolated
+    to 0 (where its intercept is the slope dt_k/d ln(1/α)), with the prediction marked there.
 
     **Arguments:** `df` from `converge`; `ax` a matplotlib axis (default: a new figure).
 
@@ -135,18 +150,24 @@ def convergence_figure(df: pd.DataFrame, ax=None):
     else:
         fig = ax.figure
     for k, group in df.groupby("step"):
-        x = 1.0 / group["log_inv"].to_numpy()
+        x = 1.0 / group["clock" if "clock" in group else "log_inv"].to_numpy()
         y = group["rescaled_time"].to_numpy()
         line = ax.plot(x, y, "o", label=f"step {k}: {group['feature'].iloc[0]}")[0]
         ok = np.isfinite(y)
         if ok.sum() >= 2:
-            # t = slope·ln(1/α) + c  ⇔  t/ln(1/α) = slope + c·(1/ln(1/α)).
+            # t = slope·u + c  ⇔  t/u = slope + c·(1/u), u the clock's unit.
             c, slope = np.polyfit(x[ok], y[ok], 1)
             xs = np.linspace(0.0, x[ok].max() * 1.05, 50)
             ax.plot(xs, slope + c * xs, "-", color=line.get_color(), lw=1)
         ax.plot([0.0], [group["predicted"].iloc[0]], "*", ms=12, color=line.get_color(), mec="k")
-    ax.set_xlabel("1 / ln(1/α)")
-    ax.set_ylabel("rescaled jump time  t / ln(1/α)")
+    kappa = df.attrs.get("kappa")
+    if kappa is not None and kappa > 2:
+        power = "α" if kappa == 3 else f"α^{kappa - 2}"
+        ax.set_xlabel(f"{power}  (κ = {kappa})")
+        ax.set_ylabel(f"rescaled jump time  t·{power}")
+    else:
+        ax.set_xlabel("1 / ln(1/α)")
+        ax.set_ylabel("rescaled jump time  t / ln(1/α)")
     ax.set_xlim(left=-0.002)
     ax.set_title("flow → prediction (★) as α → 0")
     ax.legend(fontsize=7)

@@ -81,6 +81,17 @@ class AbstractNeuronModel(AbstractModel):
         return jnp.sqrt(sum(jax.tree.leaves(sq)))
 
 
+def degree(model) -> int | None:
+    """κ of a neuron model whose neurons share one integer degree of homogeneity, else None."""
+    if not isinstance(model, AbstractNeuronModel):
+        return None
+    try:
+        kappa = model.kappa
+    except (AttributeError, TypeError, ValueError):  # a custom kappa that needs more than the model
+        return None
+    return kappa if isinstance(kappa, (int, float)) and not isinstance(kappa, bool) else None
+
+
 def parameters(model: AbstractModel) -> AbstractModel:
     """The trainable part of a model: the model with `init_scale` removed (the ODE state)."""
     return eqx.tree_at(lambda m: m.init_scale, model, None, is_leaf=lambda x: x is None)

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..models.base import AbstractNeuronModel
+from ..clock import unit
+from ..models.base import AbstractNeuronModel, degree as model_degree
 from ..prediction import Prediction
 from ..trajectory import Trajectory
 
@@ -27,11 +28,7 @@ def degree(trajectory: Trajectory) -> int | None:
     """κ, the degree of homogeneity of one neuron, when the trajectory's model exposes it."""
     for model in (trajectory.final, trajectory.snapshots):
         if isinstance(model, AbstractNeuronModel):
-            try:
-                kappa = model.kappa
-            except (AttributeError, TypeError, ValueError):  # a custom kappa that needs more than the model
-                return None
-            return kappa if isinstance(kappa, (int, float)) and not isinstance(kappa, bool) else None
+            return model_degree(model)
     return None
 
 
@@ -50,9 +47,7 @@ class TimeAxis:
         """The factor s with x = s·t for a run started at scale α."""
         if self.time != "rescaled" or not (0.0 < alpha < 1.0):
             return 1.0
-        if self.kappa is not None and self.kappa > 2:
-            return alpha ** (self.kappa - 2)
-        return 1.0 / math.log(1.0 / alpha)
+        return 1.0 / float(unit(alpha, self.kappa))
 
     def __call__(self, t, alpha: float) -> np.ndarray:
         return np.asarray(t, dtype=float) * self.factor(alpha)

@@ -11,7 +11,8 @@ from saddlestep.trajectory import Trajectory
 
 def test_bench_reduced(tmp_path):
     result = bench.run_bench(
-        tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3), stiff_alphas=(0.5, 0.4)
+        tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3), stiff_alphas=(0.5, 0.4),
+        agf_presets=("diagonal",),
     )
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["speedup_vs_gd"] == result["speedup_vs_gd"] > 0
@@ -32,6 +33,7 @@ def test_bench_reduced(tmp_path):
     assert steps[1] > steps[0] and scaling["at_most_linear"]
     assert all(r["status"] == "converged" for r in scaling["runs"])
     assert [r["batch"] for r in result["throughput"]] == [1, 3]
+    assert on_disk["agf_max_ratio"] == result["agf"]["max_ratio"] and "AGF against the flow" in md
     # The stiff section: every method at both α, the implicit ones on the explicit solution.
     stiff = result["stiff"]
     assert "Stiff gradient flows" in md and result["stiff_speedup"] == stiff["stiff_speedup"] > 0
@@ -64,3 +66,15 @@ def test_stiff_markdown_without_degree3_case():
            "runs": [row], "step_fits": {"implicit dense": None}, "stiff_speedup": None}
     md = bench.stiff_markdown(sec)
     assert "stiff_speedup: not measured" in md and "| linear-1e3 | 1e-02 | implicit dense | 201 |" in md
+
+
+def test_agf_section_shapes():
+    from saddlestep.bench.agf import agf_markdown, agf_presets, run_agf_bench
+
+    assert {"modular", "attention", "diagonal", "relu"} <= set(agf_presets())
+    section = run_agf_bench(quick=True, presets=("diagonal",))
+    (row,) = section["rows"]
+    assert set(row) == {"preset", "init_scale", "predict_s", "simulate_s", "ratio", "steps"}
+    assert row["preset"] == "diagonal" and row["steps"] > 0 and row["ratio"] >= 0
+    assert section["max_ratio"] == row["ratio"]
+    assert "AGF against the flow" in agf_markdown(section)

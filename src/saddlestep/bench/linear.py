@@ -19,6 +19,7 @@ from ..outputs import atomic_write_text, check_out, output_folder
 from ..presets import get_preset
 from .common import _device, _setup, _timed, _TSIT5_EVALS_PER_STEP, drop_times, PRESET
 from .stiff_section import run_stiff_bench, stiff_markdown
+from .agf import agf_markdown, run_agf_bench
 
 
 def run_bench(
@@ -29,6 +30,7 @@ def run_bench(
     alphas: tuple[float, ...] | None = None,
     batches: tuple[int, ...] | None = None,
     stiff_alphas: tuple[float, ...] | None = None,
+    agf_presets: tuple[str, ...] | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Run the benchmark and write `bench.json` and `bench.md` into `out` (each atomically).
@@ -41,6 +43,7 @@ def run_bench(
     - `alphas`: init scales of the steps-against-ln(1/α) table (default 1e-3 … 1e-12).
     - `batches`: ensemble sizes of the throughput table (default by device and `quick`).
     - `stiff_alphas`: init scales of the `stiff` section's degree-3 case (default by `quick`).
+    - `agf_presets`: presets of the `agf` section (default: every preset with an AGF predictor).
     - `overwrite`: replace an earlier bench output at `out` (see `saddlestep.outputs`).
 
     **Returns:** the dictionary written to `bench.json`; its top-level `speedup_vs_gd` is GD's wall
@@ -144,6 +147,7 @@ def run_bench(
             batches = [1, 4, 16] if quick else [1, 4, 16, 64, 256, 1024]
     throughput = _throughput(batches, alpha, t_max, n_coarse, repeats)
     stiff_section = run_stiff_bench(quick=quick, alphas=stiff_alphas)
+    agf_section = run_agf_bench(quick=quick, presets=agf_presets)
 
     result = {
         "format": "saddlestep.bench/1",
@@ -166,6 +170,8 @@ def run_bench(
         "throughput": throughput,
         "stiff": stiff_section,
         "stiff_speedup": stiff_section["stiff_speedup"],
+        "agf": agf_section,
+        "agf_max_ratio": agf_section["max_ratio"],
         "compile_s": {
             "flow_single": flow_row["compile_s"],
             "flow_vmapped": max(r["compile_s"] for r in throughput),
@@ -175,7 +181,8 @@ def run_bench(
     }
     with output_folder(out, kind="bench", overwrite=overwrite) as tmp:
         atomic_write_text(os.path.join(tmp, "bench.json"), json.dumps(result, indent=2) + "\n")
-        atomic_write_text(os.path.join(tmp, "bench.md"), to_markdown(result) + stiff_markdown(stiff_section))
+        atomic_write_text(os.path.join(tmp, "bench.md"), to_markdown(result) + stiff_markdown(stiff_section)
+                          + agf_markdown(agf_section))
     return result
 
 

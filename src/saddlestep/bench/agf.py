@@ -1,0 +1,61 @@
+"""`saddlestep bench`'s `agf` section: for every preset whose predictor is AGF, the wall time of
+`agf.predict` against the flow's, measured in one run (compilation included in both)."""
+
+from __future__ import annotations
+
+import time
+
+from ..flow import simulate
+from ..presets import all_presets, get_preset
+
+# Small configurations for --quick (full runs use the presets' defaults); degree-3 presets are
+# switched to their AGF predictor, whatever their default.
+_QUICK = {
+    "modular": {"p": 11, "width": 6, "frequencies": (1, 3), "magnitudes": (10.0, 5.0)},
+    "attention": {"heads": 2, "N": 8},
+}
+
+
+def agf_presets() -> list[str]:
+    """The presets whose predictor is AGF (their `Preset.predictor` string starts with "AGF")."""
+    return sorted(name for name, p in all_presets().items() if p.predictor.startswith("AGF"))
+
+
+def run_agf_bench(quick: bool = True, *, presets: tuple[str, ...] | None = None) -> dict:
+    """Predict time against simulate time on each AGF preset, at the preset's α, seed 0.
+
+    **Arguments:** `quick`, small configurations; `presets`, the names to measure (default: all
+    AGF presets).
+
+    **Returns:** `{"rows": [{preset, init_scale, predict_s, simulate_s, ratio, steps}], "max_ratio"}`.
+    """
+    rows = []
+    for name in presets if presets is not None else agf_presets():
+        preset = get_preset(name)
+        params = preset.parameters()
+        if "predictor" in params:
+            params["predictor"] = "agf"
+        if quick:
+            params.update({k: v for k, v in _QUICK.get(name, {}).items() if k in params})
+        setup = preset.setup(params, init_scale=preset.init_scale, seed=0, data=None)
+        start = time.perf_counter()
+        pred = setup.predict()
+        predict_s = time.perf_counter() - start
+        start = time.perf_counter()
+        simulate(setup.model, setup.task, t_max=setup.t_max, progress=False, **setup.simulate_kwargs)
+        simulate_s = time.perf_counter() - start
+        rows.append({"preset": name, "init_scale": float(preset.init_scale), "predict_s": predict_s,
+                     "simulate_s": simulate_s, "ratio": predict_s / max(simulate_s, 1e-12),
+                     "steps": int(pred.num_steps)})
+    return {"rows": rows, "max_ratio": max((r["ratio"] for r in rows), default=float("nan"))}
+
+
+def agf_markdown(section: dict) -> str:
+    """The `agf` table of `bench.md`."""
+    lines = ["", "## AGF against the flow (predict / simulate wall time, compilation included)", "",
+             "| preset | α | AGF steps | predict (s) | simulate (s) | ratio |", "|---|---|---|---|---|---|"]
+    for r in section["rows"]:
+        lines.append(f"| {r['preset']} | {r['init_scale']:.0e} | {r['steps']} | {r['predict_s']:.2f} | "
+                     f"{r['simulate_s']:.2f} | {r['ratio']:.2f} |")
+    lines += ["", f"Largest ratio: {section['max_ratio']:.2f}.", ""]
+    return "\n".join(lines)

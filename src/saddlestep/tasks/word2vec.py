@@ -387,10 +387,14 @@ class SGNS(AbstractCooccurrenceTask):
     L = Σ_ij Ψ⁺_ij P_ij log(1 + e^{−x_ij}) + kΨ⁻_ij P_iP_j log(1 + e^{x_ij}) − const, x = WWᵀ
     (Mikolov et al. 2013; Karkada et al. 2025, §2). Its quartic expansion is `QWEM` on the same
     P, Ψ±, k; the target M* is kept for the observables and the theory overlay.
+
+    The loss is evaluated as `losses.sgns_tiled`: with a = Ψ⁺P and b = kΨ⁻P_iP_j, the weights
+    h = (b − a)/2 and s = a + b are stored as upper-triangular tiles (s not at all under
+    Setting 3.1, where it is 1), and the gradient costs one tanh per pair of words.
     """
 
-    pos_weight: Float[Array, "V V"]
-    neg_weight: Float[Array, "V V"]
+    odd_weight: Float[Array, "pairs b b"]
+    even_weight: Float[Array, "pairs b b"] | None
     target: Float[Array, "V V"]
     eigenvalues: Float[Array, " V"]
     eigenvectors: Float[Array, "V r"]
@@ -406,12 +410,16 @@ class SGNS(AbstractCooccurrenceTask):
         P = np.asarray(P, dtype=np.float64)
         Pi = P.sum(axis=1)
         k = float(negatives)
-        if psi_pos is None:
+        setting31 = psi_pos is None
+        if setting31:
             psi_pos = psi_neg = 1.0 / (P + k * np.outer(Pi, Pi))
-        self.pos_weight = jnp.asarray(np.asarray(psi_pos) * P)
-        self.neg_weight = jnp.asarray(k * np.asarray(psi_neg) * np.outer(Pi, Pi))
+        a = np.asarray(psi_pos) * P
+        b = k * np.asarray(psi_neg) * np.outer(Pi, Pi)
+        self.odd_weight = jnp.asarray(losses.symmetric_tiles(0.5 * (b - a)))
+        # Under Setting 3.1 a + b = 1 (up to rounding in a and b): no tiles to read.
+        self.even_weight = None if setting31 else jnp.asarray(losses.symmetric_tiles(a + b))
         self.target = jnp.asarray(M)
         self.eigenvalues, self.eigenvectors = _eig(M, min(M.shape[0], _MODES_KEPT))
 
     def loss(self, model):
-        return losses.sgns(model.gram(), self.pos_weight, self.neg_weight)
+        return losses.sgns_tiled(model.W, self.odd_weight, self.even_weight)

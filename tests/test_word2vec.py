@@ -2,6 +2,7 @@
 
 import json
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import pytest
 
 import saddlestep as ss
 from saddlestep.presets.word2vec import synthetic_cooccurrence
+from saddlestep.tasks.word2vec import AbstractCooccurrenceTask
 from saddlestep.theory.word2vec import predict_qwem, qwem_aligned, qwem_closed_form, qwem_final
 
 LAM = np.array([4.0, 2.0, 1.0, 0.5, -0.3, -1.0])
@@ -90,6 +92,112 @@ def test_sgns_follows_qwem_at_small_init():
     np.testing.assert_allclose(times[0], pred.times, rtol=0.03)
     # The logistic loss departs from its quartic expansion only once x = O(1): the steps agree.
     np.testing.assert_allclose(times[1], times[0], rtol=0.05)
+
+
+def _weights(P, psi=None, k=1.0):
+    """a = Ψ⁺P and b = kΨ⁻P_iP_j, the dense weights of `losses.sgns` (Setting 3.1 without `psi`)."""
+    Pi = P.sum(1)
+    psi = 1.0 / (P + k * np.outer(Pi, Pi)) if psi is None else psi
+    return psi * P, k * psi * np.outer(Pi, Pi)
+
+
+@pytest.mark.parametrize("reweighted", [False, True])
+def test_tiled_sgns_is_the_dense_loss(reweighted):
+    # Several tiles, a padded last block row, both the Setting 3.1 (s ≡ 1) and the general form:
+    # loss, gradient and Hessian-vector products agree with autodiff of the dense `losses.sgns`.
+    P = synthetic_cooccurrence(37, topics=3, seed=4)
+    rng = np.random.default_rng(5)
+    psi = None
+    if reweighted:
+        psi = rng.random((37, 37)) + 0.5
+        psi = 200.0 * (psi + psi.T)
+    a, b = _weights(P, psi, k=2.0)
+    odd = jnp.asarray(ss.losses.symmetric_tiles(0.5 * (b - a), size=8))
+    even = jnp.asarray(ss.losses.symmetric_tiles(a + b, size=8)) if reweighted else None
+    assert odd.shape == (15, 8, 8)
+    W, v = (jnp.asarray(rng.standard_normal((37, 3))) for _ in range(2))
+    dense = lambda w: ss.losses.sgns(w @ w.T, jnp.asarray(a), jnp.asarray(b))
+    tiled = lambda w: ss.losses.sgns_tiled(w, odd, even)
+    assert float(tiled(W)) == pytest.approx(float(dense(W)), rel=1e-13)
+    np.testing.assert_allclose(jax.jit(jax.grad(tiled))(W), jax.grad(dense)(W), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(ss.losses.sgns_tiled_grad(W, odd, even), jax.grad(dense)(W), rtol=1e-12, atol=1e-13)
+    hvp = lambda f: jax.jvp(jax.grad(f), (W,), (v,))[1]
+    np.testing.assert_allclose(hvp(tiled), hvp(dense), rtol=1e-11, atol=1e-12)
+    # The loss is linear in its weights; their derivative is the same sum (here against odd).
+    e = jnp.zeros_like(odd).at[3, 1, 2].set(1.0)
+    fd = (ss.losses.sgns_tiled(W, odd + 1e-3 * e, even) - ss.losses.sgns_tiled(W, odd - 1e-3 * e, even)) / 2e-3
+    assert float(jax.grad(lambda o: ss.losses.sgns_tiled(W, o, even))(odd)[3, 1, 2]) == pytest.approx(float(fd), rel=1e-9)
+    # One vmapped batch of embeddings, as an ensemble runs.
+    batch = jnp.stack([W, 0.5 * W])
+    np.testing.assert_allclose(jax.vmap(tiled)(batch), [dense(W), dense(0.5 * W)], rtol=1e-13)
+
+
+def test_tiled_sgns_resolves_the_plateau_loss():
+    # With a = b the loss is Σ s log cosh(x/2) ≈ Σ x²/8: the tiled form keeps it to ~1e-15
+    # relative at x ~ 1e-8 (the first plateau's scale), where softplus − ln 2 loses it to rounding.
+    V = 20
+    W = 1e-4 * jnp.asarray(np.random.default_rng(6).standard_normal((V, 2)))
+    x = np.asarray(W @ W.T)
+    exact = np.sum(x**2 / 8 - x**4 / 192)
+    odd = jnp.asarray(ss.losses.symmetric_tiles(np.zeros((V, V))))
+    assert float(ss.losses.sgns_tiled(W, odd)) == pytest.approx(exact, rel=1e-13)
+    half = jnp.full((V, V), 0.5)
+    assert abs(float(ss.losses.sgns(jnp.asarray(x), half, half)) / exact - 1) > 1e-6
+
+
+class _DenseSGNS(AbstractCooccurrenceTask):
+    """The SGNS task as it was before the tiled loss: autodiff of `losses.sgns` on WWᵀ."""
+
+    pos_weight: jax.Array
+    neg_weight: jax.Array
+    target: jax.Array
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+
+    def __init__(self, P):
+        a, b = _weights(P)
+        self.pos_weight, self.neg_weight = jnp.asarray(a), jnp.asarray(b)
+        tiled = ss.SGNS(P)
+        self.target, self.eigenvalues, self.eigenvectors = tiled.target, tiled.eigenvalues, tiled.eigenvectors
+
+    def loss(self, model):
+        return ss.losses.sgns(model.gram(), self.pos_weight, self.neg_weight)
+
+
+def test_sgns_flow_matches_the_dense_path_and_dopri8_matches_tsit5():
+    # The word2vec preset's path (tiled loss, Dopri8) against the one it replaced (dense
+    # autodiff, Tsit5): the same loss curve and mode rises to the solver's tolerance (rtol 1e-8).
+    from saddlestep.methods import Explicit
+
+    P = synthetic_cooccurrence(60, topics=4, seed=7)
+    model = ss.Embedding(60, 4, key=jax.random.PRNGKey(1), init_scale=1e-6)
+    tiled = ss.SGNS(P)
+    lam = np.asarray(tiled.eigenvalues)[:4]
+    t_max = 1.3 * float(predict_qwem(model, tiled).times[-1])
+    run = lambda task, solver: ss.simulate(model, task, t_max=t_max, rtol=1e-8, n_save=2001,
+                                           method=Explicit(solver))
+    old = run(_DenseSGNS(P), dfx.Tsit5())
+    same = run(tiled, dfx.Tsit5())
+    new = run(tiled, dfx.Dopri8())
+    assert same.stats["steps"] == old.stats["steps"] and new.stats["steps"] < 0.4 * old.stats["steps"]
+    scale = np.max(np.abs(old.loss))
+    rises = [_half_rise_interpolated(r.times, r.observables["features"], lam) for r in (old, same, new)]
+    # Same solver: the same steps, to rounding (3e-13 measured).
+    np.testing.assert_allclose(same.loss, old.loss, rtol=0, atol=1e-11 * scale)
+    np.testing.assert_allclose(rises[1], rises[0], rtol=1e-11)
+    # Dopri8: a quarter of the steps, the same curve to the tolerance (2e-8 and 3e-9 measured).
+    np.testing.assert_allclose(new.loss, old.loss, rtol=0, atol=2e-7 * scale)
+    np.testing.assert_allclose(rises[2], rises[0], rtol=3e-8)
+
+
+def _half_rise_interpolated(times, values, levels):
+    """The first crossing of each column through half its level, linear between save points."""
+    out = []
+    for k in range(values.shape[1]):
+        x = values[:, k] - levels[k] / 2
+        i = int(np.argmax(x > 0))
+        out.append(times[i - 1] + (times[i] - times[i - 1]) * -x[i - 1] / (x[i] - x[i - 1]))
+    return np.array(out)
 
 
 def test_agf_neuron_view_agrees_with_qwem(r1):

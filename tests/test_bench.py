@@ -12,7 +12,7 @@ from saddlestep.trajectory import Trajectory
 def test_bench_reduced(tmp_path):
     result = bench.run_bench(
         tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3), stiff_alphas=(0.5, 0.4),
-        agf_presets=("diagonal",),
+        agf_presets=("diagonal",), sgns_vocab_size=40,
     )
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["speedup_vs_gd"] == result["speedup_vs_gd"] > 0
@@ -34,6 +34,8 @@ def test_bench_reduced(tmp_path):
     assert all(r["status"] == "converged" for r in scaling["runs"])
     assert [r["batch"] for r in result["throughput"]] == [1, 3]
     assert on_disk["agf_max_ratio"] == result["agf"]["max_ratio"] and "AGF against the flow" in md
+    assert on_disk["sgns_wall_s"] == result["word2vec"]["sgns_wall_s"] > 0 and "## Exact SGNS" in md
+    assert result["word2vec"]["vocab_size"] == 40
     # The stiff section: every method at both α, the implicit ones on the explicit solution.
     stiff = result["stiff"]
     assert "Stiff gradient flows" in md and result["stiff_speedup"] == stiff["stiff_speedup"] > 0
@@ -78,3 +80,18 @@ def test_agf_section_shapes():
     assert row["preset"] == "diagonal" and row["steps"] > 0 and row["ratio"] >= 0
     assert section["max_ratio"] == row["ratio"]
     assert "AGF against the flow" in agf_markdown(section)
+
+
+def test_sgns_section_shapes():
+    from saddlestep.bench.word2vec import run_sgns_bench, sgns_markdown
+
+    section = run_sgns_bench(quick=True, vocab_size=40, d=3)
+    assert set(section) == {"vocab_size", "d", "init_scale", "method", "rtol", "n_save", "t_max", "steps",
+                            "rejected", "grad_evals", "grad_ms", "loss_ms", "compile_s", "sgns_wall_s", "drops",
+                            "last_drop", "status"}
+    assert (section["vocab_size"], section["d"], section["method"]) == (40, 3, "Dopri8")
+    assert section["grad_evals"] == 13 * section["steps"] > 0 and section["status"] == "t_max"
+    assert section["drops"] and section["last_drop"] == section["drops"][-1] < section["t_max"]
+    assert min(section["grad_ms"], section["loss_ms"], section["sgns_wall_s"]) > 0
+    md = sgns_markdown(section)
+    assert "## Exact SGNS" in md and "V = 40, d = 3" in md

@@ -14,7 +14,8 @@ on a coarse save grid (saving costs the flow more than its steps do); their accu
 a second run of the same method on a fine grid (the save grid changes no iterate or step).
 
 The package: `common` (setup, drop times, timing), `linear` (the main sections and the writer),
-`stiff_section` (the stiff cases).
+`stiff_section` (the stiff cases), `agf` (AGF against the flow), `word2vec` (the exact SGNS flow
+of the `word2vec` preset).
 """
 
 from .common import drop_times as drop_times, PRESET as PRESET

@@ -20,6 +20,7 @@ from ..presets import get_preset
 from .common import _device, _setup, _timed, _TSIT5_EVALS_PER_STEP, drop_times, PRESET
 from .stiff_section import run_stiff_bench, stiff_markdown
 from .agf import agf_markdown, run_agf_bench
+from .word2vec import run_sgns_bench, sgns_markdown
 
 
 def run_bench(
@@ -31,6 +32,7 @@ def run_bench(
     batches: tuple[int, ...] | None = None,
     stiff_alphas: tuple[float, ...] | None = None,
     agf_presets: tuple[str, ...] | None = None,
+    sgns_vocab_size: int | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Run the benchmark and write `bench.json` and `bench.md` into `out` (each atomically).
@@ -44,10 +46,13 @@ def run_bench(
     - `batches`: ensemble sizes of the throughput table (default by device and `quick`).
     - `stiff_alphas`: init scales of the `stiff` section's degree-3 case (default by `quick`).
     - `agf_presets`: presets of the `agf` section (default: every preset with an AGF predictor).
+    - `sgns_vocab_size`: V of the `word2vec` section (exact SGNS; default 300 quick, 2000 full;
+      0 skips the section).
     - `overwrite`: replace an earlier bench output at `out` (see `saddlestep.outputs`).
 
     **Returns:** the dictionary written to `bench.json`; its top-level `speedup_vs_gd` is GD's wall
-    time at the tightest target (1e-4) over the flow's at rtol 1e-6.
+    time at the tightest target (1e-4) over the flow's at rtol 1e-6; `sgns_wall_s` the exact SGNS
+    flow's wall time (None when skipped).
     """
     from ..runs import versions
 
@@ -148,6 +153,7 @@ def run_bench(
     throughput = _throughput(batches, alpha, t_max, n_coarse, repeats)
     stiff_section = run_stiff_bench(quick=quick, alphas=stiff_alphas)
     agf_section = run_agf_bench(quick=quick, presets=agf_presets)
+    sgns_section = None if sgns_vocab_size == 0 else run_sgns_bench(quick=quick, vocab_size=sgns_vocab_size)
 
     result = {
         "format": "saddlestep.bench/1",
@@ -172,6 +178,8 @@ def run_bench(
         "stiff_speedup": stiff_section["stiff_speedup"],
         "agf": agf_section,
         "agf_max_ratio": agf_section["max_ratio"],
+        "word2vec": sgns_section,
+        "sgns_wall_s": None if sgns_section is None else sgns_section["sgns_wall_s"],
         "compile_s": {
             "flow_single": flow_row["compile_s"],
             "flow_vmapped": max(r["compile_s"] for r in throughput),
@@ -182,7 +190,7 @@ def run_bench(
     with output_folder(out, kind="bench", overwrite=overwrite) as tmp:
         atomic_write_text(os.path.join(tmp, "bench.json"), json.dumps(result, indent=2) + "\n")
         atomic_write_text(os.path.join(tmp, "bench.md"), to_markdown(result) + stiff_markdown(stiff_section)
-                          + agf_markdown(agf_section))
+                          + agf_markdown(agf_section) + ("" if sgns_section is None else sgns_markdown(sgns_section)))
     return result
 
 

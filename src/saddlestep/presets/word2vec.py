@@ -114,11 +114,14 @@ def _build_word2vec(params, *, init_scale, seed, data):
 
 
 def _sgns_simulate_kwargs(params):
-    """How the exact SGNS flow is integrated: the flow is accuracy-bound, not stiff (λ_max(∇²L)·h
-    ≈ 2 along the run at V = 1000, under Dopri8's stability limit ≈ 5), so `explicit` means Dopri8,
-    which takes 45% of Tsit5's steps at rtol 1e-8 (10–25% fewer gradients) with drop times as
-    accurate (1e-9). 401 saves: each costs a loss evaluation as dear as a gradient, and the
-    solver-step record resolves the drops (docs/performance.md, "Exact SGNS")."""
+    """How the exact SGNS flow is integrated. It is accuracy-bound, not stiff: λ_max(∇²L)·h ≈ 2
+    along the run at V = 1000, under Dopri8's stability limit ≈ 5 (`auto` never switched at V = 500). So
+    `explicit` means Dopri8: at rtol 1e-8 it takes 30–45% of Tsit5's steps (V = 300 … 2000; 13
+    gradients a step against 6, and half the per-step loss evaluations), its drop times within
+    1e-9 of a tighter reference. 401 saves, not 1001: each costs a loss evaluation as dear as a
+    gradient, and the solver-step record still resolves the drops: at V = 500 the detected drop
+    times are 4e-4 off a 20001-save reference, against 2e-4 with 1001 saves (1.6e-4 with Tsit5),
+    the detection's resolution, not the flow's (docs/performance.md, "Exact SGNS")."""
     import diffrax as dfx
     from ..methods import Explicit
 
@@ -161,7 +164,7 @@ def _build_qwem(params, *, init_scale, seed, data):
 register(
     Preset(
         name="word2vec",
-        runtime_s=90,
+        runtime_s=40,
         predictor="closed form (QWEM, Karkada et al.)",
         description="tied word2vec (exact SGNS, or loss=qwem) on the Wikipedia sample shipped with gensim; QWEM theory",
         defaults={"vocab_size": 1000, "d": 10, "window": 8, "loss": "sgns", "negatives": 1.0},

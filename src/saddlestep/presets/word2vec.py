@@ -116,7 +116,7 @@ def _build_word2vec(params, *, init_scale, seed, data):
 def _sgns_simulate_kwargs(params):
     """How the exact SGNS flow is integrated. It is accuracy-bound, not stiff: λ_max(∇²L)·h ≈ 2
     along the run at V = 1000, under Dopri8's stability limit ≈ 5 (`auto` never switched at V = 500). So
-    `explicit` means Dopri8: at rtol 1e-8 it takes 30–45% of Tsit5's steps (V = 300 … 2000; 13
+    `explicit` means Dopri8: at rtol 1e-8 it takes 28–45% of Tsit5's steps (V = 300 … 2000; 13
     gradients a step against 6, and half the per-step loss evaluations), its drop times within
     1e-9 of a tighter reference. 401 saves, not 1001: each costs a loss evaluation as dear as a
     gradient, and the solver-step record still resolves the drops: at V = 500 the detected drop

@@ -260,14 +260,11 @@ def _factor_columns(model: AbstractNeuronModel, shapes) -> tuple:
     factors = model.neuron_factors()
     if not factors:
         return ()
-    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(model.neurons())[0]]
+    # Leaves flatten in `nx.flatten`'s order, each a block of columns.
+    names = [path[0].key for path, _ in jax.tree_util.tree_flatten_with_path(model.neurons())[0]]
     starts = np.cumsum([0] + [math.prod(shape) for shape in shapes])
-    out = []
-    for keys, deg in factors:
-        cols = [c for key in keys for i, path in enumerate(paths) if path == f"[{key!r}]"
-                for c in range(starts[i], starts[i + 1])]
-        out.append((tuple(cols), int(deg)))
-    return tuple(out)
+    block = {name: range(int(starts[i]), int(starts[i + 1])) for i, name in enumerate(names)}
+    return tuple((tuple(c for key in keys for c in block[key]), int(deg)) for keys, deg in factors)
 
 
 def _neuron(model, task):

@@ -41,15 +41,18 @@ class NeuronProblem(AbstractAGFProblem):
     loss_floor: float = eqx.field(static=True)
     collapse: float = eqx.field(static=True, default=1e-3)
     align: float = eqx.field(static=True, default=1e-4)
+    factors: tuple = eqx.field(static=True, default=())
     closed_form: ClassVar[bool] = False
     atol: ClassVar[float] = 1e-12
     rtol: ClassVar[float] = 1e-8
     min_step: ClassVar[float] = 1e-5
 
-    def __init__(self, model: AbstractNeuronModel, task: SampleRegression, *, collapse: float = 1e-3, align: float = 1e-4):
+    def __init__(self, model: AbstractNeuronModel, task: SampleRegression, *, collapse: float = 1e-3,
+                 align: float = 1e-4, balance: bool = True):
         self.template = model
         self.task = task
         _, self.treedef, self.shapes = nx.flatten(model.neurons())
+        self.factors = _factor_columns(model, self.shapes) if balance else ()
         self.kappa = int(model.kappa)
         floor = task.loss_floor(model)
         self.loss_floor = -math.inf if floor is None else float(floor)
@@ -114,12 +117,13 @@ class NeuronProblem(AbstractAGFProblem):
         members = active.copy()
         share = np.linalg.norm(params, axis=1) ** self.kappa
         params, lead, weight = self._merge(params, active)
+        params = self.balanced(params)
         share = np.where(members, share / np.maximum(weight[lead], 1e-300), 0.0)
         active = active & (lead == np.arange(params.shape[0]))
         entry = active.copy()
         for _ in range(params.shape[0] + 1):
             out = np.asarray(_minimize(self, jnp.asarray(params), jnp.asarray(active, dtype=float)))
-            out = out * active[:, None]
+            out = self.balanced(out) * active[:, None]
             # As AGF defines it, a neuron returns to dormant only when the cost phase shrinks it
             # to ~0. (A sign test on its output also dropped neurons whose output turned against
             # the overshooting entry of a tie: 11 neurons entered and left together, over and
@@ -134,13 +138,30 @@ class NeuronProblem(AbstractAGFProblem):
             mask = jnp.asarray(entry, dtype=float)
             bar = float(_residual(self, jnp.asarray(params), mask)[1])
             if float(_residual(self, jnp.asarray(out), jnp.asarray(active, dtype=float))[1]) > bar * (1 + 1e-6):
-                out = np.asarray(_minimize(self, jnp.asarray(params), mask)) * entry[:, None]
+                out = self.balanced(np.asarray(_minimize(self, jnp.asarray(params), mask))) * entry[:, None]
                 if float(_residual(self, jnp.asarray(out), mask)[1]) > bar:
                     out = params * entry[:, None]
                 active = entry
         # Each merged neuron's solution back to its members, in their shares of f (κ-homogeneity).
         still = members & active[lead]
         return out[lead] * (share ** (1.0 / self.kappa))[:, None] * still[:, None], still
+
+    def balanced(self, params):
+        """Each neuron moved along its rescaling orbit (f unchanged) to where ‖θ_g‖²/k_g is the
+        same for every factor g, as gradient flow from small initialization keeps it."""
+        if not self.factors:
+            return params
+        sq = np.stack([np.sum(params[:, list(cols)] ** 2, axis=1) for cols, _ in self.factors], axis=1)
+        k = np.array([deg for _, deg in self.factors], dtype=float)
+        ok = np.all(sq > 0, axis=1)
+        # c_g² = λ k_g/‖θ_g‖² with Π c_g^{k_g} = 1 gives κ ln λ = Σ k_g ln(‖θ_g‖²/k_g).
+        log_ratio = np.log(np.where(ok[:, None], sq, 1.0) / k)
+        log_lam = (log_ratio @ k) / k.sum()
+        scale = np.where(ok[:, None], np.exp(0.5 * (log_lam[:, None] - log_ratio)), 1.0)
+        out = params.copy()
+        for g, (cols, _) in enumerate(self.factors):
+            out[:, list(cols)] *= scale[:, g : g + 1]
+        return out
 
     def to_params(self, x, rstate):
         return np.asarray(x)
@@ -218,7 +239,13 @@ def _residual(problem: NeuronProblem, params, mask):
 def _minimize(problem: NeuronProblem, params, mask):
     def loss(p, m):
         f = jnp.sum(problem._outputs(p * m[:, None]), axis=1)
-        return 0.5 * jnp.mean(jnp.sum((problem.task.Y - f) ** 2, axis=-1))
+        value = 0.5 * jnp.mean(jnp.sum((problem.task.Y - f) ** 2, axis=-1))
+        if problem.factors:
+            # Zero on balanced neurons, so the minimum is unchanged; it pins the rescaling
+            # orbits, along which the loss is flat and BFGS otherwise drifts for thousands of steps.
+            q = jnp.stack([jnp.sum(p[:, cols] ** 2, axis=1) / deg for cols, deg in problem.factors], axis=1)
+            value = value + jnp.sum(m * jnp.sum((q - jnp.mean(q, axis=1, keepdims=True)) ** 2, axis=1))
+        return value
 
     sol = optx.minimise(
         loss, optx.BFGS(rtol=1e-12, atol=1e-14), params * mask[:, None], args=mask,
@@ -226,6 +253,18 @@ def _minimize(problem: NeuronProblem, params, mask):
     )
     return sol.value
 
+
+
+def _factor_columns(model: AbstractNeuronModel, shapes) -> tuple:
+    """`model.neuron_factors()` as (columns of the flattened neuron, degree) pairs; () if unknown."""
+    factors = model.neuron_factors()
+    if not factors:
+        return ()
+    # Leaves flatten in `nx.flatten`'s order, each a block of columns.
+    names = [path[0].key for path, _ in jax.tree_util.tree_flatten_with_path(model.neurons())[0]]
+    starts = np.cumsum([0] + [math.prod(shape) for shape in shapes])
+    block = {name: range(int(starts[i]), int(starts[i + 1])) for i, name in enumerate(names)}
+    return tuple((tuple(c for key in keys for c in block[key]), int(deg)) for keys, deg in factors)
 
 
 def _neuron(model, task):

@@ -67,6 +67,9 @@ class LinearAttention(AbstractNeuronModel):
         s, xq = self._split(x)
         return (neurons["v"] * (neurons["k"] @ s) * (neurons["q"] @ xq))[:, None]
 
+    def neuron_factors(self):
+        return ((("v",), 1), (("k",), 1), (("q",), 1))
+
     def with_neurons(self, neurons):
         return eqx.tree_at(lambda m: (m.v, m.K, m.Q), self, (neurons["v"], neurons["k"], neurons["q"]))
 

@@ -73,6 +73,16 @@ class AbstractNeuronModel(AbstractModel):
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " out"]:
         return jnp.sum(self.neuron_outputs(self.neurons(), x), axis=0)
 
+    def neuron_factors(self) -> tuple[tuple[tuple[str, ...], int], ...] | None:
+        """The factors of one neuron: groups of `neurons()`'s keys, each with the degree k_g that
+        f_i has in it (Σ k_g = κ), e.g. `((("w",), 1), (("a",), 1))` for a ReLU neuron.
+
+        f_i is unchanged when factor g is scaled by c_g with Π c_g^{k_g} = 1, and gradient flow
+        keeps ‖θ_g‖² − (k_g/k_h)‖θ_h‖² fixed (≈ 0 from small initialization: the neuron is
+        *balanced*); AGF's cost phase keeps its neurons balanced too. None (the default): unknown.
+        """
+        return None
+
     def neuron_norms(self) -> Float[Array, " width"]:
         """‖θ_i‖ for every neuron."""
         sq = jax.tree.map(

@@ -63,6 +63,9 @@ class QuadraticNetwork(AbstractNeuronModel):
         pre = neurons["u"] @ x[:p] + neurons["v"] @ x[p:]
         return pre[:, None] ** 2 * neurons["w"]
 
+    def neuron_factors(self):
+        return ((("u", "v"), 2), (("w",), 1))
+
     def with_neurons(self, neurons):
         return eqx.tree_at(lambda m: (m.U, m.V, m.W), self, (neurons["u"], neurons["v"], neurons["w"]))
 

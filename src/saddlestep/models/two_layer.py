@@ -124,6 +124,12 @@ class TwoLayer(AbstractNeuronModel):
             pre = pre + neurons["b"]
         return self._sigma(pre)[:, None] * neurons["a"]
 
+    def neuron_factors(self):
+        # σ homogeneous of degree κ − 1 in its pre-activation, so in (w, b); linear in a.
+        if self.degree is None or self.degree < 2:
+            return None
+        return (((("w", "b") if self.b is not None else ("w",)), self.degree - 1), (("a",), 1))
+
     def with_neurons(self, neurons):
         new = eqx.tree_at(lambda m: (m.W, m.a), self, (neurons["w"], neurons["a"].T))
         if self.b is not None:

@@ -6,8 +6,9 @@
 # vectors align with the top eigenvectors of a target matrix M* built from the co-occurrence
 # statistics, in order, and each eigenvalue λ_k is learned at t_k ≈ ln(1/α)/λ_k. Each eigen-direction
 # is a readable "topic". Below: the co-occurrences of the Wikipedia sample shipped with gensim, the
-# staircase with the QWEM closed form, the words along each direction, and analogy accuracy as the
-# rank grows. Sizes are kept small (V = 500 words, d = 6) so it runs in seconds.
+# staircase with the QWEM closed form, the words along each direction, analogy accuracy as the
+# rank grows, and the exact SGNS loss beside its quartic approximation. Sizes are kept small
+# (V = 500 words, d = 6) so it runs in seconds.
 
 # %%
 import jax
@@ -103,3 +104,40 @@ final_level = np.sum(np.asarray(task.eigenvalues)[6:] ** 2) / 8
 assert abs(float(flow.loss[-1]) - final_level) <= 1e-3 * final_level, (float(flow.loss[-1]), final_level)
 print(f"max ‖WWᵀ − exact‖/‖M*‖ = {gram_err.max():.2e}; half-rise times vs closed form:", np.round(rel, 4),
       f" final loss / ⅛Σλ_j² − 1 = {float(flow.loss[-1]) / final_level - 1:.2e}")
+
+# %% [markdown]
+# ## Exact SGNS beside QWEM
+# QWEM is the quartic expansion of the skip-gram negative-sampling loss about WWᵀ = 0. Karkada et al.
+# show that the exact logistic loss (`ss.SGNS`, same P and Setting 3.1) learns the same
+# eigen-directions, in the same order, at nearly the QWEM times: the expansion is exact where the
+# plateaus sit (WWᵀ small) and loosens as the embedding grows. Same W(0), same t; the exact loss is
+# integrated with Dopri8 (its flow is accuracy-bound, not stiff) in a few seconds. The curves are the
+# strengths ‖Wᵀv_k‖² along the top eigenvectors v_k of M*, dashed the QWEM closed form.
+
+# %%
+import diffrax
+
+sgns = ss.SGNS(stats.P)
+exact_flow = ss.simulate(model, sgns, t_max=1.4 * pred.times[-1], rtol=1e-8, n_save=601,
+                         method=ss.Explicit(diffrax.Dopri8()))
+strength = np.asarray(exact_flow.observables["features"])
+fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
+ax.plot(exact_flow.times, strength, lw=1.5)
+ax.plot(flow.times, ss.theory.qwem_aligned(lam, np.asarray(pred.extra["s0_squared"]), flow.times), "k--", lw=0.8)
+ax.set_xlabel("time t")
+ax.set_ylabel("‖Wᵀv_k‖² (exact SGNS)")
+ax.set_title("exact SGNS learns QWEM's directions at QWEM's times");
+
+# %% [markdown]
+# We assert that each direction's strength crosses λ_k/2, in order, and at the QWEM closed form's
+# time: modes 1–5 within 1 % (measured 0.1–0.5 %), mode 6, learned when the first five have made WWᵀ
+# of order λ, within 10 % (measured 8.5 %: there the quartic expansion is no longer the loss).
+
+# %%
+T = np.asarray(exact_flow.times)
+assert np.all(strength.max(axis=0) >= lam / 2), strength.max(axis=0)
+half_exact = np.array([T[np.argmax(strength[:, k] >= lam[k] / 2)] for k in range(6)])
+assert np.all(np.diff(half_exact) > 0), half_exact
+rel_exact = np.abs(half_exact / pred.times - 1)
+assert np.all(rel_exact[:5] <= 0.01) and rel_exact[5] <= 0.1, rel_exact
+print("exact SGNS half-rise times vs the QWEM closed form:", np.round(rel_exact, 4))

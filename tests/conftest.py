@@ -13,3 +13,14 @@ def getkey():
     """A fresh PRNG key on every call (deterministic per test)."""
     counter = iter(range(10**6))
     return lambda: jax.random.PRNGKey(next(counter))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compile_cache():
+    """Drop each module's compiled executables when it ends: one CI process compiles several
+    thousand XLA programs, and keeping them all grew the process until XLA crashed late in the run."""
+    yield
+    import gc
+
+    jax.clear_caches()
+    gc.collect()

@@ -337,7 +337,8 @@ def test_presets_train_discretely_on_request():
     _, params, setup, _, _ = prepare("linear", overrides={**small, "optimizer": "adam", "learning_rate": "1e-2"})
     assert setup.simulate_kwargs["method"] == ss.Discrete(0.01, "adam") and params["optimizer"] == "adam"
     _, params, plain, _, _ = prepare("linear", overrides=small)
-    assert "method" not in plain.simulate_kwargs and "optimizer" not in params
+    # Without an optimizer the preset integrates the flow with its solver, not a Discrete method.
+    assert plain.simulate_kwargs["method"] == params["solver"] == "explicit" and "optimizer" not in params
     result = ss.run_preset("linear", overrides={**small, "learning_rate": "0.02"})
     assert result.summary["solver"]["name"] == "gd" and result.trajectory.label == "gd, lr 0.02"
     assert result.summary["solver"]["phases"][0]["solver"] == "gd"

@@ -17,7 +17,7 @@ from .presets import all_presets
 from .runs import run_preset
 
 # Presets whose default run is too slow for the gallery are drawn at smaller sizes (every figure
-# title says which). word2vec with the exact SGNS loss takes minutes at V = 1000.
+# title says which). word2vec is drawn with QWEM, whose closed form the overlay shows.
 _GALLERY_OVERRIDES: dict[str, dict[str, str]] = {
     "word2vec": {"loss": "qwem", "vocab_size": "500", "d": "8", "rtol": "1e-7"},
     # The AGF engine on modular addition takes minutes (BFGS cost phases, κ = 3); the closed form
@@ -151,7 +151,7 @@ def make_figures(out: str = "figures", presets: list[str] | None = None) -> list
     """Draw the gallery into `out`, each file written whole or not at all.
 
     - `staircase-NAME.png` for each preset (default α and seed, prediction overlaid when the preset
-      has one; `word2vec` with the QWEM loss at V = 500, since exact SGNS takes minutes, and
+      has one; `word2vec` with the QWEM loss at V = 500 and its closed form, and
       `modular` with its closed-form levels and lower bounds instead of the slow AGF engine);
     - with `linear`: `linear-flow-vs-gd.png` (the flow beside gradient descent at two learning
       rates) and `linear-init-scales.png` (α = 1e-3, 1e-6, 1e-12 against rescaled time);

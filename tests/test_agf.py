@@ -229,6 +229,23 @@ def test_modular_kappa3_levels_never_rise():
     assert p.losses[-1] < 1e-3 * initial
 
 
+def test_modular_kappa3_small_alpha_reaches_the_end():
+    # At α = 1e-4 the utility phase after the first activation once ended without an event
+    # (the root finder met a non-finite trial state past the threshold): one step, then
+    # "utility_solve". Now the whole staircase, and κ = 3 scaling: the first jumps are at
+    # t·α → const, with an O(α) correction (measured 6e-4 relative between α = 1e-3 and 1e-4).
+    from saddlestep.models import QuadraticNetwork
+    from saddlestep.tasks import ModularAddition, fourier_template
+
+    task = ModularAddition(fourier_template(11, {1: 10.0, 3: 5.0, 5: 2.5})).as_regression()
+    runs = {a: agf.predict(QuadraticNetwork(11, 8, key=jax.random.PRNGKey(0), init_scale=a), task) for a in (1e-3, 1e-4)}
+    for p in runs.values():
+        assert p.extra["stopped"] is None and p.num_steps >= 5
+        assert np.all(np.diff([p.initial_loss, *p.losses]) < 0) and p.losses[-1] < 0.1 * p.initial_loss
+    big, small = (np.asarray(runs[a].times[:2]) * a for a in (1e-3, 1e-4))
+    np.testing.assert_allclose(small, big, rtol=2 * 1e-3)
+
+
 def test_linear_preset_agf_stays_in_numpy(monkeypatch):
     # Warm AGF on the `linear` preset must cost less than the flow: each step's label comes from
     # β in NumPy, with no model built (only the plateau models returned).

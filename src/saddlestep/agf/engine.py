@@ -45,7 +45,11 @@ def _speed(S, log_norm0, kappa):
     if kappa == 2:
         return jnp.ones_like(S)
     inv = jnp.exp((2 - kappa) * log_norm0) - (kappa - 2) * S  # ‖θ‖^{2−κ}
-    return 1.0 / jnp.maximum(inv, 1e-300)
+    # A dormant neuron activates at ‖θ‖ = 1 (inv = 1, S = c) and ends the phase there, so the
+    # exact path never sees inv < 1. Trial stages past the threshold can, and near the blow-up
+    # inv → 0 their speed overflowed, leaving the event's root finder no finite interpolant
+    # (AGF stopped after one step on modular at α = 1e-4); the floor changes no state before it.
+    return 1.0 / jnp.maximum(inv, 0.5)
 
 
 @eqx.filter_jit

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import saddlestep as ss
+from saddlestep.crossings import first_crossing
 from saddlestep.presets.word2vec import synthetic_cooccurrence
 from saddlestep.tasks.word2vec import AbstractCooccurrenceTask
 from saddlestep.theory.word2vec import predict_qwem, qwem_aligned, qwem_closed_form, qwem_final
@@ -192,12 +193,7 @@ def test_sgns_flow_matches_the_dense_path_and_dopri8_matches_tsit5():
 
 def _half_rise_interpolated(times, values, levels):
     """The first crossing of each column through half its level, linear between save points."""
-    out = []
-    for k in range(values.shape[1]):
-        x = values[:, k] - levels[k] / 2
-        i = int(np.argmax(x > 0))
-        out.append(times[i - 1] + (times[i] - times[i - 1]) * -x[i - 1] / (x[i] - x[i - 1]))
-    return np.array(out)
+    return np.array([first_crossing(times, values[:, k], levels[k] / 2, interpolation="linear") for k in range(values.shape[1])])
 
 
 def test_agf_neuron_view_agrees_with_qwem(r1):

@@ -4,16 +4,14 @@ solver steps, and what one gradient and one loss evaluation cost."""
 
 from __future__ import annotations
 
-import time
 
 import equinox as eqx
 import jax
-import numpy as np
 
 from ..flow import simulate
 from ..presets import get_preset
 from ..steps import detect_steps
-from .common import _DOPRI8_EVALS_PER_STEP, _TSIT5_EVALS_PER_STEP, _warm_timed
+from .common import _DOPRI8_EVALS_PER_STEP, _TSIT5_EVALS_PER_STEP, _timed, _warm_timed
 
 _VOCAB = {True: 300, False: 2000}  # quick, full
 _D = 10
@@ -22,13 +20,7 @@ _EVALS_PER_STEP = {"Tsit5": _TSIT5_EVALS_PER_STEP, "Dopri8": _DOPRI8_EVALS_PER_S
 
 def _eval_ms(fn, x, repeats: int = 5) -> float:
     """The best wall time of a compiled `fn(x)` over `repeats` calls, in ms."""
-    jax.block_until_ready(fn(x))
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        best = min(best, time.perf_counter() - start)
-    return 1e3 * best
+    return 1e3 * _timed(lambda: jax.block_until_ready(fn(x)), repeats)[2]
 
 
 def run_sgns_bench(quick: bool = True, *, vocab_size: int | None = None, d: int | None = None) -> dict:

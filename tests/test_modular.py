@@ -178,3 +178,33 @@ def test_preset_data(tmp_path):
             preset.build(preset.parameters(), init_scale=0.1, seed=0, data=str(path))
     with pytest.raises(ValueError, match="magnitudes"):
         preset.build(preset.parameters({"magnitudes": "1,2"}), init_scale=0.1, seed=0, data=None)
+
+
+@pytest.mark.parametrize("seed", [24, 29])
+def test_agf_steps_are_labelled_by_the_frequency_that_gives_up_the_most_loss(seed):
+    # Random templates whose weak frequencies are fitted in passing by neurons of strong ones
+    # (at these seeds a label from the fitted fraction names the weak one). Oracle: each
+    # frequency's loss from a numpy DFT of the residual, between consecutive AGF plateaus.
+    from saddlestep import agf
+    from saddlestep.presets._features import label_and_merge
+
+    x = np.random.default_rng(seed).normal(size=9)
+    task = ModularAddition(x)
+    model = QuadraticNetwork(9, 6, key=jax.random.PRNGKey(seed), init_scale=0.01)
+    raw = agf.predict(model, task.as_regression())
+    pred = label_and_merge(raw, task, model)
+
+    def carried(m):
+        r = np.fft.fft(np.asarray(task.Y) - np.asarray(task.outputs(m)), axis=-1)
+        power = 0.5 * np.mean(np.abs(r) ** 2, axis=0) / task.p
+        return np.array([power[xi] + power[task.p - xi] for xi in task.frequencies])
+
+    losses = [carried(m) for m in [model, *raw.plateau_parameters]]
+    expected = [f"ξ={task.frequencies[int(np.argmax(a - b))]}" for a, b in zip(losses[:-1], losses[1:])]
+    assert pred.extra["activation_features"] == expected
+    starts = [k for k, label in enumerate(expected) if k == 0 or expected[k - 1] != label]
+    assert pred.order == [expected[k] for k in starts]
+    # A merged step is timed by the first activation of its feature, as `feature_steps` times the flow's.
+    np.testing.assert_allclose(pred.times, np.asarray(raw.times)[starts], rtol=1e-12)
+    ends = [k - 1 for k in starts[1:]] + [raw.num_steps - 1]
+    np.testing.assert_allclose(pred.losses, np.asarray(raw.losses)[ends], rtol=1e-12)

@@ -272,3 +272,40 @@ def test_steps_of_one_feature_pair_by_level_not_by_label(seed):
     assert len(matched) == n and (table["kind"] == "unmatched-simulated").sum() == 1
     assert (matched["time_rel_error"].abs() < 0.02).all()
     np.testing.assert_allclose(matched["loss_simulated"], levels[1:])
+
+
+def test_a_weak_feature_fitted_in_passing_does_not_take_the_label():
+    # Feature f0 carries 10 of loss and is 60 % learned across the drop; f1 carries 0.05 and is
+    # fitted completely in passing. By "features" (fractions) f1 changes most; by the loss given
+    # up, f0 does, and the drop is f0's.
+    t = np.linspace(0, 20, 2001)
+    s = 1 / (1 + np.exp(-(t - 10.0) / 0.2))
+    carried = np.stack([10.0 * (1 - 0.6 * s), 0.05 * (1 - s)], 1)
+    fractions = 1 - carried / carried[0]
+    loss = carried.sum(1)
+    traj = ss.Trajectory(times=t, loss=loss, observables={"features": fractions}, init_scale=1e-6, status="t_max",
+                         t_final=20.0, stats={}, method="synthetic", feature_labels=["f0", "f1"])
+    assert [st.feature for st in detect_steps(traj)] == ["f1"]  # fractions alone: the misleading label
+    traj.observables["feature_losses"] = carried
+    assert [st.feature for st in detect_steps(traj)] == ["f0"]
+    np.testing.assert_allclose(ss.feature_change({"feature_losses": carried[0]}, {"feature_losses": carried[-1]}),
+                               carried[0] - carried[-1])
+    np.testing.assert_allclose(ss.feature_change({"features": fractions[-1]}, {"features": fractions[0]}),
+                               np.abs(fractions[-1] - fractions[0]))
+
+
+def test_a_merged_step_is_timed_by_its_first_sub_step():
+    # One feature learned by a small drop at t = 5 and a large one at t = 9 (a second neuron
+    # joining late): the feature starts at t = 5, whatever the extent of the group. The
+    # midpoint of the merged drop would fall in the second sub-step, so a prediction whose
+    # group stops after the first activation would look 80 % late.
+    import dataclasses
+
+    t = np.linspace(0, 40, 4001)
+    steps = detect_steps(synthetic(t, [5.0, 9.0, 20.0], [0.1, 0.1, 0.2], [2.0, 8.0, 1.0]))
+    steps = [dataclasses.replace(s, feature=f) for s, f in zip(steps, ["a", "a", "b"])]
+    merged = ss.feature_steps(steps)
+    assert [s.feature for s in merged] == ["a", "b"]
+    assert merged[0].time == pytest.approx(steps[0].time) and steps[0].time == pytest.approx(5.0, abs=1e-2)
+    assert (merged[0].loss_before, merged[0].loss_after) == (steps[0].loss_before, steps[1].loss_after)
+    assert (merged[0].start, merged[0].end) == (steps[0].start, steps[1].end)

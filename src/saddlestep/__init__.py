@@ -53,6 +53,7 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "Discrete": (".methods", 'Discrete'),
     "Embedding": (".models", 'Embedding'),
     "Explicit": (".methods", 'Explicit'),
+    "feature_change": (".steps", 'feature_change'),
     "feature_steps": (".steps", 'feature_steps'),
     "fourier_template": (".tasks", 'fourier_template'),
     "Implicit": (".methods", 'Implicit'),
@@ -156,6 +157,7 @@ if TYPE_CHECKING:
     from .steps import (
         compare as compare,
         detect_steps as detect_steps,
+        feature_change as feature_change,
         feature_steps as feature_steps,
         Step as Step,
     )

@@ -19,7 +19,8 @@ from . import clock as _clock
 class Step:
     """One drop of the loss.
 
-    - `time`: when the loss crosses the midpoint (loss_before + loss_after)/2 of the drop.
+    - `time`: when the loss crosses the midpoint (loss_before + loss_after)/2 of the drop (of
+      the first sub-step, for a step merged by `feature_steps`).
     - `rescaled_time`: time / ln(1/α).
     - `loss_before`, `loss_after`: the plateau levels on either side, each read at the flattest
       point of its plateau (where the tail of the previous drop and the rise of the next one
@@ -45,6 +46,24 @@ class Step:
             "loss_after": self.loss_after,
             "feature": self.feature,
         }
+
+
+def feature_change(before: dict, after: dict) -> np.ndarray:
+    """How much each feature was learned between two records of the observables.
+
+    The loss each feature gave up (`before − after` of `"feature_losses"`) when the task records
+    it, else `|after − before|` of `"features"`. Loss is what ranks features fairly: a feature
+    that carries little loss can go from unlearned to learned (its `"features"` from 0 to 1) as
+    a side effect of the feature actually being learned, as a weak frequency of modular addition
+    does, and should not take the label.
+
+    **Arguments:** `before`, `after`: observables (name → array, one entry per feature).
+
+    **Returns:** one number per feature, larger for the one learned more.
+    """
+    if "feature_losses" in before and "feature_losses" in after:
+        return np.asarray(before["feature_losses"], dtype=float) - np.asarray(after["feature_losses"], dtype=float)
+    return np.abs(np.asarray(after["features"], dtype=float) - np.asarray(before["features"], dtype=float))
 
 
 # A feature "dominates" a stretch of the save grid when no other changed by more than this
@@ -113,6 +132,8 @@ def detect_steps(
     keep = np.isfinite(grid_t) & np.isfinite(np.asarray(trajectory.loss, dtype=float))
     grid_t = grid_t[keep]
     F = None if features is None else np.asarray(features)[keep].reshape(len(grid_t), -1)
+    G = trajectory.observables.get("feature_losses")
+    G = None if G is None else np.asarray(G)[keep].reshape(len(grid_t), -1)
     labels = trajectory.feature_labels
     # Rescaled time needs α < 1; at α ≥ 1 (e.g. the richness setting) it is undefined (NaN).
     log_inv = _clock.log_inv(float(trajectory.init_scale))
@@ -185,7 +206,10 @@ def detect_steps(
             # between them (sub-steps of one feature, as several neurons join it); else the
             # neighbours' change could be counted as this drop's.
             clear = (k == 0 or grid_t[lo] >= spans[k - 1][1]) and (k == n - 1 or grid_t[hi] <= spans[k + 1][0])
-            change = np.abs(F[hi] - F[lo])
+            if G is not None and G.shape == F.shape:
+                change = feature_change({"feature_losses": G[lo]}, {"feature_losses": G[hi]})
+            else:
+                change = feature_change({"features": F[lo]}, {"features": F[hi]})
             top = np.sort(change)[::-1]
             dominant = len(top) == 1 or top[1] <= _DOMINANT * top[0]
             if lo < hi and (clear or dominant) and top[0] > 0:
@@ -216,17 +240,17 @@ def feature_steps(steps: list[Step]) -> list[Step]:
 
     With κ = 3 a feature often takes several neurons that activate one after another (a
     frequency of modular addition takes 3–5), so the flow shows a small staircase per feature.
-    The merged step runs from the first plateau to the last; its time is that of the sub-step
-    whose drop crosses the midpoint of the merged drop (as `detect_steps` times a drop).
+    The merged step runs from the first plateau to the last; its time is that of its first
+    sub-step, when the feature starts to be learned. (Not the midpoint of the merged drop: how
+    many neurons join a feature, and how late, varies between a flow and its prediction, and
+    would move the midpoint from one sub-step to another although each activation agrees.)
     """
     out: list[Step] = []
     group: list[Step] = []
     for s in [*steps, None]:
         if group and (s is None or s.feature != group[0].feature or s.feature is None):
             before, after = group[0].loss_before, group[-1].loss_after
-            mid = 0.5 * (before + after)
-            at = next((g for g in group if g.loss_after <= mid), group[-1])
-            out.append(dataclasses.replace(at, loss_before=before, loss_after=after, start=group[0].start, end=group[-1].end))
+            out.append(dataclasses.replace(group[0], loss_before=before, loss_after=after, end=group[-1].end))
             group = []
         if s is not None:
             group.append(s)

@@ -13,36 +13,30 @@ from ..clock import rescale
 from ..prediction import Prediction
 
 # ----------------------------------------------------------------------------- feature merging
-def label_and_merge(pred: Prediction, task) -> Prediction:
-    """Label each AGF step by the task feature that grows most across it (from the plateau
-    models), then merge consecutive steps with the same feature (see `feature_steps`)."""
+def label_and_merge(pred: Prediction, task, model) -> Prediction:
+    """Label each AGF step by the task feature learned most across it (`steps.feature_change`
+    between consecutive plateau models, the first against the initial `model`), then merge
+    consecutive steps with the same feature, timed by the first (see `feature_steps`)."""
+    from ..steps import feature_change
+
     if not pred.num_steps or pred.plateau_parameters is None:
         return pred
-    feats = [np.asarray(task.observables(m)["features"]) for m in pred.plateau_parameters]
+    records = [task.observables(m) for m in [model, *pred.plateau_parameters]]
     labels = task.feature_labels(pred.plateau_parameters[0])
-    prev = np.zeros_like(feats[0])
-    order = []
-    for f in feats:
-        order.append(labels[int(np.argmax(f - prev))])
-        prev = f
-    keep_t, keep_l, keep_o, keep_p, first = [], [], [], [], []
+    order = [labels[int(np.argmax(feature_change(a, b)))] for a, b in zip(records[:-1], records[1:])]
+    keep_t, keep_l, keep_o, keep_p = [], [], [], []
     k = 0
     while k < len(order):
         j = k
         while j + 1 < len(order) and order[j + 1] == order[k]:
             j += 1
-        before = pred.initial_loss if k == 0 else pred.losses[k - 1]
-        mid = 0.5 * (before + pred.losses[j])
-        at = next((i for i in range(k, j + 1) if pred.losses[i] <= mid), j)
-        keep_t.append(pred.times[at])
+        keep_t.append(pred.times[k])  # its first activation, as `feature_steps` times the flow's
         keep_l.append(pred.losses[j])
         keep_o.append(order[k])
         keep_p.append(pred.plateau_parameters[j])
-        first.append(pred.times[k])
         k = j + 1
     alpha = pred.init_scale
-    extra = dict(pred.extra, activation_times=[float(t) for t in pred.times], activation_features=order,
-                 first_activation=[float(t) for t in first])
+    extra = dict(pred.extra, activation_times=[float(t) for t in pred.times], activation_features=order)
     return Prediction(pred.method, keep_t, rescale(keep_t, alpha), keep_l, keep_o,
                       initial_loss=pred.initial_loss, init_scale=alpha, plateau_parameters=keep_p, extra=extra)
 
@@ -55,7 +49,7 @@ def predictor(model, task, params, closed_form, cache):
             return bound
         from .. import agf  # the engine is only needed when predicting
 
-        pred = label_and_merge(agf.predict(model, task.as_regression()), task)
+        pred = label_and_merge(agf.predict(model, task.as_regression()), task, model)
         extra = dict(pred.extra, lower_bounds=[float(t) for t in bound.times], lower_bound_order=bound.order,
                      theory_levels=[float(v) for v in bound.losses])
         cache["prediction"] = dataclasses.replace(pred, extra=extra)

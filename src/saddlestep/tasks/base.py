@@ -26,7 +26,9 @@ class AbstractTask(eqx.Module):
     @abc.abstractmethod
     def observables(self, model: AbstractModel) -> dict[str, Float[Array, "..."]]:
         """Quantities recorded on the save grid. A `"features"` entry (one number per feature,
-        growing when that feature is learned) lets `detect_steps` label each drop."""
+        growing when that feature is learned) lets `detect_steps` label each drop; with a
+        `"feature_losses"` entry too (the loss each feature still carries), drops are labelled
+        by the feature that gave up the most loss (`steps.feature_change`)."""
 
     @abc.abstractmethod
     def feature_labels(self, model: AbstractModel) -> list[str]:

@@ -79,7 +79,9 @@ class ModularAddition(AbstractTask):
 
     The loss splits over output frequencies (Parseval). The `"features"` observable is, for each
     frequency ξ that carries signal, the fraction of its target power that the network fits,
-    1 − L_ξ(residual)/L_ξ(target), which goes from 0 to 1 when ξ is learned. Also recorded:
+    1 − L_ξ(residual)/L_ξ(target), which goes from 0 to 1 when ξ is learned; `"feature_losses"`
+    is L_ξ(residual) itself, so that a step is labelled by the frequency that gave up the most
+    loss (a weak frequency can be fitted in passing). Also recorded:
     `"function_power"` (the power of f per output frequency ξ = 0 … ⌊p/2⌋, ½mean_ab, so that it
     sums to ½E‖f‖²) and `"neuron_power"` (Σ_i of the power of u_i, v_i, w_i per frequency).
     """
@@ -142,6 +144,7 @@ class ModularAddition(AbstractTask):
         idx = jnp.asarray(self.frequencies, dtype=int)
         obs = {
             "features": 1.0 - loss_r[idx] / loss_y[idx],
+            "feature_losses": loss_r[idx],
             "function_power": 0.5 * jnp.mean(_power(spec_f, p), axis=0),
         }
         if isinstance(model, AbstractNeuronModel):

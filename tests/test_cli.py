@@ -39,7 +39,7 @@ def test_linear_preset_draws_five_steps_at_the_reduced_rank_plateaus(tmp_path, c
 
 
 def test_list_names_every_preset_and_what_it_predicts(capsys):
-    from saddlestep.presets import all_presets
+    from saddlestep.presets import all_presets, get_preset
 
     assert main(["list"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -201,3 +201,16 @@ def test_argparse_errors_are_one_line(capsys):
         main(["run"])
     assert info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_list_names_first_what_the_default_predictor_predicts():
+    # `--set predictor=` switches between AGF and closed forms; the listing leads with the default.
+    from saddlestep.presets import all_presets, get_preset
+
+    for preset in map(get_preset, all_presets()):
+        default = preset.defaults.get("predictor")
+        if default is None:
+            continue
+        head = preset.predictor.split("(")[0]
+        assert ("AGF" in head) == (default == "agf"), (preset.name, preset.predictor)
+        assert f"predictor={'lower-bound' if default == 'agf' else 'agf'}" in preset.predictor

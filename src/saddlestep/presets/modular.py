@@ -77,7 +77,7 @@ register(
     Preset(
         name="modular",
         runtime_s=45,
-        predictor="AGF (--set predictor=lower-bound: closed-form lower bounds)",
+        predictor="closed-form levels and jump-time lower bounds (--set predictor=agf: AGF)",
         description="quadratic network on modular addition, p = 20 template |x̂| = 10, 5, 2.5 at ξ = 1, 3, 5 (κ = 3)",
         defaults={
             "p": 20,

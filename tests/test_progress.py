@@ -81,3 +81,15 @@ def test_a_run_off_a_terminal_says_what_it_is_doing_in_a_few_lines(tmp_path):
     assert any("integrating the flow" in line for line in err)
     assert any("writing" in line for line in err)
     assert len(err) <= 12
+
+
+def test_a_flow_that_crawls_through_the_start_of_its_horizon_still_reports(capsys, monkeypatch):
+    # A staircase can spend minutes within the first percent of t_max; lines come by wall time
+    # too, not only per fifth of the horizon.
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 4, [3.0, 1.0])
+    model = ss.TwoLayer(4, 4, 4, "linear", key=jax.random.PRNGKey(1), init_scale=1e-12)
+    traj = ss.simulate(model, task, t_max=1e6, progress=True, converge_tol=1e-6, rtol=1e-12)
+    assert traj.t_final < 1e-2 * 1e6 and traj.stats["steps"] > 1000  # within the first percent of t_max
+    lines = [line for line in _lines(capsys) if "flow:" in line]
+    assert lines and all("of t_max after" in line and "solver steps" in line for line in lines)

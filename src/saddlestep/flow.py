@@ -187,32 +187,68 @@ def simulate(
 
 
 def _progress_meter(progress: bool | None, batched: bool) -> dfx.AbstractProgressMeter:
-    """A bar on a terminal; off one, a line per fifth of the horizon (`saddlestep.progress`'s rule:
-    a few plain lines), when asked (`progress=True`, or None inside `progress.reporting()`)."""
+    """A bar on a terminal; off one, a few plain lines (`saddlestep.progress`'s rule), when asked
+    (`progress=True`, or None inside `progress.reporting()`)."""
     from .progress import on_terminal, reporting_now
 
     if batched or progress is False or (progress is None and not (on_terminal() or reporting_now())):
         return dfx.NoProgressMeter()
     if on_terminal():
         return dfx.TqdmProgressMeter(refresh_steps=50)
-    return _PlainMeter(minimum_increase=0.2)
+    _PLAIN_CLOCK.reset()
+    return _PlainMeter()
 
 
-class _PlainMeter(dfx.TextProgressMeter):
-    """Diffrax's text meter, on stderr with saddlestep's prefix (stdout keeps only results)."""
+class _PlainClock:
+    """Host side of `_PlainMeter`: says a line when the solve passes another fifth of t_max, or
+    when `progress.PLAIN_EVERY_S` seconds have passed since the last line."""
 
-    @staticmethod
-    def _init_bar() -> list[float]:
-        return [0.0]  # the phase line already said it started
+    def __init__(self):
+        self.reset()
 
-    @staticmethod
-    def _step_bar(bar: list[float], progress) -> None:
-        bar[0] = float(np.asarray(progress))
-        if bar[0] < 1:
-            say(f"flow: {100 * bar[0]:.0f}% of t_max")
+    def reset(self) -> None:
+        import time
 
-    @staticmethod
-    def _close_bar(bar: list[float]) -> None:
+        self.start = self.last = time.monotonic()
+
+    def tick(self, fraction, crossed, steps) -> None:
+        import time
+
+        from . import progress as _progress
+
+        fraction, now = float(np.asarray(fraction)), time.monotonic()
+        if fraction >= 1 or not (bool(np.asarray(crossed)) or now - self.last >= _progress.PLAIN_EVERY_S):
+            return
+        self.last = now
+        share = f"{100 * fraction:.0f}%" if fraction >= 0.01 else f"{100 * fraction:.2g}%"
+        say(f"flow: {share} of t_max after {int(np.asarray(steps)):,} solver steps, {now - self.start:.0f} s in")
+
+
+_PLAIN_CLOCK = _PlainClock()
+
+
+class _PlainMeter(dfx.AbstractProgressMeter):
+    """Plain progress lines on stderr. Diffrax's text meter speaks only when the solve has moved
+    another fixed share of t_max, and the share is linear in time: a staircase spends most of its
+    wall time (plateaus, a stiff tail) within the first percent of a horizon set past the last
+    drop, and the meter said nothing for minutes. This one also asks the host every
+    `every_steps` solver steps, which then speaks at most every `PLAIN_EVERY_S` seconds."""
+
+    every_steps: int = 256
+    share: float = 0.2
+
+    def init(self):
+        return jnp.zeros(()), jnp.zeros((), dtype=jnp.int32)
+
+    def step(self, state, progress):
+        last, steps = state
+        steps = steps + 1
+        crossed = progress - last >= self.share
+        ask = crossed | (steps % self.every_steps == 0)
+        jax.lax.cond(ask, lambda: jax.debug.callback(_PLAIN_CLOCK.tick, progress, crossed, steps), lambda: None)
+        return jnp.where(crossed, progress, last), steps
+
+    def close(self, state):
         pass  # the phase line says when it is done
 
 

@@ -39,7 +39,7 @@ def test_linear_preset_draws_five_steps_at_the_reduced_rank_plateaus(tmp_path, c
 
 
 def test_list_names_every_preset_and_what_it_predicts(capsys):
-    from saddlestep.presets import all_presets, get_preset
+    from saddlestep.presets import all_presets
 
     assert main(["list"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]

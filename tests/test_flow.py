@@ -61,16 +61,65 @@ def test_drop_times_match_projected_saxe_formula(task, alpha, tol):
         np.testing.assert_allclose(measured, predicted, rtol=tol)
 
 
-def test_single_balanced_mode_follows_saxe_logistic():
-    s, u0 = 3.0, 1e-6
+def _balanced_mode(s, u0):
     task = ss.PopulationRegression(np.eye(1), [[s]])
     model = ss.TwoLayer(1, 1, 1, "linear", key=jax.random.PRNGKey(0), init_scale=1e-3)
     w0 = np.sqrt(u0)
-    model = eqx.tree_at(lambda m: (m.W, m.a), model, (jnp.full((1, 1), w0), jnp.full((1, 1), w0)))
-    traj = ss.simulate(model, task, t_max=8.0, rtol=1e-12, atol=1e-18, n_save=801, converge_tol=0.0)
+    return eqx.tree_at(lambda m: (m.W, m.a), model, (jnp.full((1, 1), w0), jnp.full((1, 1), w0))), task
+
+
+@pytest.mark.parametrize("spacing", ["linear", "log"])
+def test_single_balanced_mode_follows_saxe_logistic(spacing):
+    s, u0 = 3.0, 1e-6
+    model, task = _balanced_mode(s, u0)
+    save = ss.Save(n=801, spacing=spacing, start=1e-4)
+    traj = ss.simulate(model, task, t_max=8.0, rtol=1e-12, atol=1e-18, save=save, converge_tol=0.0)
     u = traj.observables["features"][:, 0]
     exact = s / (1 + (s / u0 - 1) * np.exp(-2 * s * traj.times))
     np.testing.assert_allclose(u, exact, rtol=1e-8)
+    t = traj.times
+    assert t[0] == 0.0 and t[-1] == pytest.approx(8.0, rel=1e-12)
+    if spacing == "log":
+        assert t[1] == pytest.approx(8e-4, rel=1e-12)
+        np.testing.assert_allclose(t[2:] / t[1:-1], (1e4) ** (1 / 799), rtol=1e-10)
+        np.testing.assert_allclose(traj.snapshot_times[1:], 8.0 * np.logspace(-4, 0, 20), rtol=1e-10)
+    else:
+        np.testing.assert_allclose(np.diff(t), 0.01, rtol=1e-9)
+
+
+def test_a_log_grid_resolves_early_drops_that_a_far_horizon_hides():
+    # Two modes at s = 4 and 2 drop near t = 2.2 and 4.3; a horizon at 2000 puts both in the
+    # first interval of a uniform 201-point grid, but a log grid sees each drop and its feature.
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 3, [4.0, 2.0])
+    model = ss.TwoLayer(4, 3, 3, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    near = ss.detect_steps(ss.simulate(model, task, t_max=30.0, rtol=1e-9, n_save=2001))
+    far = ss.simulate(model, task, t_max=2000.0, rtol=1e-9, save=ss.Save(n=201, spacing="log", start=1e-4))
+    steps = ss.detect_steps(far)
+    assert [s.feature for s in steps] == [s.feature for s in near] == ["mode 1", "mode 2"]
+    np.testing.assert_allclose([s.time for s in steps], [s.time for s in near], rtol=1e-4)
+    between = (far.times > steps[0].time) & (far.times < steps[1].time)
+    assert between.sum() >= 10
+    uniform = ss.simulate(model, task, t_max=2000.0, rtol=1e-9, n_save=201)
+    assert not ((uniform.times > steps[0].time) & (uniform.times < steps[1].time)).any()
+
+
+def test_discrete_training_saves_on_a_log_grid_at_whole_steps():
+    s, u0, lr = 3.0, 1e-6, 0.01
+    model, task = _balanced_mode(s, u0)
+    traj = ss.simulate(model, task, t_max=8.0, learning_rate=lr, save=ss.Save(n=101, spacing="log", start=1e-3),
+                       converge_tol=0.0)
+    # An independent GD loop on L = ½(s − w²)² for the balanced pair (w, w).
+    w, losses = np.sqrt(u0), [0.5 * (s - u0) ** 2]
+    for _ in range(800):
+        w = w + lr * (s - w * w) * w
+        losses.append(0.5 * (s - w * w) ** 2)
+    t = traj.times[np.isfinite(traj.times)]
+    k = np.rint(t / lr).astype(int)
+    np.testing.assert_allclose(t, k * lr, rtol=1e-12)
+    # Save j after ⌊800·f_j⌋ steps, f geometric from 10⁻³ to 1; repeated step counts saved once.
+    f = np.exp(np.log(1e-3) * np.linspace(1.0, 0.0, 100))
+    np.testing.assert_array_equal(k, np.unique(np.concatenate([[0], np.floor(800 * f + 1e-9)])))
+    np.testing.assert_allclose(traj.loss[np.isfinite(traj.times)], np.asarray(losses)[k], rtol=1e-10)
 
 
 @pytest.mark.parametrize(
@@ -202,6 +251,12 @@ def test_no_recompilation_across_seed_scale_horizon_tolerance(task):
     before = TRACE_COUNT["discrete"]
     gd(0.02, 7.0)
     assert TRACE_COUNT["discrete"] == before
+    log = lambda seed, start: ss.simulate(ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(seed), init_scale=1e-3),
+                                          task, t_max=30.0, save=ss.Save(n=333, spacing="log", start=start))
+    log(0, 1e-3)
+    before = TRACE_COUNT["flow"]
+    log(1, 1e-5)
+    assert TRACE_COUNT["flow"] == before
 
 
 def test_step_budget_and_divergence_are_reported(task):
@@ -231,6 +286,11 @@ def test_bad_simulate_arguments(task):
         ss.simulate(ss.TwoLayer(3, H, D, "linear", key=jax.random.PRNGKey(0)), task, t_max=1.0)
     with pytest.raises(ValueError, match="learning_rate"):
         ss.simulate(model, task, t_max=1.0, optimizer=optax.sgd(0.1))
+    with pytest.raises(ValueError, match="save: expected spacing 'linear' or 'log'"):
+        ss.Save(spacing="geometric")
+    for start in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="save: expected 0 < start < 1"):
+            ss.simulate(model, task, t_max=1.0, save_spacing="log", save_start=start)
 
 
 # ---------------------------------------------------------------- methods as objects

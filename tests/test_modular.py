@@ -208,3 +208,25 @@ def test_agf_steps_are_labelled_by_the_frequency_that_gives_up_the_most_loss(see
     np.testing.assert_allclose(pred.times, np.asarray(raw.times)[starts], rtol=1e-12)
     ends = [k - 1 for k in starts[1:]] + [raw.num_steps - 1]
     np.testing.assert_allclose(pred.losses, np.asarray(raw.losses)[ends], rtol=1e-12)
+
+
+def test_a_noise_frequency_sets_neither_the_horizon_nor_the_first_save(tmp_path):
+    # |x̂| = 31.6, 15.7, 0.07, 8.06: ξ = 3 holds ~4e-6 of the loss, and its κ = 3 lower bound
+    # comes ~10⁶ times after ξ = 1's. The horizon follows the frequencies that show (each more
+    # than 1e-4 of the loss); the log save grid starts before the first bound.
+    from saddlestep import theory
+
+    path = tmp_path / "noisy.npz"
+    np.savez(path, template=fourier_template(9, {1: 31.6, 2: 15.7, 3: 0.07, 4: 8.06}))
+    preset = get_preset("modular")
+    setup = preset.build(preset.parameters({"width": "6"}), init_scale=0.01, seed=23, data=str(path))
+    n0 = float(np.max(np.asarray(setup.model.neuron_norms())))
+    bound = theory.modular_prediction(np.asarray(setup.task.template), 0.01, init_norm=n0)
+    times = dict(zip(bound.order, np.asarray(bound.times)))
+    x_hat = np.abs(np.fft.rfft(np.asarray(setup.task.template)))
+    share = {f"ξ={xi}": x_hat[xi] ** 2 / np.sum(x_hat[1:] ** 2) for xi in (1, 2, 3, 4)}
+    assert share["ξ=3"] < 1e-5 and min(share[k] for k in ("ξ=1", "ξ=2", "ξ=4")) > 1e-2
+    assert all(setup.t_max >= 8 * times[k] for k in ("ξ=1", "ξ=2", "ξ=4"))
+    assert setup.t_max < 1e-3 * times["ξ=3"]
+    kw = setup.simulate_kwargs
+    assert kw["save_spacing"] == "log" and kw["save_start"] * setup.t_max <= 0.1 * min(times.values())

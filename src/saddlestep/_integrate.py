@@ -90,8 +90,19 @@ class Raw(NamedTuple):
     step_record: tuple[Array, Array] | None
 
 
-def _grids(t_max, n_save, n_snapshots):
-    return jnp.linspace(0.0, 1.0, n_save) * t_max, jnp.linspace(0.0, 1.0, n_snapshots) * t_max
+def grid_fractions(n: int, spacing: str, start=None) -> Array:
+    """Save times over t_max: `n` points from 0 to 1, uniform (`"linear"`), or 0 and then
+    geometric from `start` (a traced fraction, so that it never recompiles) to 1 (`"log"`)."""
+    if spacing == "log":
+        power = jnp.arange(n - 2, -1, -1) / (n - 2)  # ends at exactly 0: the last point is t_max
+        return jnp.concatenate([jnp.zeros(1), jnp.minimum(jnp.exp(jnp.log(start) * power), 1.0)])
+    return jnp.linspace(0.0, 1.0, n)
+
+
+def _grids(scalars, n_save, n_snapshots, spacing="linear"):
+    start = scalars["grid_start"]
+    return (grid_fractions(n_save, spacing, start) * scalars["t_max"],
+            grid_fractions(n_snapshots, spacing, start) * scalars["t_max"])
 
 
 def _stop_condition(loss_of, L0, loss_floor, converge_tol):
@@ -116,11 +127,11 @@ def _result(sol_result, final_loss, L0) -> RESULTS:
     return RESULTS.where(_diverged(final_loss, L0), RESULTS.diverged, out)
 
 
-def _solve(vector_field, solver, t0, y0, scalars, record, loss_of, event, *, n_save, n_snapshots, max_steps,
+def _solve(vector_field, solver, t0, y0, scalars, record, loss_of, event, *, n_save, n_snapshots, spacing, max_steps,
            progress_meter):
     """One adaptive Diffrax segment from t0 to t_max: the save grid (through `record`), the
     snapshots, the end state and the loss at every solver step."""
-    grid, snap_grid = _grids(scalars["t_max"], n_save, n_snapshots)
+    grid, snap_grid = _grids(scalars, n_save, n_snapshots, spacing)
     # Save points before the segment's start repeat its first state; a later segment's caller
     # replaces them with the earlier segment's values.
     clip = lambda g: jnp.maximum(g, t0)
@@ -160,19 +171,20 @@ def _finish(sol, grid_t, snap_t, ys, loss_of, L0, result=None, stats=None, step_
 
 
 def explicit_core(params, static, task, scalars, *, solver, n_save, n_snapshots, max_steps, progress_meter,
-                  observe):
+                  observe, spacing="linear"):
     """Any Diffrax solver on the model pytree."""
     loss_of = lambda p: task.loss(eqx.combine(p, static))
     vector_field = lambda t, p, args: jax.tree.map(jnp.negative, jax.grad(loss_of)(p))
     L0 = loss_of(params)
     stop = _stop_condition(loss_of, L0, scalars["loss_floor"], scalars["converge_tol"])
     sol = _solve(vector_field, solver, 0.0, params, scalars, lambda p: observe(eqx.combine(p, static), task), loss_of,
-                 stop, n_save=n_save, n_snapshots=n_snapshots, max_steps=max_steps, progress_meter=progress_meter)
-    return _finish(sol, *_grids(scalars["t_max"], n_save, n_snapshots), sol.ys, loss_of, L0)
+                 stop, n_save=n_save, n_snapshots=n_snapshots, spacing=spacing, max_steps=max_steps,
+                 progress_meter=progress_meter)
+    return _finish(sol, *_grids(scalars, n_save, n_snapshots, spacing), sol.ys, loss_of, L0)
 
 
 def stiff_core(params, static, task, scalars, *, implicit, stiffness, n_save, n_snapshots, max_steps,
-               progress_meter, observe):
+               progress_meter, observe, spacing="linear"):
     """The implicit path: with `stiffness`, a Tsit5 segment ended by a stiffness event first;
     then `implicit.solver(rtol, atol, n)` (built here, so that it sees each member's traced
     tolerances) on the flat state from there."""
@@ -189,8 +201,9 @@ def stiff_core(params, static, task, scalars, *, implicit, stiffness, n_save, n_
     record = lambda y: observe(eqx.combine(unravel(y), static), task)
     L0 = loss_of(y0)
     stop = _stop_condition(loss_of, L0, scalars["loss_floor"], scalars["converge_tol"])
-    grid, snap_grid = _grids(scalars["t_max"], n_save, n_snapshots)
-    kw = dict(n_save=n_save, n_snapshots=n_snapshots, max_steps=max_steps, progress_meter=progress_meter)
+    grid, snap_grid = _grids(scalars, n_save, n_snapshots, spacing)
+    kw = dict(n_save=n_save, n_snapshots=n_snapshots, spacing=spacing, max_steps=max_steps,
+              progress_meter=progress_meter)
     zero = jnp.zeros((), jnp.int64)
     if stiffness is not None:
         floor = jnp.where(jnp.isfinite(scalars["loss_floor"]), scalars["loss_floor"], 0.0)
@@ -231,7 +244,8 @@ def stiff_core(params, static, task, scalars, *, implicit, stiffness, n_save, n_
     return _finish(sol2, grid, snap_grid, ys, loss_of, L0, result, stats, step_record, unravel)
 
 
-def discrete_core(params, static, task, scalars, *, optimizer, scaled, n_save, n_snapshots, observe):
+def discrete_core(params, static, task, scalars, *, optimizer, scaled, n_save, n_snapshots, observe,
+                  spacing="linear"):
     """Full-batch discrete training: θ ← θ − η·u with u the gradient (or an optax transform of it,
     `scaled`); with `scaled=False` the optax transform applies its own step size."""
     loss_of = lambda p: task.loss(eqx.combine(p, static))
@@ -241,7 +255,12 @@ def discrete_core(params, static, task, scalars, *, optimizer, scaled, n_save, n
     stop = _stop_condition(loss_of, L0, scalars["loss_floor"], scalars["converge_tol"])
     total = jnp.ceil(scalars["t_max"] / lr - 1e-9).astype(jnp.int64)
     per_snap = (n_save - 1) // (n_snapshots - 1)
-    target_of = lambda j: (j * total) // (n_save - 1)
+    if spacing == "log":
+        fractions = grid_fractions(n_save, spacing, scalars["grid_start"])
+        # A fraction that lands on a whole step count (up to rounding) is that step.
+        target_of = lambda j: jnp.floor(fractions[j] * total + 1e-9).astype(jnp.int64)
+    else:  # integer arithmetic: the same steps as always
+        target_of = lambda j: (j * total) // (n_save - 1)
 
     def one_step(carry):
         p, opt_state, k, done = carry
@@ -329,7 +348,8 @@ class Problem(NamedTuple):
     - `task`: the loss and the task's observables.
     - `scalars`: traced numbers (`t_max`, `rtol`, `atol`, `loss_floor`, `converge_tol`), each
       over the batch when batched.
-    - `n_save`, `n_snapshots`: grid sizes; `observe`: what the save grid records.
+    - `n_save`, `n_snapshots`: grid sizes; `spacing`: theirs (`"linear"` or `"log"`);
+      `observe`: what the save grid records.
     - `n_params`: parameters per member; `batch`: the batch size (None: one run); `mesh`: devices.
     - `progress_meter`: Diffrax's progress meter.
     """
@@ -345,6 +365,7 @@ class Problem(NamedTuple):
     batch: int | None
     mesh: Any
     progress_meter: dfx.AbstractProgressMeter
+    spacing: str = "linear"
 
     def run(self, name: str, **static_kw) -> Raw:
         """Run core `name` (`"flow"`, `"stiff"`, `"discrete"`) on this problem, padded and split
@@ -358,7 +379,7 @@ class Problem(NamedTuple):
         else:
             core = _batched(name, self.mesh if n_shards > 1 else None)
         out = core(params, self.static, self.task, scalars, observe=self.observe, n_save=self.n_save,
-                   n_snapshots=self.n_snapshots, **static_kw)
+                   n_snapshots=self.n_snapshots, spacing=self.spacing, **static_kw)
         out = jax.device_get(out)
         return jax.tree.map(lambda x: x[: self.batch], out) if n_shards > 1 else out
 

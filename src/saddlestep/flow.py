@@ -73,21 +73,33 @@ class Save(eqx.Module):
 
     **Arguments:**
 
-    - `n`: points of the save grid, uniform in t (and so in t/ln(1/α)); at least 3.
-    - `snapshots`: the parameters are kept at this many uniformly spaced times; at least 2.
+    - `n`: points of the save grid; at least 3.
+    - `snapshots`: the parameters are kept at this many times; at least 2.
     - `observables`: `fn(model)` or `fn(model, task)` returning a dict of arrays (or any pytree),
       recorded on the save grid beside the task's into `Trajectory.observables` (pass the same
       function again to reuse the compilation).
+    - `spacing`: `"linear"`, both grids uniform in t (and so in t/ln(1/α)); or `"log"`, t = 0 and
+      then geometric from `start`·t_max to t_max, for staircases whose drops span decades of
+      time (a uniform grid over a far horizon puts every early drop, and the features that label
+      it, in its first interval).
+    - `start`: where a log grid begins, as a fraction of t_max in (0, 1) (traced: changing it
+      does not recompile).
     """
 
     n: int = 2001
     snapshots: int = 21
     observables: Callable | None = None
+    spacing: str = "linear"
+    start: float = 1e-6
 
     def __check_init__(self):
         if int(self.n) != self.n or int(self.snapshots) != self.snapshots or self.n < 3 or self.snapshots < 2:
             raise ValueError(f"save: expected n ≥ 3 and snapshots ≥ 2 (integers), got n={self.n}, "
                              f"snapshots={self.snapshots}")
+        if self.spacing not in ("linear", "log"):
+            raise ValueError(f"save: expected spacing 'linear' or 'log', got {self.spacing!r}")
+        if not 0.0 < self.start < 1.0:
+            raise ValueError(f"save: expected 0 < start < 1 (a fraction of t_max), got {self.start}")
 
 
 class Stop(eqx.Module):
@@ -136,7 +148,7 @@ def simulate(
       a name in `METHODS` (`"explicit"`, `"implicit"`, `"auto"`) or a Diffrax solver.
     - `rtol`, `atol`: tolerances; `atol` defaults to rtol·α, since the parameters start O(α) and
       a plateau's escape time is set by their relative accuracy (reference/engineering.md §1.2).
-    - `save`: what is recorded (`Save(n, snapshots, observables)`; default `Save()`).
+    - `save`: what is recorded (`Save(n, snapshots, observables, spacing, start)`; default `Save()`).
     - `stop`: when a converged run ends early (`Stop(converge_tol, loss_floor)`; default `Stop()`).
     - `progress`: show progress — a bar on a terminal, a few plain lines elsewhere (default:
       on a terminal, or inside `progress.reporting()`; never for a batch).
@@ -144,8 +156,8 @@ def simulate(
       device running its own adaptive loop (the batch is padded to a multiple of the devices).
 
     The older keywords still work: `solver`, `max_steps`, `linear_solver`, `stiffness`,
-    `count_evals`, `learning_rate` and `optimizer` build the method; `n_save`, `n_snapshots` and
-    `observables` the `Save`; `converge_tol` and `loss_floor` the `Stop`.
+    `count_evals`, `learning_rate` and `optimizer` build the method; `n_save`, `n_snapshots`,
+    `save_spacing`, `save_start` and `observables` the `Save`; `converge_tol` and `loss_floor` the `Stop`.
 
     **Returns:** a `Trajectory`.
     """
@@ -173,7 +185,7 @@ def simulate(
         n_save, n_snapshots = discrete_grid(n_save, n_snapshots)
     atols = rtol * init_scale if atol is None else np.full_like(init_scale, _positive("atol", atol))
     scalars = dict(init_scale=init_scale, t_max=t_max, rtol=rtol, atol=atols, converge_tol=converge_tol,
-                   loss_floor=-math.inf if loss_floor is None else float(loss_floor))
+                   loss_floor=-math.inf if loss_floor is None else float(loss_floor), grid_start=float(save.start))
     shape = init_scale.shape
     params, static = eqx.partition(parameters(model), eqx.is_inexact_array)
     meter = _progress_meter(progress, batched)
@@ -181,7 +193,7 @@ def simulate(
         params, static, task, {k: jnp.broadcast_to(jnp.asarray(v, jnp.float64), shape) for k, v in scalars.items()},
         n_save, n_snapshots, observe, sum(x.size for x in jax.tree.leaves(params)) // (shape[0] if batched else 1),
         shape[0] if batched else None, mesh,
-        meter,
+        meter, save.spacing,
     )
     return _trajectory(method.run(problem), method, problem, model, probe)
 
@@ -252,7 +264,8 @@ class _PlainMeter(dfx.AbstractProgressMeter):
         pass  # the phase line says when it is done
 
 
-_SAVE_KEYS = {"n_save": "n", "n_snapshots": "snapshots", "observables": "observables"}
+_SAVE_KEYS = {"n_save": "n", "n_snapshots": "snapshots", "observables": "observables", "save_spacing": "spacing",
+              "save_start": "start"}
 _STOP_KEYS = {"converge_tol": "converge_tol", "loss_floor": "loss_floor"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 from jaxtyping import Float
@@ -25,16 +26,29 @@ def power_heatmap(traj: Trajectory, key: str, *, ylabel: str, title: str):
     components grow from O(α²) long before they show in the loss."""
     P = np.asarray(traj.observables[key])
     t = np.asarray(traj.times)
+    keep = np.isfinite(t)
+    P, t = P[keep], t[keep]
     fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
-    top = max(float(P.max()), 1e-300)
+    top = max(float(np.nanmax(P)), 1e-300)
     logP = np.log10(np.maximum(P, top * 1e-12))
-    im = ax.imshow(logP.T, aspect="auto", origin="lower", extent=(t[0], t[-1], -0.5, P.shape[1] - 0.5),
-                   cmap="magma", interpolation="nearest")
+    im: mpl.cm.ScalarMappable
+    if _geometric(t):  # a log save grid: draw it on log time, where its points are even
+        im = ax.pcolormesh(t[1:], np.arange(P.shape[1]), logP[1:].T, shading="nearest", cmap="magma")
+        ax.set_xscale("log")
+    else:
+        im = ax.imshow(logP.T, aspect="auto", origin="lower", extent=(t[0], t[-1], -0.5, P.shape[1] - 0.5),
+                       cmap="magma", interpolation="nearest")
     ax.set_xlabel("time t")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="log10 power")
     return fig
+
+
+def _geometric(t: np.ndarray) -> bool:
+    """Whether the save times after t = 0 grow by a constant factor (`Save(spacing="log")`)."""
+    r = t[2:] / t[1:-1] if len(t) > 3 and t[1] > 0 else np.ones(1)
+    return bool(r[0] > 1.0 + 1e-9 and np.allclose(r, r[0], rtol=1e-6))
 
 
 def lower_bounds(traj: Trajectory, bound: Prediction):
@@ -46,10 +60,13 @@ def lower_bounds(traj: Trajectory, bound: Prediction):
     for v in bound.losses:
         ax.axhline(v, color="0.6", lw=0.8, ls=":")
     top = float(np.nanmax(L))
+    log_t = _geometric(t[np.isfinite(t)])
+    if log_t:
+        ax.set_xscale("log")
     for tb, lab in zip(bound.times, bound.order):
-        if tb <= t[-1]:
+        if tb <= np.nanmax(t):
             ax.axvline(tb, color="C3", lw=0.9, ls="--")
-            ax.annotate("", xy=(tb + 0.06 * t[-1], 0.9 * top), xytext=(tb, 0.9 * top),
+            ax.annotate("", xy=(1.6 * tb if log_t else tb + 0.06 * np.nanmax(t), 0.9 * top), xytext=(tb, 0.9 * top),
                         arrowprops=dict(arrowstyle="->", color="C3"))
             ax.text(tb, 0.95 * top, f" {lab}", color="C3", fontsize=8)
     ax.set_xlabel("time t")

@@ -157,6 +157,31 @@ def test_sigterm_leaves_no_temporary_behind(tmp_path):
     assert not out.exists() or (out / "summary.json").exists()
 
 
+def test_sigterm_ends_a_run_inside_a_compiled_solve(tmp_path):
+    # The implicit path of a modular flow holds its thread inside XLA for minutes (a signal used to
+    # wait a minute or more for it); the signal must still end the run at once, leaving nothing.
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saddlestep.cli", "run", "modular", "--set", "p=11", "--set", "width=8",
+         "--init-scale", "1e-3", "--set", "t_max=1e9", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+    )
+    try:
+        for line in proc.stdout:
+            if "solver steps" in line:  # the solve's own progress: compiled and running
+                break
+        time.sleep(3.0)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted" in proc.stdout.read()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_debug_flag_shows_the_traceback(tmp_path):
     env = {**os.environ, "SADDLESTEP_DEBUG": "1"}
     proc = subprocess.run(

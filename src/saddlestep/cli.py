@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import os
 import re
 import signal
 import sys
+import threading
 
 
 class _Parser(argparse.ArgumentParser):
@@ -278,6 +280,28 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def _off_the_main_thread(fn):
+    """`fn()` in a worker thread while the main thread waits in short naps: Python runs signal
+    handlers only on the main thread, between bytecodes, and a compiled solve holds its thread
+    inside XLA until it returns, so Ctrl-C or SIGTERM would otherwise wait for the whole solve."""
+    context = contextvars.copy_context()  # the `reporting` block the command runs in
+    box: dict = {}
+
+    def work():
+        try:
+            box["value"] = context.run(fn)
+        except BaseException as err:  # noqa: BLE001 - re-raised on the main thread below
+            box["error"] = err
+
+    worker = threading.Thread(target=work, name="saddlestep-command", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def main(argv: list[str] | None = None) -> int:
     from .progress import reporting
 
@@ -285,9 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False) or os.environ.get("SADDLESTEP_DEBUG", "") not in ("", "0")
     if argv is None and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
+    command = lambda: _COMMANDS[args.command](args)
+    # Ray sets its own SIGTERM handler, and only from the main thread.
+    threaded = argv is None and args.command != "list" and getattr(args, "executor", "local") != "ray"
+    if threaded:
+        # The command draws off the main thread, where GUI backends may not: it only writes files.
+        import matplotlib
+
+        matplotlib.use("Agg")
     try:
         with reporting(args.command != "list"):
-            return _COMMANDS[args.command](args)
+            return _off_the_main_thread(command) if threaded else command()
     except BrokenPipeError:
         # The reader went away (`saddlestep list | head`): nothing more to say, and no error.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -296,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("saddlestep: interrupted", file=sys.stderr)
         if argv is None:
-            # The writers' temporaries are already removed while unwinding; skip the interpreter's
-            # teardown, which can crash while XLA's threads are mid-computation.
+            # The command's thread cannot be unwound: remove what its writers had half-written, and
+            # skip the interpreter's teardown, which can crash while XLA's threads are mid-computation.
+            from .outputs import remove_temporaries
+
+            remove_temporaries()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(130)

@@ -56,6 +56,28 @@ def _chmod_default(path: str, *, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+# This process's temporaries while they are being written: an interrupt that cannot unwind the
+# writer's thread (the CLI's main thread, while a worker thread runs the command) removes them.
+_LIVE: set[str] = set()
+
+
+def remove_temporaries() -> list[str]:
+    """Remove this process's temporaries still being written.
+
+    **Returns:** the paths removed.
+    """
+    removed = []
+    for path in sorted(_LIVE):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        removed.append(path)
+    _LIVE.clear()
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file whole or not at all (a temporary file beside it, then a rename).
 
@@ -67,6 +89,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-")
+    _LIVE.add(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -78,6 +101,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        _LIVE.discard(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -253,6 +278,7 @@ def output_folder(path: str | os.PathLike, *, kind: str, overwrite: bool = False
     os.makedirs(parent, exist_ok=True)
     clean_stale(out)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-{os.getpid()}-")
+    _LIVE.add(tmp)
     try:
         _chmod_default(tmp, directory=True)
         yield tmp
@@ -261,6 +287,8 @@ def output_folder(path: str | os.PathLike, *, kind: str, overwrite: bool = False
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _LIVE.discard(tmp)
 
 
 def _commit(tmp: str, out: str, kind: str, overwrite: bool) -> None:

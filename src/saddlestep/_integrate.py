@@ -99,7 +99,7 @@ def grid_fractions(n: int, spacing: str, start=None) -> Array:
     return jnp.linspace(0.0, 1.0, n)
 
 
-def _grids(scalars, n_save, n_snapshots, spacing="linear"):
+def _grids(scalars, n_save, n_snapshots, spacing):
     start = scalars["grid_start"]
     return (grid_fractions(n_save, spacing, start) * scalars["t_max"],
             grid_fractions(n_snapshots, spacing, start) * scalars["t_max"])
@@ -171,7 +171,7 @@ def _finish(sol, grid_t, snap_t, ys, loss_of, L0, result=None, stats=None, step_
 
 
 def explicit_core(params, static, task, scalars, *, solver, n_save, n_snapshots, max_steps, progress_meter,
-                  observe, spacing="linear"):
+                  observe, spacing):
     """Any Diffrax solver on the model pytree."""
     loss_of = lambda p: task.loss(eqx.combine(p, static))
     vector_field = lambda t, p, args: jax.tree.map(jnp.negative, jax.grad(loss_of)(p))
@@ -184,7 +184,7 @@ def explicit_core(params, static, task, scalars, *, solver, n_save, n_snapshots,
 
 
 def stiff_core(params, static, task, scalars, *, implicit, stiffness, n_save, n_snapshots, max_steps,
-               progress_meter, observe, spacing="linear"):
+               progress_meter, observe, spacing):
     """The implicit path: with `stiffness`, a Tsit5 segment ended by a stiffness event first;
     then `implicit.solver(rtol, atol, n)` (built here, so that it sees each member's traced
     tolerances) on the flat state from there."""
@@ -245,7 +245,7 @@ def stiff_core(params, static, task, scalars, *, implicit, stiffness, n_save, n_
 
 
 def discrete_core(params, static, task, scalars, *, optimizer, scaled, n_save, n_snapshots, observe,
-                  spacing="linear"):
+                  spacing):
     """Full-batch discrete training: θ ← θ − η·u with u the gradient (or an optax transform of it,
     `scaled`); with `scaled=False` the optax transform applies its own step size."""
     loss_of = lambda p: task.loss(eqx.combine(p, static))
@@ -365,7 +365,7 @@ class Problem(NamedTuple):
     batch: int | None
     mesh: Any
     progress_meter: dfx.AbstractProgressMeter
-    spacing: str = "linear"
+    spacing: str
 
     def run(self, name: str, **static_kw) -> Raw:
         """Run core `name` (`"flow"`, `"stiff"`, `"discrete"`) on this problem, padded and split

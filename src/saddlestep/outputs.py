@@ -66,16 +66,20 @@ def remove_temporaries() -> list[str]:
 
     **Returns:** the paths removed.
     """
-    removed = []
-    for path in sorted(_LIVE):
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        removed.append(path)
+    removed = sorted(_LIVE)
+    for path in removed:
+        _remove(path)
     _LIVE.clear()
     return removed
+
+
+def _remove(path: str) -> None:
+    """Remove a temporary, folder or file (never following a link)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -238,11 +242,7 @@ def clean_stale(out: str) -> list[str]:
             with contextlib.suppress(OSError):
                 if time.time() - os.path.getmtime(path) < _LEGACY_TEMP_AGE_S:
                     continue
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        _remove(path)
         removed.append(path)
     return removed
 

@@ -13,6 +13,7 @@ def test_bench_reduced(tmp_path):
     result = bench.run_bench(
         tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3), stiff_alphas=(0.5, 0.4),
         agf_presets=("diagonal",), sgns_vocab_size=40,
+        relu_case={"inputs": "gaussian", "n": 40, "d": 4, "width": 6, "teacher_norms": (2.0, 1.0)},
     )
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["speedup_vs_gd"] == result["speedup_vs_gd"] > 0
@@ -36,6 +37,8 @@ def test_bench_reduced(tmp_path):
     assert on_disk["agf_max_ratio"] == result["agf"]["max_ratio"] and "AGF against the flow" in md
     assert on_disk["sgns_wall_s"] == result["word2vec"]["sgns_wall_s"] > 0 and "## Exact SGNS" in md
     assert result["word2vec"]["vocab_size"] == 40
+    assert on_disk["relu_speedup_vs_gd"] == result["relu"]["relu_speedup_vs_gd"] > 0
+    assert "## Two-layer ReLU on a finite sample" in md
     # The stiff section: every method at both α, the implicit ones on the explicit solution.
     stiff = result["stiff"]
     assert "Stiff gradient flows" in md and result["stiff_speedup"] == stiff["stiff_speedup"] > 0
@@ -95,3 +98,26 @@ def test_sgns_section_shapes():
     assert min(section["grad_ms"], section["loss_ms"], section["sgns_wall_s"]) > 0
     md = sgns_markdown(section)
     assert "## Exact SGNS" in md and "V = 40, d = 3" in md
+
+
+def test_relu_section_shapes():
+    from saddlestep.bench.relu import ERROR_FLOOR, relu_markdown, run_relu_bench
+    from saddlestep.presets import get_preset
+
+    case = {"inputs": "gaussian", "n": 40, "d": 4, "width": 6, "teacher_norms": (2.0, 1.0)}
+    section = run_relu_bench(quick=True, case=case, rtols=(1e-4,))
+    preset_rtol = get_preset("relu").rtol
+    rows = {r["rtol"]: r for r in section["rows"]}
+    assert set(rows) == {1e-4, preset_rtol}  # the preset's own tolerance is always measured
+    assert section["relu_speedup_vs_gd"] == rows[preset_rtol]["speedup"] > 0
+    assert np.all(np.diff(section["reference"]["drop_times"]) > 0) and section["t_max"] > max(
+        section["reference"]["drop_times"])
+    for row in rows.values():
+        assert row["gd_target"] == max(row["error"], ERROR_FLOOR)
+        assert 0.5 < row["gd_error"] / row["gd_target"] < 2  # GD calibrated to the flow's accuracy
+        assert row["gd_steps"] > row["steps"] > 0
+    assert rows[preset_rtol]["error"] < 1e-3
+    # Sliding along ReLU kinks: the step count follows the tolerance, not the dynamics.
+    assert rows[1e-4]["steps"] < rows[preset_rtol]["steps"] / 5
+    md = relu_markdown(section)
+    assert "## Two-layer ReLU on a finite sample" in md and "relu_speedup_vs_gd" in md

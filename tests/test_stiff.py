@@ -149,6 +149,12 @@ def test_stiff_path_reproduces_small_modular_case():
     assert 0 < auto.stats["t_switch"] and auto.stats["t_switch"] >= 0.5 * t_first
     assert auto.stats["implicit_steps"] > 0
     assert auto.stats["steps"] < ref.stats["steps"] / 3
+    # The step record runs through both segments in time order, one entry per accepted step
+    # (the two buffers are compacted, not sorted).
+    assert len(auto.step_times) == auto.stats["accepted"] and np.all(np.diff(auto.step_times) > 0)
+    assert auto.step_times[0] < auto.stats["t_switch"] < auto.step_times[-1]
+    # Gradient flow only descends: the recorded losses fall step after step, across the switch.
+    assert np.all(np.diff(auto.step_loss) <= 1e-9 * auto.step_loss[0])
 
 
 def test_auto_stays_explicit_when_not_stiff():

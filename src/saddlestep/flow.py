@@ -364,12 +364,19 @@ def _step_record(record):
     if record is None:
         return None, None
     t, L = (np.asarray(x, dtype=float) for x in record)
-    t = np.where(np.isfinite(t), t, np.nan)
-    L = np.where(np.isfinite(t), L, np.nan)
-    order = np.argsort(t, axis=-1, kind="stable")  # NaNs last
+    used = np.isfinite(t)
+    if t.ndim == 1:
+        # Each segment writes its steps in time order from the front of its buffer, and a later
+        # segment starts where the earlier one ended: the used entries are already in order
+        # (compacting, not sorting, the max_steps-long buffer: a sort cost a short run 15%).
+        return t[used], L[used]
+    # Per member: used entries first, in their order (a stable sort of a boolean key is linear).
+    order = np.argsort(~used, axis=-1, kind="stable")
+    t = np.where(used, t, np.nan)
+    L = np.where(used, L, np.nan)
     t, L = np.take_along_axis(t, order, -1), np.take_along_axis(L, order, -1)
     # Keep only as many columns as the longest member used.
-    n = int(np.max(np.sum(np.isfinite(t), axis=-1), initial=0))
+    n = int(np.max(np.sum(used, axis=-1), initial=0))
     return t[..., :n], L[..., :n]
 
 

@@ -15,7 +15,7 @@ a second run of the same method on a fine grid (the save grid changes no iterate
 
 The package: `common` (setup, drop times, timing), `linear` (the main sections and the writer),
 `stiff_section` (the stiff cases), `agf` (AGF against the flow), `word2vec` (the exact SGNS flow
-of the `word2vec` preset).
+of the `word2vec` preset), `relu` (a ReLU teacher–student against GD at equal drop-time accuracy).
 """
 
 from .common import drop_times as drop_times, PRESET as PRESET

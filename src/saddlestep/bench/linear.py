@@ -20,6 +20,7 @@ from ..presets import get_preset
 from .common import _device, _setup, _timed, _TSIT5_EVALS_PER_STEP, drop_times, PRESET
 from .stiff_section import run_stiff_bench, stiff_markdown
 from .agf import agf_markdown, run_agf_bench
+from .relu import relu_markdown, run_relu_bench
 from .word2vec import run_sgns_bench, sgns_markdown
 
 
@@ -33,6 +34,7 @@ def run_bench(
     stiff_alphas: tuple[float, ...] | None = None,
     agf_presets: tuple[str, ...] | None = None,
     sgns_vocab_size: int | None = None,
+    relu_case: dict | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Run the benchmark and write `bench.json` and `bench.md` into `out` (each atomically).
@@ -48,11 +50,14 @@ def run_bench(
     - `agf_presets`: presets of the `agf` section (default: every preset with an AGF predictor).
     - `sgns_vocab_size`: V of the `word2vec` section (exact SGNS; default 300 quick, 2000 full;
       0 skips the section).
+    - `relu_case`: the `relu` section's preset configuration (default `bench.relu.QUICK_CASE` or
+      `FULL_CASE`).
     - `overwrite`: replace an earlier bench output at `out` (see `saddlestep.outputs`).
 
     **Returns:** the dictionary written to `bench.json`; its top-level `speedup_vs_gd` is GD's wall
     time at the tightest target (1e-4) over the flow's at rtol 1e-6; `sgns_wall_s` the exact SGNS
-    flow's wall time (None when skipped).
+    flow's wall time (None when skipped); `relu_speedup_vs_gd` GD's wall time over the flow's on a
+    ReLU teacher–student at equal drop-time accuracy (the `relu` preset's rtol).
     """
     from ..runs import versions
 
@@ -155,6 +160,7 @@ def run_bench(
     stiff_section = run_stiff_bench(quick=quick, alphas=stiff_alphas)
     agf_section = run_agf_bench(quick=quick, presets=agf_presets)
     sgns_section = None if sgns_vocab_size == 0 else run_sgns_bench(quick=quick, vocab_size=sgns_vocab_size)
+    relu_section = run_relu_bench(quick=quick, case=relu_case)
 
     result = {
         "format": "saddlestep.bench/1",
@@ -181,6 +187,8 @@ def run_bench(
         "agf_max_ratio": agf_section["max_ratio"],
         "word2vec": sgns_section,
         "sgns_wall_s": None if sgns_section is None else sgns_section["sgns_wall_s"],
+        "relu": relu_section,
+        "relu_speedup_vs_gd": relu_section["relu_speedup_vs_gd"],
         "compile_s": {
             "flow_single": flow_row["compile_s"],
             "flow_vmapped": max(r["compile_s"] for r in throughput),
@@ -191,7 +199,8 @@ def run_bench(
     with output_folder(out, kind="bench", overwrite=overwrite) as tmp:
         atomic_write_text(os.path.join(tmp, "bench.json"), json.dumps(result, indent=2) + "\n")
         atomic_write_text(os.path.join(tmp, "bench.md"), to_markdown(result) + stiff_markdown(stiff_section)
-                          + agf_markdown(agf_section) + ("" if sgns_section is None else sgns_markdown(sgns_section)))
+                          + agf_markdown(agf_section) + ("" if sgns_section is None else sgns_markdown(sgns_section))
+                          + relu_markdown(relu_section))
     return result
 
 

@@ -81,3 +81,10 @@ def test_teacher_features_need_a_two_layer_view_and_are_skipped_otherwise():
     assert task.observables(odd) == {}
     usual = ss.TwoLayer(3, 2, 1, "relu", key=jax.random.PRNGKey(1), init_scale=0.1)
     assert task.observables(usual)["features"].shape == (1,)
+
+
+def test_digits_names_why_scikit_learn_failed_to_import(monkeypatch):
+    # A module that cannot be imported (None in sys.modules makes `import` fail at once).
+    monkeypatch.setitem(__import__("sys").modules, "sklearn.datasets", None)
+    with pytest.raises(ValueError, match=r"^digits: needs scikit-learn .*importing it failed: .*sklearn\.datasets"):
+        ss.tasks.digits(20)

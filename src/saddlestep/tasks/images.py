@@ -26,9 +26,11 @@ def digits(n: int | None = None, *, seed: int = 0, classes: int = 10) -> SampleR
     """
     try:
         from sklearn.datasets import load_digits
-    except ImportError:  # pragma: no cover - depends on the environment
+    except ImportError as err:
+        # Name the cause: a missing package and a broken one (a local `rich.py` shadowing one
+        # of scikit-learn's imports, say) need different mends.
         raise ValueError(
-            "digits: needs scikit-learn (pip install scikit-learn), which bundles the images"
+            f"digits: needs scikit-learn (pip install scikit-learn), which bundles the images; importing it failed: {err}"
         ) from None
     if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or not 2 <= classes <= 10:
         raise ValueError(f"classes: expected an integer between 2 and 10, got {classes!r}")

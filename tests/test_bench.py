@@ -4,6 +4,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from saddlestep import bench
 from saddlestep.trajectory import Trajectory
@@ -121,3 +122,16 @@ def test_relu_section_shapes():
     assert rows[1e-4]["steps"] < rows[preset_rtol]["steps"] / 5
     md = relu_markdown(section)
     assert "## Two-layer ReLU on a finite sample" in md and "relu_speedup_vs_gd" in md
+
+
+@pytest.mark.slow
+def test_richness_against_gd():
+    # Minutes: the reference takes ~300,000 steps (sliding at ReLU kinks: steps ∝ 1/rtol).
+    from saddlestep.bench.relu import run_richness_vs_gd
+
+    out = run_richness_vs_gd()
+    fine, loose = out["rows"]
+    assert fine["rtol"] == out["preset_rtol"] and loose["rtol"] == 10 * out["preset_rtol"]
+    assert fine["error"] < loose["error"] < 1e-3 and 0.5 < fine["gd_error"] / fine["gd_target"] < 2
+    assert 5 < fine["steps"] / loose["steps"] < 20  # the step count follows the tolerance
+    assert out["speedup"] == fine["speedup"] > 0

@@ -1,5 +1,6 @@
 """`saddlestep bench`'s `relu` section: the flow of a two-layer ReLU network on a finite sample
-against gradient descent at equal drop-time accuracy.
+against gradient descent at equal drop-time accuracy (and, in the full bench, the `richness`
+preset's deep ReLU network the same way).
 
 A ReLU network's vector field is only Lipschitz: it has a kink wherever a neuron's pre-activation
 on a sample changes sign. Neurons settle on those surfaces and slide along them (a Filippov
@@ -62,41 +63,30 @@ def loss_crossings(traj, levels) -> np.ndarray:
     return np.array([first_crossing(traj.times, traj.loss, lv, falling=True) for lv in levels])
 
 
-def run_relu_bench(quick: bool = True, *, rtols: tuple[float, ...] | None = None, case: dict | None = None,
-                   init_scale: float | None = None, gd_lr0: float = 1e-3) -> dict:
-    """The flow against GD at equal drop-time accuracy on a two-layer ReLU teacher–student.
+def versus_gd(model, task, horizon: float, *, rtols: tuple[float, ...], quick: bool, gd_lr0: float,
+              drops: int = _DROPS, flow_kwargs: dict | None = None, reference_rtol: float = REFERENCE_RTOL) -> dict:
+    """The flow at each of `rtols` against GD calibrated to the same drop-time error.
 
-    **Arguments:**
+    **Arguments:** `model`, `task`; `horizon`, a time past the first `drops` drops; `rtols`;
+    `quick`, one timing run instead of the best of two; `gd_lr0`, GD's calibration learning rate;
+    `flow_kwargs`, what else `simulate` takes for both (a preset's `loss_floor`, `converge_tol`);
+    `reference_rtol`, the Tsit5 reference's tolerance.
 
-    - `quick`: the small case (`QUICK_CASE`) instead of the full one (`FULL_CASE`, n = 400,
-      width 32, α = 1e-4).
-    - `rtols`: the flow's tolerances (default 1e-4, 1e-5, 1e-6; quick 1e-4, 1e-6); the `relu`
-      preset's own is added when missing.
-    - `case`, `init_scale`: another `relu` preset configuration and α.
-    - `gd_lr0`: GD's calibration learning rate.
-
-    **Returns:** `{"case", "init_scale", "t_max", "reference", "rows", "preset_rtol",
-    "relu_speedup_vs_gd"}`; a row holds the flow's rtol, steps, wall time and drop-time error,
-    and GD's learning rate, error, steps and wall time at that error (floored at
-    `ERROR_FLOOR`); `relu_speedup_vs_gd` is GD's wall over the flow's at the preset's rtol.
+    **Returns:** `{"t_max", "reference", "gd_calibration", "rows"}` (a row per rtol).
     """
-    model, task, horizon, alpha, preset_rtol = _case(quick, case, init_scale)
-    rtols = tuple(rtols if rtols is not None else ((1e-4, 1e-6) if quick else (1e-4, 1e-5, 1e-6)))
-    if preset_rtol not in rtols:
-        rtols = (preset_rtol, *rtols)
+    kw = dict(flow_kwargs or {}, n_snapshots=2)
     repeats = 1 if quick else 2
     # The step record is a max_steps-long buffer: only the reference gets a larger budget.
     flow = lambda rtol, t_max, n: simulate(model, task, t_max=t_max, method=Explicit(
-        max_steps=5_000_000 if rtol == REFERENCE_RTOL else 200_000), rtol=rtol, n_save=n, n_snapshots=2)
-    # The horizon: a quarter past the second drop (later ReLU drops are slow and merge).
-    levels, t_max = drop_levels(flow(min(rtols), horizon, _FINE), _DROPS)
-    ref = flow(REFERENCE_RTOL, t_max, _FINE)
+        max_steps=5_000_000 if rtol == reference_rtol else 200_000), rtol=rtol, n_save=n, **kw)
+    levels, t_max = drop_levels(flow(min(rtols), horizon, _FINE), drops)
+    ref = flow(reference_rtol, t_max, _FINE)
     t_ref = loss_crossings(ref, levels)
 
     def error(traj) -> float:
         return float(np.max(np.abs(loss_crossings(traj, levels) / t_ref - 1)))
 
-    gd = lambda lr, n: simulate(model, task, t_max=t_max, method=Discrete(lr), n_save=n, n_snapshots=2)
+    gd = lambda lr, n: simulate(model, task, t_max=t_max, method=Discrete(lr), n_save=n, **kw)
     gd(gd_lr0, _COARSE)  # compile once: the learning rate is traced
     e0 = error(gd(gd_lr0, _FINE))
     rows = []
@@ -116,16 +106,63 @@ def run_relu_bench(quick: bool = True, *, rtols: tuple[float, ...] | None = None
             "wall_s": wall, "error": e_flow, "gd_target": target, "gd_lr": lr, "gd_error": e_gd,
             "gd_steps": int(gd_traj.stats["steps"]), "gd_wall_s": gd_wall, "speedup": gd_wall / wall,
         })
-    headline = next(r for r in rows if r["rtol"] == preset_rtol)
+    return {"t_max": t_max,
+            "reference": {"solver": "Tsit5", "rtol": reference_rtol, "steps": int(ref.stats["steps"]),
+                          "drop_times": t_ref.tolist()},
+            "gd_calibration": {"lr": gd_lr0, "error": e0}, "rows": rows}
+
+
+def run_relu_bench(quick: bool = True, *, rtols: tuple[float, ...] | None = None, case: dict | None = None,
+                   init_scale: float | None = None, gd_lr0: float = 1e-3, richness: bool | None = None) -> dict:
+    """The flow against GD at equal drop-time accuracy on a two-layer ReLU teacher–student (and,
+    in the full bench, on the `richness` preset's deep ReLU network).
+
+    **Arguments:**
+
+    - `quick`: the small case (`QUICK_CASE`) instead of the full one (`FULL_CASE`, n = 400,
+      width 32, α = 1e-4).
+    - `rtols`: the flow's tolerances (default 1e-4, 1e-5, 1e-6; quick 1e-4, 1e-6); the `relu`
+      preset's own is added when missing.
+    - `case`, `init_scale`: another `relu` preset configuration and α.
+    - `gd_lr0`: GD's calibration learning rate.
+    - `richness`: also measure the `richness` preset at its defaults (default: not in quick).
+
+    **Returns:** `{"case", "init_scale", "t_max", "reference", "gd_calibration", "rows",
+    "preset_rtol", "relu_speedup_vs_gd", "richness"}`; a row holds the flow's rtol, steps, wall
+    time and drop-time error, and GD's learning rate, error, steps and wall time at that error
+    (floored at `ERROR_FLOOR`); `relu_speedup_vs_gd` is GD's wall over the flow's at the preset's
+    rtol; `richness` is the same comparison on that preset (None when not run).
+    """
+    model, task, horizon, alpha, preset_rtol = _case(quick, case, init_scale)
+    rtols = tuple(rtols if rtols is not None else ((1e-4, 1e-6) if quick else (1e-4, 1e-5, 1e-6)))
+    if preset_rtol not in rtols:
+        rtols = (preset_rtol, *rtols)
+    # The horizon: a quarter past the second drop (later ReLU drops are slow and merge).
+    section = versus_gd(model, task, horizon, rtols=rtols, quick=quick, gd_lr0=gd_lr0)
+    headline = next(r for r in section["rows"] if r["rtol"] == preset_rtol)
+    deep = run_richness_vs_gd() if (not quick if richness is None else richness) else None
     return {
         "case": {k: list(v) if isinstance(v, tuple) else v for k, v in
                  (case if case is not None else (QUICK_CASE if quick else FULL_CASE)).items()},
-        "init_scale": alpha, "t_max": t_max,
-        "reference": {"solver": "Tsit5", "rtol": REFERENCE_RTOL, "steps": int(ref.stats["steps"]),
-                      "drop_times": t_ref.tolist()},
-        "gd_calibration": {"lr": gd_lr0, "error": e0},
-        "rows": rows, "preset_rtol": preset_rtol, "relu_speedup_vs_gd": headline["speedup"],
+        "init_scale": alpha, **section, "preset_rtol": preset_rtol, "relu_speedup_vs_gd": headline["speedup"],
+        "richness": deep,
     }
+
+
+def run_richness_vs_gd(gd_lr0: float = 30.0) -> dict:
+    """The `richness` preset (a deep μP ReLU network on digits, stopped after its escape) at its
+    defaults: the flow at the preset's rtol and 10× looser, against GD at the same accuracy.
+
+    **Returns:** `{"init_scale", "preset_rtol", "t_max", "reference", "gd_calibration", "rows",
+    "speedup"}` (`speedup`: GD over the flow at the preset's rtol).
+    """
+    preset = get_preset("richness")
+    setup = preset.setup(preset.parameters(), init_scale=preset.init_scale, seed=0, data=None)
+    kw = {k: v for k, v in setup.simulate_kwargs.items() if k in ("loss_floor", "converge_tol")}
+    rtols = (preset.rtol, 10 * preset.rtol)
+    out = versus_gd(setup.model, setup.task, setup.t_max, rtols=rtols, quick=False, gd_lr0=gd_lr0, drops=1,
+                    flow_kwargs=kw, reference_rtol=preset.rtol / 10)
+    return {"init_scale": preset.init_scale, "preset_rtol": preset.rtol, **out, "speedup": out["rows"][0]["speedup"]}
 
 
 def relu_markdown(section: dict) -> str:
@@ -141,8 +178,16 @@ def relu_markdown(section: dict) -> str:
              f"{section['preset_rtol']:g}.", "",
              "| flow rtol | steps | rejected | error | wall (ms) | GD lr | GD error | GD steps | GD wall (ms) | GD / flow |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in section["rows"]:
-        lines.append(f"| {r['rtol']:g} | {r['steps']} | {r['rejected']} | {r['error']:.1e} | {1e3 * r['wall_s']:.1f} | "
+    header = ["| flow rtol | steps | rejected | error | wall (ms) | GD lr | GD error | GD steps | GD wall (ms) | GD / flow |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    row = lambda r: (f"| {r['rtol']:g} | {r['steps']} | {r['rejected']} | {r['error']:.1e} | {1e3 * r['wall_s']:.1f} | "
                      f"{r['gd_lr']:.2e} | {r['gd_error']:.1e} | {r['gd_steps']} | {1e3 * r['gd_wall_s']:.1f} | "
                      f"{r['speedup']:.1f} |")
+    lines += [row(r) for r in section["rows"]]
+    deep = section.get("richness")
+    if deep is not None:
+        lines += ["", f"`richness` preset (deep μP ReLU on digits, α = {deep['init_scale']:g}, until its escape at "
+                  f"t ≈ {deep['reference']['drop_times'][0]:.4g}; reference Tsit5 at rtol {deep['reference']['rtol']:g}): "
+                  f"GD / flow = **{deep['speedup']:.1f}** at the preset's rtol {deep['preset_rtol']:g}.", "", *header]
+        lines += [row(r) for r in deep["rows"]]
     return "\n".join(lines) + "\n"

@@ -65,6 +65,23 @@ def drop_times(traj: Trajectory, levels: np.ndarray) -> np.ndarray:
     return out
 
 
+def calibrate_lr(error_at, lr0: float, e0: float, target: float) -> tuple[float, float]:
+    """GD's learning rate for a drop-time error `target`. GD's error is an O(η) bias, so `lr0`
+    (whose error is `e0`) is scaled linearly, measured, and corrected once where the bias is not
+    yet linear.
+
+    **Arguments:** `error_at(lr)`, GD's drop-time error at a learning rate; `lr0`, `e0`; `target`.
+
+    **Returns:** the learning rate and the error measured there.
+    """
+    lr = lr0 * target / e0
+    e = error_at(lr)
+    if not 0.7 < e / target < 1.4:
+        lr *= target / e
+        e = error_at(lr)
+    return lr, e
+
+
 def _timed(fn, repeats: int) -> tuple[Any, float, float]:
     """Run `fn` once (compiling), then `repeats` times; returns (result, first, best)."""
     start = time.perf_counter()

@@ -17,7 +17,7 @@ from ..clock import log_inv
 from ..flow import simulate
 from ..outputs import atomic_write_text, check_out, output_folder
 from ..presets import get_preset
-from .common import _device, _setup, _timed, _TSIT5_EVALS_PER_STEP, drop_times, PRESET
+from .common import _device, _setup, _timed, _TSIT5_EVALS_PER_STEP, calibrate_lr, drop_times, PRESET
 from .stiff_section import run_stiff_bench, stiff_markdown
 from .agf import agf_markdown, run_agf_bench
 from .relu import relu_markdown, run_relu_bench
@@ -112,16 +112,16 @@ def run_bench(
         compile_s = max(first - best, 0.0)
         e0 = error(gd_run(lr0, opt0, n_fine))
         for target in gd_targets:
-            lr = lr0 * target / e0
-            if not quick:
-                e = error(gd_run(lr, optimizer(lr), n_fine))
-                if not 0.7 < e / target < 1.4:  # one correction where the bias is not yet linear
-                    lr *= target / e
+            if quick:
+                lr, e = lr0 * target / e0, None
+            else:
+                lr, e = calibrate_lr(lambda lr: error(gd_run(lr, optimizer(lr), n_fine)), lr0, e0, target)
             opt = optimizer(lr)
             gd_run(lr, opt, n_coarse, 200 * lr)
             timed = [_timed(lambda: gd_run(lr, opt, n_coarse), 0) for _ in range(max(repeats, 1))]
             best = min(t[1] for t in timed)
-            e = error(gd_run(lr, opt, n_fine))
+            if e is None:
+                e = error(gd_run(lr, opt, n_fine))
             steps = int(timed[0][0].stats["steps"])
             rows.append({
                 "method": name, "setting": f"lr {lr:.3g}", "target_error": target, "error": e,

@@ -1,10 +1,12 @@
 """Output folders: nothing a user wrote is ever replaced, hidden or deleted (saddlestep.outputs)."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -195,3 +197,37 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_removing_temporaries_wins_against_a_thread_still_writing(tmp_path, monkeypatch):
+    # The CLI's main thread removes what the command's thread is still writing into: nothing may
+    # survive, however the two interleave, and no new temporary may start afterwards.
+    from saddlestep import outputs
+
+    monkeypatch.setattr(outputs, "_LIVE", set())
+    monkeypatch.setattr(outputs, "_CLOSED", False)
+    writing = outputs.output_folder(tmp_path / "run", kind="run")
+    folder = writing.__enter__()
+    stop = threading.Event()
+
+    def write():
+        i = 0
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                with open(os.path.join(folder, f"part{i}.csv"), "w") as f:
+                    f.write("x\n")
+            with contextlib.suppress(OSError, KeyboardInterrupt):
+                outputs.atomic_write_text(os.path.join(folder, f"part{i}.json"), "{}\n")
+            i += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.2)
+    assert folder in outputs.remove_temporaries()
+    time.sleep(0.1)
+    stop.set()
+    writer.join()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with pytest.raises(KeyboardInterrupt):
+        outputs.atomic_write_text(tmp_path / "late.json", "{}\n")
+    assert not (tmp_path / "late.json").exists()

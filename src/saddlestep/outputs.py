@@ -26,8 +26,9 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = ["MARKER", "check_out", "output_folder", "atomic_write_bytes", "atomic_write_text", "is_output"]
 
@@ -58,18 +59,45 @@ def _chmod_default(path: str, *, directory: bool) -> None:
 
 # This process's temporaries while they are being written: an interrupt that cannot unwind the
 # writer's thread (the CLI's main thread, while a worker thread runs the command) removes them.
+# The writer keeps running meanwhile, so registration is locked and closes for good on removal.
 _LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+_CLOSED = False
+
+
+def _new_temporary(make: Callable[[], tuple]) -> tuple:
+    """`make()`, which creates a temporary and returns a tuple ending in its path, registered
+    as live in one step (an interrupt between the two would miss it)."""
+    with _LIVE_LOCK:
+        if _CLOSED:
+            raise KeyboardInterrupt("saddlestep is exiting: no new temporaries")
+        made = make()
+        _LIVE.add(made[-1])
+        return made
 
 
 def remove_temporaries() -> list[str]:
-    """Remove this process's temporaries still being written.
+    """Remove this process's temporaries still being written, and refuse new ones: for a process
+    on its way out while another thread may still be writing.
 
     **Returns:** the paths removed.
     """
-    removed = sorted(_LIVE)
+    global _CLOSED
+    with _LIVE_LOCK:
+        _CLOSED = True
+        removed = sorted(_LIVE)
+        _LIVE.clear()
     for path in removed:
+        if os.path.isdir(path) and not os.path.islink(path):
+            # Renamed first: the writer creates its files by the old path, so from here on it can
+            # add nothing to the folder being removed (an rmtree racing it can miss a new file).
+            doomed = f"{path}-removed"
+            try:
+                os.rename(path, doomed)
+            except OSError:
+                continue  # committed or removed by its writer meanwhile
+            path = doomed
         _remove(path)
-    _LIVE.clear()
     return removed
 
 
@@ -92,8 +120,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-")
-    _LIVE.add(tmp)
+    fd, tmp = _new_temporary(
+        lambda: tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-")
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -277,8 +306,9 @@ def output_folder(path: str | os.PathLike, *, kind: str, overwrite: bool = False
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     clean_stale(out)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-{os.getpid()}-")
-    _LIVE.add(tmp)
+    (tmp,) = _new_temporary(
+        lambda: (tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-{os.getpid()}-"),)
+    )
     try:
         _chmod_default(tmp, directory=True)
         yield tmp

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 __all__ = ["MARKER", "check_out", "output_folder", "atomic_write_bytes", "atomic_write_text", "is_output"]
 
@@ -65,15 +65,14 @@ _LIVE_LOCK = threading.Lock()
 _CLOSED = False
 
 
-def _new_temporary(make: Callable[[], tuple]) -> tuple:
-    """`make()`, which creates a temporary and returns a tuple ending in its path, registered
-    as live in one step (an interrupt between the two would miss it)."""
+@contextlib.contextmanager
+def _creating_temporary() -> Iterator[None]:
+    """Hold the registry while a temporary is created and added to `_LIVE` (an interrupt
+    between the two would miss it); refused once `remove_temporaries` has run."""
     with _LIVE_LOCK:
         if _CLOSED:
             raise KeyboardInterrupt("saddlestep is exiting: no new temporaries")
-        made = make()
-        _LIVE.add(made[-1])
-        return made
+        yield
 
 
 def remove_temporaries() -> list[str]:
@@ -120,9 +119,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = _new_temporary(
-        lambda: tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-")
-    )
+    with _creating_temporary():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-")
+        _LIVE.add(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -306,9 +305,9 @@ def output_folder(path: str | os.PathLike, *, kind: str, overwrite: bool = False
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     clean_stale(out)
-    (tmp,) = _new_temporary(
-        lambda: (tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-{os.getpid()}-"),)
-    )
+    with _creating_temporary():
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-{os.getpid()}-")
+        _LIVE.add(tmp)
     try:
         _chmod_default(tmp, directory=True)
         yield tmp

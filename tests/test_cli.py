@@ -47,7 +47,7 @@ def test_list_names_every_preset_and_what_it_predicts(capsys):
     assert set(all_presets()) <= set(rows)
     assert "[predicts: AGF" in rows["relu"] and "[no predictor]" in rows["deep-linear"]
     assert "lower bound" in rows["deep-relu-escape"]
-    assert "[--set d, width, singular_values, teacher_seed, solver, rtol, t_max]" in rows["linear"]
+    assert "[--set d, width, singular_values, teacher_seed, solver, rtol, t_max, max_steps]" in rows["linear"]
 
 
 def test_list_preset_shows_every_set_parameter_with_its_default(capsys):
@@ -149,6 +149,9 @@ def bad_cases(tmp):
         "width not a number": (["run", "linear", "--set", "width=wide"], "width"),
         "t_max zero": (["run", "linear", "--set", "t_max=0"], "--set t_max:"),
         "t_max negative": (["run", "diagonal", "--set", "t_max=-5"], "t_max"),
+        "max_steps zero": (["run", "linear", "--set", "max_steps=0"], "--set max_steps:"),
+        "max_steps fractional": (["run", "relu", "--set", "max_steps=2.5"], "--set max_steps:"),
+        "max_steps a word": (["run", "linear", "--set", "max_steps=many"], "--set max_steps:"),
         "mismatched X, Y": (["run", "linear", "--data", _npz(tmp / "mm.npz", X=X, Y=X[:7])], "rows"),
         "NaN in data": (["run", "diagonal", "--data", _npz(tmp / "nan.npz", X=np.where(X > 1, np.nan, X), y=X[:, 0])], "NaN"),
         "non-PSD covariance": (

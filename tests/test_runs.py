@@ -34,6 +34,18 @@ def test_summary_records_what_repeats_a_run(tmp_path):
     np.testing.assert_array_equal(again.trajectory.loss, r.trajectory.loss)
 
 
+def test_a_run_out_of_solver_steps_names_the_parameter_that_raises_the_budget():
+    from saddlestep.methods import MAX_STEPS
+
+    short = ss.run_preset("linear", overrides={"max_steps": "300"})
+    assert short.summary["solver"]["status"] == "max_steps" and short.summary["solver"]["steps"] <= 300
+    assert short.summary["parameters"]["max_steps"] == 300
+    assert "--set max_steps=600" in short.summary["warnings"][0]
+    assert ss.presets.get_preset("linear").parameters({"max_steps": "2e5"})["max_steps"] == "2e5"
+    # The default budget is recorded as a number, so the recorded parameters repeat the run.
+    assert ss.run_preset("linear", overrides={"t_max": "1"}).summary["parameters"]["max_steps"] == MAX_STEPS
+
+
 def test_a_data_run_records_what_it_read_and_its_timing(tmp_path):
     import hashlib
     import json

@@ -173,23 +173,45 @@ def _pred(levels, times, order=None, **kw):
                                        init_scale=1e-6, **{"initial_loss": 4.0, **kw})
 
 
-def test_compare_a_missing_step_in_the_middle_gets_its_own_row():
+def test_compare_a_predicted_plateau_the_flow_went_through_is_merged():
     pred = _pred([3.0, 2.0, 1.0, 0.0], [5.0, 8.0, 11.0, 14.0])
-    sim = _steps([3.01, 1.02, 0.0], [5.1, 11.2, 14.1])  # the flow skipped the plateau at 2
+    sim = _steps([3.01, 1.02, 0.0], [5.1, 11.2, 14.1])  # one drop 3.01 → 1.02: no plateau at 2
     table = compare(sim, pred)
-    assert list(table["kind"]) == ["prediction", "unmatched-predicted", "prediction", "prediction"]
-    np.testing.assert_allclose(table["time_simulated"], [5.1, np.nan, 11.2, 14.1])
-    np.testing.assert_allclose(table["time_rel_error"], [0.1 / 5, np.nan, 0.2 / 11, 0.1 / 14], rtol=1e-9)
+    # The shared drop's midpoint (2.015) is crossed in predicted step 2 (3 → 2): that row is the
+    # match, step 3 is merged into it; both are timed by the drop.
+    assert list(table["kind"]) == ["prediction", "prediction", "merged", "prediction"]
+    np.testing.assert_allclose(table["time_simulated"], [5.1, 11.2, 11.2, 14.1])
+    np.testing.assert_allclose(table["time_rel_error"], [0.1 / 5, 3.2 / 8, 0.2 / 11, 0.1 / 14], rtol=1e-9)
+    # The plateau at 2 was never seen; the drop's end is compared with step 3's level.
+    np.testing.assert_allclose(table["loss_rel_error"], [0.01 / 3, np.nan, 0.02 / 1, 0.0], atol=1e-12)
     assert list(table["step"]) == [1, 2, 3, 4]
 
 
-def test_compare_an_extra_simulated_step_in_the_middle_gets_its_own_row():
-    pred = _pred([3.0, 1.0, 0.0], [5.0, 11.0, 14.0])
-    sim = _steps([3.0, 2.2, 1.0, 0.0], [5.0, 7.0, 11.0, 14.0])
+def test_compare_a_step_missing_at_the_end_gets_its_own_row():
+    pred = _pred([3.0, 2.0, 1.0], [5.0, 8.0, 11.0])
+    sim = _steps([3.01, 2.0], [5.1, 8.3])  # the run stopped on the plateau at 2
     table = compare(sim, pred)
-    assert list(table["kind"]) == ["prediction", "unmatched-simulated", "prediction", "prediction"]
-    np.testing.assert_allclose(table["time_predicted"], [5.0, np.nan, 11.0, 14.0], rtol=1e-12)
-    np.testing.assert_allclose(table["time_rel_error"], [0, np.nan, 0, 0], atol=1e-12)
+    assert list(table["kind"]) == ["prediction", "prediction", "unmatched-predicted"]
+    np.testing.assert_allclose(table["time_simulated"], [5.1, 8.3, np.nan])
+
+
+def test_compare_a_pause_inside_a_predicted_drop_is_merged():
+    pred = _pred([3.0, 1.0, 0.0], [5.0, 11.0, 14.0])
+    sim = _steps([3.0, 2.2, 1.0, 0.0], [5.0, 7.0, 11.0, 14.0])  # the flow paused at 2.2 on the way to 1
+    table = compare(sim, pred)
+    # The predicted midpoint (2) is crossed in the flow's second sub-step: that one is the match.
+    assert list(table["kind"]) == ["prediction", "merged", "prediction", "prediction"]
+    np.testing.assert_allclose(table["time_predicted"], [5.0, 11.0, 11.0, 14.0], rtol=1e-12)
+    np.testing.assert_allclose(table["time_rel_error"], [0, -4 / 11, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(table["loss_rel_error"], [0, 1.2 / 2, 0, 0], atol=1e-12)
+
+
+def test_compare_a_step_beyond_the_predicted_staircase_gets_its_own_row():
+    pred = _pred([3.0, 1.0], [5.0, 11.0])
+    sim = _steps([3.0, 1.0, 0.5], [5.0, 11.0, 14.0])  # the flow learned something more at the end
+    table = compare(sim, pred)
+    assert list(table["kind"]) == ["prediction", "prediction", "unmatched-simulated"]
+    np.testing.assert_allclose(table["time_predicted"], [5.0, 11.0, np.nan], rtol=1e-12)
 
 
 def test_compare_pairs_labels_before_levels():
@@ -220,7 +242,8 @@ def test_loss_error_is_relative_to_the_drop_when_the_predicted_loss_is_zero():
     np.testing.assert_allclose(err, [1e-3 / 2.0, 1e-6 / 2.0], rtol=1e-6)  # ÷ max(|L_pred|, drop)
     # A degenerate "drop" of size 0 at loss 0: the error is absolute.
     exact = dataclasses.replace(_pred([0.0], [5.0]), initial_loss=0.0)
-    assert compare(_steps([1e-3], [5.0]), exact)["loss_rel_error"][0] == pytest.approx(1e-3)
+    flat = [dataclasses.replace(_steps([1e-3], [5.0])[0], loss_before=0.0)]
+    assert compare(flat, exact)["loss_rel_error"][0] == pytest.approx(1e-3)
 
 
 # ---------------------------------------------------------------- end to end: the linear preset
@@ -253,8 +276,8 @@ def test_linear_preset_table_at_a_far_horizon_and_a_short_one(tmp_path, capsys):
 @pytest.mark.parametrize("seed", range(4))
 def test_steps_of_one_feature_pair_by_level_not_by_label(seed):
     """Every step of a single-teacher staircase carries the same label (a cubic student on one
-    teacher): the label cannot pair them, so they pair by plateau level, an extra simulated
-    sub-step is left unmatched in place, and nothing is merged into one step."""
+    teacher): the label cannot pair them, so they pair by plateau level, and an extra simulated
+    sub-step (a pause inside one predicted drop) is a row of its own, merged with its step."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(3, 6))
     levels = np.sort(rng.uniform(0.1, 1.0, n + 1))[::-1]
@@ -269,7 +292,7 @@ def test_steps_of_one_feature_pair_by_level_not_by_label(seed):
     steps.insert(extra, sub)
     table = ss.compare(steps, pred)
     matched = table[table["kind"] == "prediction"]
-    assert len(matched) == n and (table["kind"] == "unmatched-simulated").sum() == 1
+    assert len(matched) == n and (table["kind"] == "merged").sum() == 1
     assert (matched["time_rel_error"].abs() < 0.02).all()
     np.testing.assert_allclose(matched["loss_simulated"], levels[1:])
 
@@ -309,3 +332,57 @@ def test_a_merged_step_is_timed_by_its_first_sub_step():
     assert merged[0].time == pytest.approx(steps[0].time) and steps[0].time == pytest.approx(5.0, abs=1e-2)
     assert (merged[0].loss_before, merged[0].loss_after) == (steps[0].loss_before, steps[1].loss_after)
     assert (merged[0].start, merged[0].end) == (steps[0].start, steps[1].end)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compare_recovers_a_known_alignment_on_random_staircases(seed):
+    """A random predicted staircase, and a flow made from it by a known edit: two predicted steps
+    taken in one drop, one predicted step taken in two drops (a pause), the run stopped early,
+    or a drop beyond the last predicted level; levels off by up to 2% of the smaller drop beside
+    them, times by up to 5%. `compare` gives each predicted step the simulated drop(s) it was
+    made into, whatever the edit."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 7))
+    drops = rng.uniform(0.2, 1.0, n) * rng.choice([1.0, 0.1, 0.01], n)
+    edit = ["merge", "split", "stop", "beyond"][seed % 4]
+    floor = 0.5 * drops[-1] if edit == "beyond" else 0.0
+    levels = floor + np.concatenate([[0.0], np.cumsum(drops[::-1])])[::-1]
+    times = np.cumsum(rng.uniform(0.5, 3.0, n)) * 10
+    pred = ss.Prediction("agf", times, times / math.log(1e4), levels[1:], [f"p{k}" for k in range(n)],
+                         initial_loss=float(levels[0]), init_scale=1e-4)
+    # The truth: each simulated drop as (the predicted steps in it, level before, level after, time).
+    sims = [([k], levels[k], levels[k + 1], times[k]) for k in range(n)]
+    at = int(rng.integers(0, n - 1))
+    if edit == "merge":
+        sims[at:at + 2] = [([at, at + 1], levels[at], levels[at + 2], times[at + 1])]
+    elif edit == "split":
+        pause = levels[at + 1] + rng.uniform(0.3, 0.7) * (levels[at] - levels[at + 1])
+        sims[at:at + 1] = [([at], levels[at], pause, times[at] * 0.97), ([at], pause, levels[at + 1], times[at])]
+    elif edit == "stop":
+        sims = sims[:at + 1]
+    else:
+        sims.append(([], floor, 1e-3 * floor, times[-1] * 1.5))
+    steps, last = [], float(levels[0])
+    for m, (ks, hi, lo, t) in enumerate(sims):
+        # The drops on either side of this plateau, simulated and predicted, bound its error.
+        i = int(np.argmin(np.abs(levels - lo)))
+        beside = min([hi - lo, *drops[max(i - 1, 0):i + 1]] + ([sims[m + 1][1] - sims[m + 1][2]] if m + 1 < len(sims) else []))
+        after = float(lo + rng.uniform(-0.02, 0.02) * beside)
+        steps.append(ss.Step(float(t * (1 + rng.uniform(-0.05, 0.05))), 0.0, last, after, None, 0.0, 0.0))
+        last = after
+    table = compare(steps, pred)
+    for (ks, *_), step in zip(sims, steps):
+        rows = table[table["time_simulated"] == step.time]
+        if ks:
+            assert sorted(rows["time_predicted"]) == pytest.approx(sorted(times[ks])), table
+        else:
+            assert list(rows["kind"]) == ["unmatched-simulated"], table
+    for k in range(n):
+        rows = table[table["time_predicted"] == times[k]]
+        if any(k in ks for ks, *_ in sims):
+            assert len(rows) and set(rows["kind"]) <= {"prediction", "merged"}, table
+        else:
+            assert list(rows["kind"]) == ["unmatched-predicted"], table
+    # One "prediction" row per simulated drop made from predicted steps (a pause makes two drops
+    # of one predicted step: still one match).
+    assert (table["kind"] == "prediction").sum() == len({tuple(ks) for ks, *_ in sims if ks}), table

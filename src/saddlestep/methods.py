@@ -54,6 +54,10 @@ def phases(method: AbstractMethod, n_params: int, stats: dict[str, Any], t_final
     return out
 
 
+# The default step budget of the adaptive methods.
+MAX_STEPS = 200_000
+
+
 class Explicit(AbstractMethod):
     """An explicit adaptive Diffrax solver (PID step-size control) on the model pytree.
 
@@ -64,7 +68,7 @@ class Explicit(AbstractMethod):
     """
 
     solver: dfx.AbstractSolver = dfx.Tsit5()
-    max_steps: int = eqx.field(static=True, default=200_000)
+    max_steps: int = eqx.field(static=True, default=MAX_STEPS)
 
     def segments(self, n_params):
         return (type(self.solver).__name__,)
@@ -100,7 +104,7 @@ class Implicit(AbstractMethod):
     """
 
     linear_solver: Literal["auto", "dense", "cg"] = eqx.field(static=True, default="auto")
-    max_steps: int = eqx.field(static=True, default=200_000)
+    max_steps: int = eqx.field(static=True, default=MAX_STEPS)
     count_evals: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):

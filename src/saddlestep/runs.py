@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import methods as _methods
 from .flow import simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
@@ -73,6 +74,8 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
             setup.t_max = predicted_horizon(setup, params)
     params = {**params, "t_max": setup.t_max}
+    if "learning_rate" not in params:  # the flow's step budget (discrete training has none)
+        params["max_steps"] = setup.simulate_kwargs.get("max_steps", _methods.MAX_STEPS)
     if data is not None and "data" not in preset.defaults:  # a preset's own `data` parameter wins
         params["data"] = os.path.abspath(data)
     return preset, params, setup, init_scale, seed
@@ -193,7 +196,9 @@ def summarize(
     # One line for each way the run fell short (printed by the CLI, kept in summary.json).
     warnings, t_final = [], float(traj.t_final)
     if traj.status == "max_steps":
-        warnings.append(f"the solver hit max_steps at t = {t_final:.6g}; raise max_steps or loosen rtol")
+        budget = setup.simulate_kwargs.get("max_steps", _methods.MAX_STEPS)
+        warnings.append(f"the solver used its whole step budget ({budget} steps) at t = {t_final:.6g}; "
+                        f"raise it (--set max_steps={2 * budget}) or loosen rtol")
     elif traj.status == "diverged":
         warnings.append(f"the run diverged at t = {t_final:.6g}")
     if prediction is not None and prediction.num_steps and traj.status in ("t_max", "max_steps"):

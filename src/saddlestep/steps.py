@@ -258,9 +258,13 @@ def feature_steps(steps: list[Step]) -> list[Step]:
 
 
 # DP costs of `_align`: leaving a step unmatched costs `_GAP`; matching costs the plateau-level
-# mismatch in units of the predicted drop, plus a small time term that only breaks ties.
+# mismatch on both sides of the step in units of the predicted drop, plus a small time term that
+# only breaks ties; each step beyond the first on one side of a merged group costs `_GROUP`.
 _GAP = 0.5
 _TIME_TIE = 0.01
+_GROUP = 0.05
+# The most steps one side of a merged group may hold.
+_MAX_GROUP = 8
 
 
 def _predicted_before(prediction: Prediction, steps: list[Step]) -> np.ndarray:
@@ -271,59 +275,146 @@ def _predicted_before(prediction: Prediction, steps: list[Step]) -> np.ndarray:
     return np.concatenate([[first], prediction.losses])[: prediction.num_steps]
 
 
-def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tuple[float, list[tuple[int | None, int | None]]]:
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    """Consecutive predicted steps `ks` and simulated steps `js` that are one drop seen twice
+    (one side holds one step; both hold one for a plain pair), or a step without counterpart
+    (the other side empty)."""
+
+    ks: tuple[int, ...]
+    js: tuple[int, ...]
+    primary: int = 0  # the row of the group that carries its time (see `_primary`)
+
+
+def _primary(ks, js, steps, before, after) -> int:
+    """The row of a merged group that is its step proper: the one whose drop crosses the midpoint
+    level of the single step on the other side (as a step's time is its midpoint crossing).
+
+    A merged group has one row per step of its longer side; a plain pair has one row."""
+    if len(ks) > 1:
+        mid = 0.5 * (steps[js[0]].loss_before + steps[js[0]].loss_after)
+        levels = [(before[k], after[k]) for k in ks]
+    elif len(js) > 1:
+        mid = 0.5 * (before[ks[0]] + after[ks[0]])
+        levels = [(steps[j].loss_before, steps[j].loss_after) for j in js]
+    else:
+        return 0
+    for r, (_, lo) in enumerate(levels):
+        if lo < mid:
+            return r
+    return len(levels) - 1
+
+
+# A step joins a merged group only if at least this fraction of its drop lies inside the drop of
+# the single step on the other side: a drop beyond the predicted staircase's last level is a step
+# of its own, not a pause inside the last predicted drop.
+_INSIDE = 0.5
+
+
+def _inside(member: tuple[float, float], whole: tuple[float, float]) -> bool:
+    """Whether most of the drop `member` (before, after) lies within the drop `whole`."""
+    (hi_m, lo_m), (hi, lo) = member, whole
+    size = hi_m - lo_m
+    return size > 0 and (min(hi, hi_m) - max(lo, lo_m)) >= _INSIDE * size
+
+
+def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tuple[float, list[_Group]]:
     """Order-preserving alignment of predicted and simulated steps (edit-distance DP).
 
     Two steps whose labels are both known to the other side match only if the labels agree, and
     at no cost when the prediction uses that label once (it names the step); other pairs cost
-    their plateau-level mismatch, |loss after (simulated) − loss after (predicted)| in units of
-    the predicted drop, plus a small time term, so repeated labels (every step learning one
-    teacher) pair by level. A step with no counterpart is left
-    unmatched, at cost `_GAP`, so one missing or extra step never shifts the pairs after it.
+    their plateau-level mismatch, |loss before (simulated) − loss before (predicted)| + |loss
+    after (simulated) − loss after (predicted)|, each in units of the predicted drop, plus a small time
+    term, so repeated labels (every step learning one teacher) pair by level. Both levels count:
+    by the level after alone, a small drop at the end (0.003 → 1e-6) would take the place of the
+    drop that reached 0.003 from 0.26.
 
-    **Returns:** (the alignment's total cost, the pairs (predicted index, simulated index), None
-    for a step without counterpart).
+    Where two drops overlap, one side shows a single drop for several consecutive steps of the
+    other: several predicted steps against one simulated drop (the flow went through a predicted
+    plateau without stopping), or one predicted step against several simulated drops (the flow
+    paused on the way). Such a group matches as one drop (the plateau before its first step and
+    after its last, each in units of the predicted drop at that end), at `_GROUP` per extra step,
+    when most of each step of the group lies inside the drop on the other side (`_inside`). A step with no counterpart is left unmatched, at
+    cost `_GAP`, so one missing or extra step never shifts the pairs after it.
+
+    **Returns:** (the alignment's total cost, the groups in time order).
     """
     n_p, n_s = prediction.num_steps, len(steps)
+    before = _predicted_before(prediction, steps)
+    after = np.asarray(prediction.losses, dtype=float)
     pred_labels, sim_labels = set(prediction.order), {s.feature for s in steps if s.feature is not None}
     once = {f: list(prediction.order).count(f) == 1 for f in pred_labels}
 
-    def cost(k, j):
-        fp, fs = prediction.order[k], steps[j].feature
-        if fs is not None and fs in pred_labels and fp in sim_labels:
-            if fs != fp:
+    def comparable(fp, fs):
+        # Both labels are known to the other side, so they must agree.
+        return fs is not None and fs in pred_labels and fp in sim_labels
+
+    def cost(ks, js):
+        group_labels = {prediction.order[k] for k in ks}
+        for j in js:
+            fs = steps[j].feature
+            if any(comparable(prediction.order[k], fs) for k in ks) and fs not in group_labels:
                 return math.inf
-            if once[fp]:
-                return 0.0  # a label the prediction uses once names the step
-        c = abs(steps[j].loss_after - prediction.losses[k]) / drops[k]
+        if len(ks) > 1:
+            whole = (steps[js[0]].loss_before, steps[js[0]].loss_after)
+            if not all(_inside((before[k], after[k]), whole) for k in ks):
+                return math.inf
+        if len(js) > 1:
+            whole = (before[ks[0]], after[ks[0]])
+            if not all(_inside((steps[j].loss_before, steps[j].loss_after), whole) for j in js):
+                return math.inf
+        fp, fs = prediction.order[ks[0]], steps[js[0]].feature
+        if len(ks) == len(js) == 1 and comparable(fp, fs) and once[fp]:
+            return 0.0  # a label the prediction uses once names the step
+        # Each end of the group in units of the predicted drop at that end: a group is no cheaper
+        # than a pair for missing a whole predicted step.
+        c_after = abs(steps[js[-1]].loss_after - after[ks[-1]]) / drops[ks[-1]]
+        c = abs(steps[js[0]].loss_before - before[ks[0]]) / drops[ks[0]] + c_after
+        if not math.isfinite(c):
+            c = c_after  # no predicted level before the first step: the level after decides
+        r = _primary(ks, js, steps, before, after)
+        k, j = (ks[r], js[0]) if len(ks) > 1 else (ks[0], js[r])
         tp, ts = prediction.times[k], steps[j].time
         if tp > 0 and ts > 0:
             c += _TIME_TIE * min(abs(math.log(ts / tp)), 10.0)
+        c += _GROUP * (len(ks) + len(js) - 2)
         return c if math.isfinite(c) else 2 * _GAP
 
-    D = np.zeros((n_p + 1, n_s + 1))
-    D[:, 0] = _GAP * np.arange(n_p + 1)
-    D[0, :] = _GAP * np.arange(n_s + 1)
-    for k in range(1, n_p + 1):
-        for j in range(1, n_s + 1):
-            D[k, j] = min(D[k - 1, j - 1] + cost(k - 1, j - 1), D[k - 1, j] + _GAP, D[k, j - 1] + _GAP)
-    pairs: list[tuple[int | None, int | None]] = []
+    D = np.full((n_p + 1, n_s + 1), math.inf)
+    move: dict[tuple[int, int], tuple[int, int, float]] = {}
+    D[0, 0] = 0.0
+    for k in range(n_p + 1):
+        for j in range(n_s + 1):
+            if k == j == 0:
+                continue
+            # On a tie the first option wins: a pair before a group, a group before a gap.
+            options = []
+            if k and j:
+                options.append((D[k - 1, j - 1] + cost((k - 1,), (j - 1,)), 1, 1))
+                for m in range(2, min(_MAX_GROUP, max(k, j)) + 1):
+                    if m <= k:
+                        options.append((D[k - m, j - 1] + cost(tuple(range(k - m, k)), (j - 1,)), m, 1))
+                    if m <= j:
+                        options.append((D[k - 1, j - m] + cost((k - 1,), tuple(range(j - m, j))), 1, m))
+            if k:
+                options.append((D[k - 1, j] + _GAP, 1, 0))
+            if j:
+                options.append((D[k, j - 1] + _GAP, 0, 1))
+            best = min(options, key=lambda o: o[0])
+            D[k, j] = best[0]
+            move[k, j] = best[1:]
+    groups: list[_Group] = []
     k, j = n_p, n_s
     while k or j:
-        if k and j and D[k, j] == D[k - 1, j - 1] + cost(k - 1, j - 1):
-            pairs.append((k - 1, j - 1))
-            k, j = k - 1, j - 1
-        elif k and D[k, j] == D[k - 1, j] + _GAP:
-            pairs.append((k - 1, None))
-            k -= 1
-        else:
-            pairs.append((None, j - 1))
-            j -= 1
-    return float(D[n_p, n_s]), pairs[::-1]
+        dk, dj = move[k, j]
+        ks, js = tuple(range(k - dk, k)), tuple(range(j - dj, j))
+        groups.append(_Group(ks, js, _primary(ks, js, steps, before, after) if ks and js else 0))
+        k, j = k - dk, j - dj
+    return float(D[n_p, n_s]), groups[::-1]
 
 
 def _plan(steps: list[Step], prediction: Prediction):
-    """The alignment of `steps` with `prediction`: (cost, pairs, steps, predicted drops, loss floor)."""
+    """The alignment of `steps` with `prediction`: (cost, groups, steps, predicted drops, loss floor)."""
     before = _predicted_before(prediction, steps)
     drop = before - prediction.losses
     total = abs(before[0] - prediction.losses[-1]) if prediction.num_steps else 0.0
@@ -332,16 +423,19 @@ def _plan(steps: list[Step], prediction: Prediction):
     floor = 1e-12 * max(abs(first), scale)
     # Units of the level mismatch: the predicted drop (never below 0.1% of the whole decrease).
     units = np.where(np.isfinite(drop) & (drop > 1e-3 * scale), drop, 1e-3 * scale)
-    cost, pairs = _align(steps, prediction, units)
-    return cost, pairs, steps, drop, floor
+    cost, groups = _align(steps, prediction, units)
+    return cost, groups, steps, drop, floor
 
 
 def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bool | None = None) -> pd.DataFrame:
     """Predicted against simulated steps, one row per step, aligned by what the steps are.
 
-    Steps are paired by feature label where both sides know the label, else by plateau level
-    (the loss after the step), in time order (`_align`). A step with no counterpart gets a row of
-    its own and never shifts the rows after it.
+    Steps are paired by feature label where both sides know the label, else by plateau levels
+    (the loss before and after the step), in time order (`_align`). A step with no counterpart
+    gets a row of its own and never shifts the rows after it. Where drops overlap, one drop on
+    one side can stand for several consecutive steps on the other: the group gets one row per
+    step of its longer side; the row whose drop crosses the other side's midpoint level is the
+    match (`"prediction"`), the others are `"merged"` into it.
 
     **Arguments:**
 
@@ -356,8 +450,12 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     `time_predicted`, `time_simulated`, `time_rel_error`, `rescaled_predicted`,
     `rescaled_simulated`, `loss_predicted`, `loss_simulated`, `loss_rel_error`. `kind` is
     `"prediction"`, `"lower-bound"` (the predicted time is a lower bound,
-    `Prediction.is_lower_bound`), `"unmatched-predicted"` or `"unmatched-simulated"`.
-    `loss_rel_error` is relative to max(|loss_predicted|, the predicted drop), so a plateau
+    `Prediction.is_lower_bound`), `"merged"` (a step taken inside the same drop as its group's
+    match: a predicted plateau the flow went through without stopping, or a pause of the flow
+    inside one predicted drop), `"unmatched-predicted"` or `"unmatched-simulated"`. Every
+    row with both sides has its `time_rel_error` (drops are short beside plateaus, so the time of
+    the shared drop times each step in it). `loss_rel_error` is NaN on a predicted plateau the flow
+    never stopped on; elsewhere it is relative to max(|loss_predicted|, the predicted drop), so a plateau
     predicted at ~0 gives an error in units of its drop; it is absolute when both are below
     1e-12 × the initial loss scale.
     """
@@ -377,34 +475,44 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
         candidates = [found, feature_steps(found)]
     else:
         candidates = [found]
-    cost, pairs, found, drop, floor = min((_plan(c, prediction) for c in candidates), key=lambda plan: plan[0])
+    cost, groups, found, drop, floor = min((_plan(c, prediction) for c in candidates), key=lambda plan: plan[0])
     matched_kind = "lower-bound" if prediction.is_lower_bound else "prediction"
     rows = []
-    for n, (k, j) in enumerate(pairs):
-        s = found[j] if j is not None else None
-        p = k is not None
-        tp = float(prediction.times[k]) if p else math.nan
-        lp = float(prediction.losses[k]) if p else math.nan
-        ts = s.time if s else math.nan
-        ls = s.loss_after if s else math.nan
-        denom = max(abs(lp), float(drop[k])) if p and math.isfinite(drop[k]) else abs(lp)
-        loss_err = ((ls - lp) / denom if denom > floor else ls - lp) if p and s else math.nan
-        rows.append(
-            {
-                "step": n + 1,
-                "kind": matched_kind if p and s else ("unmatched-predicted" if p else "unmatched-simulated"),
-                "feature_predicted": prediction.order[k] if p else None,
-                "feature_simulated": s.feature if s else None,
-                "time_predicted": tp,
-                "time_simulated": ts,
-                "time_rel_error": (ts - tp) / tp if p and s and tp != 0 else math.nan,
-                "rescaled_predicted": float(prediction.rescaled_times[k]) if p else math.nan,
-                "rescaled_simulated": s.rescaled_time if s else math.nan,
-                "loss_predicted": lp,
-                "loss_simulated": ls,
-                "loss_rel_error": loss_err,
-            }
-        )
+    for g in groups:
+        if len(g.ks) > 1:  # several predicted steps in one simulated drop
+            pairs = [(k, g.js[0], k == g.ks[-1]) for k in g.ks]
+        else:  # a pair, a predicted step taken in several simulated drops, or a step alone
+            pairs = [(g.ks[0] if g.ks else None, j, True) for j in g.js] or [(g.ks[0], None, True)]
+        for r, (k, j, level_seen) in enumerate(pairs):
+            s = found[j] if j is not None else None
+            p = k is not None
+            tp = float(prediction.times[k]) if p else math.nan
+            lp = float(prediction.losses[k]) if p else math.nan
+            ts = s.time if s else math.nan
+            ls = s.loss_after if s else math.nan
+            denom = max(abs(lp), float(drop[k])) if p and math.isfinite(drop[k]) else abs(lp)
+            # A predicted plateau that the flow went through inside one drop was never seen.
+            loss_err = ((ls - lp) / denom if denom > floor else ls - lp) if p and s and level_seen else math.nan
+            if p and s:
+                kind = matched_kind if r == g.primary else "merged"
+            else:
+                kind = "unmatched-predicted" if p else "unmatched-simulated"
+            rows.append(
+                {
+                    "step": len(rows) + 1,
+                    "kind": kind,
+                    "feature_predicted": prediction.order[k] if p else None,
+                    "feature_simulated": s.feature if s else None,
+                    "time_predicted": tp,
+                    "time_simulated": ts,
+                    "time_rel_error": (ts - tp) / tp if p and s and tp != 0 else math.nan,
+                    "rescaled_predicted": float(prediction.rescaled_times[k]) if p else math.nan,
+                    "rescaled_simulated": s.rescaled_time if s else math.nan,
+                    "loss_predicted": lp,
+                    "loss_simulated": ls,
+                    "loss_rel_error": loss_err,
+                }
+            )
     columns = ["step", "kind", "feature_predicted", "feature_simulated", "time_predicted", "time_simulated",
                "time_rel_error", "rescaled_predicted", "rescaled_simulated", "loss_predicted", "loss_simulated",
                "loss_rel_error"]

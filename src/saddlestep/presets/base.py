@@ -106,11 +106,12 @@ class Preset:
     - `runtime_s`: wall seconds of the default `saddlestep run` on 2 CPU cores (measured,
       compilation included; shown by `saddlestep list`).
     - `rtol`, `solver`: the defaults of the parameters every preset has: the flow's relative
-      tolerance, and the method (a name in `saddlestep.methods.METHODS`). The third, `t_max`,
-      defaults to `auto`: the horizon the build computes.
+      tolerance, and the method (a name in `saddlestep.methods.METHODS`). The other two, `t_max`
+      and `max_steps`, default to `auto`: the horizon the build computes, and the step budget
+      the build sets (else the method's, `saddlestep.methods.MAX_STEPS`).
 
     `build` makes the model, task, predictor and automatic horizon; `setup` applies what every
-    preset shares (`t_max`, `rtol`, `solver`, discrete training) on top.
+    preset shares (`t_max`, `max_steps`, `rtol`, `solver`, discrete training) on top.
     """
 
     name: str
@@ -126,8 +127,9 @@ class Preset:
 
     @property
     def all_defaults(self) -> dict[str, Any]:
-        """Every parameter `--set` may change: the preset's own, then `solver`, `rtol`, `t_max`."""
-        return {**self.defaults, "solver": self.solver, "rtol": self.rtol, "t_max": "auto"}
+        """Every parameter `--set` may change: the preset's own, then `solver`, `rtol`, `t_max`,
+        `max_steps`."""
+        return {**self.defaults, "solver": self.solver, "rtol": self.rtol, "t_max": "auto", "max_steps": "auto"}
 
     def parameters(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:
         """The defaults with `--set key=value` overrides parsed to the defaults' types."""
@@ -144,6 +146,7 @@ class Preset:
         check_sizes(params)
         check_memory(params)
         check_horizon(params)
+        check_step_budget(params)
         check_solver(params)
         return params
 
@@ -161,6 +164,8 @@ class Preset:
         if "method" not in kwargs and "solver" not in kwargs:
             kwargs["method"] = params["solver"]
         t_max = setup.t_max if params["t_max"] == "auto" else float(params["t_max"])
+        if params.get("max_steps", "auto") != "auto":
+            kwargs["max_steps"] = step_budget(params["max_steps"])
         return with_training(dataclasses.replace(setup, t_max=t_max, simulate_kwargs=kwargs), params)
 
 
@@ -175,6 +180,24 @@ def check_horizon(params: dict[str, Any]) -> None:
         t = float("nan")
     if not (t > 0 and t < float("inf")):
         raise ValueError(f"overrides t_max: expected a positive number or 'auto', got {value!r}")
+
+
+def step_budget(value: Any) -> int:
+    """`max_steps` as a positive whole number (`200000`, `2e5`), or a `ValueError` naming it."""
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        n = float("nan")
+    if not (n >= 1 and n < float("inf") and n == int(n)):
+        raise ValueError(f"overrides max_steps: expected a positive whole number of solver steps or 'auto', "
+                         f"got {value!r}")
+    return int(n)
+
+
+def check_step_budget(params: dict[str, Any]) -> None:
+    """`max_steps` is `auto` or a positive whole number (checked before anything is built)."""
+    if params.get("max_steps", "auto") != "auto":
+        step_budget(params["max_steps"])
 
 
 _TOLERANCES = ("rtol", "atol")

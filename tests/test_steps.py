@@ -386,3 +386,67 @@ def test_compare_recovers_a_known_alignment_on_random_staircases(seed):
     # One "prediction" row per simulated drop made from predicted steps (a pause makes two drops
     # of one predicted step: still one match).
     assert (table["kind"] == "prediction").sum() == len({tuple(ks) for ks, *_ in sims if ks}), table
+
+
+# ---------------------------------------------------------------- small drops and cut-off drops
+def _drop_small_by_passes(peaks, rate, L, smallest, L_end, floor):
+    """The reference: recompute every bound after each removal (quadratic). Bound 0 is the valley
+    before the first original peak; a kept drop ends at the valley after it, before the next
+    original peak, and the next kept drop starts there."""
+    original = list(peaks)
+
+    def valley(i, j):
+        return i + int(np.argmin(rate[i:j + 1]))
+
+    def after(p):
+        nxt = [q for q in original if q > p]
+        return valley(p, nxt[0] if nxt else len(L) - 1)
+
+    kept = list(peaks)
+    while kept:
+        bounds = [valley(0, original[0])] + [after(p) for p in kept]
+        sizes = [L[bounds[k]] - L[bounds[k + 1]] for k in range(len(kept))]
+        small = [k for k, s in enumerate(sizes)
+                 if s < smallest and not (s >= floor and s >= 0.5 * (L[bounds[k]] - L_end))]
+        if not small:
+            return kept, bounds
+        kept.pop(min(small, key=lambda k: (sizes[k], k)))
+    return [], []
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_removing_small_drops_matches_the_quadratic_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 200))
+    L = np.sort(rng.exponential(1.0, n) * rng.choice([1.0, 1e-3, 1e-5], n))[::-1].copy()
+    rate = rng.uniform(0, 1, n)
+    peaks = sorted(rng.choice(np.arange(1, n - 1), int(rng.integers(1, n // 3)), replace=False).tolist())
+    total = L[0] - L[-1]
+    args = (rate, L, 1e-2 * total, float(L[-1]), 1e-6 * total)
+    assert ss.steps._drop_small(peaks, *args) == _drop_small_by_passes(peaks, *args)
+
+
+def test_a_late_step_small_beside_the_whole_decrease_is_found():
+    # Three large drops, then one of 2e-4 of the total that halves what is left: plain on a log plot.
+    t = np.linspace(0, 200, 20001)
+    heights = [20.0, 5.0, 0.5, 0.005]
+    steps = detect_steps(synthetic(t, [5.0, 20.0, 60.0, 150.0], [0.3, 0.5, 1.0, 3.0], heights, floor=0.005))
+    assert len(steps) == 4
+    assert steps[3].time == pytest.approx(150.0, rel=1e-3)
+    assert steps[2].loss_after == pytest.approx(0.01, rel=1e-3)  # the plateau the flow sat on
+    # A bump that small in the middle of the staircase (it leaves most of the loss) is no step.
+    bump = detect_steps(synthetic(t, [5.0, 20.0, 40.0, 150.0], [0.3, 0.5, 1.0, 3.0], [20.0, 5.0, 0.005, 0.5]))
+    assert len(bump) == 3 and bump[2].time == pytest.approx(150.0, rel=1e-3)
+
+
+def test_a_settled_last_step_stays_while_a_slow_decline_runs_into_the_horizon():
+    t = np.linspace(0, 420, 42001)
+    traj = synthetic(t, [8.0, 190.0], [0.5, 3.0], [2.0, 0.0064], floor=0.0009)
+    # A slow decline from t = 300 on, still going when the run stops (t_max).
+    traj.loss = traj.loss - 0.0005 * np.clip((t - 300) / 120, 0, None) ** 2
+    steps = detect_steps(traj)
+    assert [round(s.time) for s in steps] == [8, 190]
+    assert steps[-1].loss_after == pytest.approx(0.0009, rel=0.05)
+    # A drop the horizon cut in its middle is still no step.
+    cut = synthetic(t[t < 191], [8.0, 190.0], [0.5, 3.0], [2.0, 0.0064], floor=0.0009)
+    assert [round(s.time) for s in detect_steps(cut)] == [8]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 
 import numpy as np
@@ -116,7 +117,8 @@ def detect_steps(
 
     - `trajectory`: a `Trajectory` (a batched one gives a list per member).
     - `threshold`: the smallest peak rate counted as a drop.
-    - `min_drop`: drops smaller than this fraction of the total decrease are merged away.
+    - `min_drop`: drops smaller than this fraction of the total decrease are merged away, unless
+      they at least halve the distance to the final loss (and exceed `min_drop`² of the total).
     - `separation`: valley-to-peak ratio below which two peaks are two drops.
     - `unfinished`: a last drop of a run that did not converge is cut off (dropped) when
       its loss still fell faster at the end than this fraction of the drop per (t_end −
@@ -168,16 +170,7 @@ def detect_steps(
         merged.append(p)
     peaks = merged
 
-    while True:
-        bounds = [valley(0, peaks[0])] if peaks else []
-        bounds += [valley(a, b) for a, b in zip(peaks[:-1], peaks[1:])]
-        if peaks:
-            bounds.append(valley(peaks[-1], len(t) - 1))
-        sizes = [L[bounds[k]] - L[bounds[k + 1]] for k in range(len(peaks))]
-        small = [k for k, s in enumerate(sizes) if s < min_drop * total]
-        if not small:
-            break
-        peaks.pop(min(small, key=lambda k: sizes[k]))
+    peaks, bounds = _drop_small(peaks, rate, L, min_drop * total, L_end, min_drop**2 * total)
 
     def grid_index(time, side):
         # The save-grid point nearest `time` on the given side (features live on the grid).
@@ -215,9 +208,76 @@ def detect_steps(
             if lo < hi and (clear or dominant) and top[0] > 0:
                 feature = labels[int(np.argmax(change))]
         steps.append(Step(t_mid, t_mid / log_inv, before, after, feature, float(t[a]), float(t[b])))
-    if steps and trajectory.status != "converged" and _still_falling(t, L, steps[-1], unfinished):
+    # Cut off: still falling at the end, and no plateau after the drop (a valley where the rate
+    # fell well below its peak). A drop the flow settled after stays, though a slower decline
+    # went on to the horizon.
+    settled = bool(peaks) and rate[bounds[-1]] < separation * rate[peaks[-1]] and bounds[-1] < len(t) - 1
+    if steps and trajectory.status != "converged" and not settled and _still_falling(t, L, steps[-1], unfinished):
         steps.pop()
     return steps
+
+
+def _drop_small(peaks: list[int], rate: np.ndarray, L: np.ndarray, smallest: float, L_end: float,
+                floor: float) -> tuple[list[int], list[int]]:
+    """Remove the smallest drop while one is small, merging it into its neighbours.
+
+    A drop is small below `smallest`, unless it at least halves the distance to the final loss
+    `L_end` and exceeds `floor`: a late step is small beside the whole decrease but plain on the
+    log-scale plot (a fourth mode carrying 2e-4 of the loss).
+
+    Drop k runs between bounds k and k + 1, the valleys (rate minima) around its peak. Removing
+    a peak joins its two valleys into the earlier one, so each removal changes one neighbour: a
+    heap with lazy deletion takes O(P log P), where recomputing every valley per removal took
+    O(P²) passes over the record (a chattering flow has tens of thousands of peaks).
+
+    **Returns:** (the peaks kept, their P + 1 bounds).
+    """
+    if not peaks:
+        return [], []
+
+    def valley(i, j):
+        return i + int(np.argmin(rate[i : j + 1]))
+
+    n = len(peaks)
+    bounds = [valley(0, peaks[0])] + [valley(a, b) for a, b in zip(peaks[:-1], peaks[1:])] + [valley(peaks[-1], len(L) - 1)]
+    # Drop k (peak k) lies between bounds[left[k]] and bounds[right[k]]; prev/next link live drops.
+    left, right = list(range(n)), list(range(1, n + 1))
+    prev, nxt = list(range(-1, n - 1)), list(range(1, n + 1))
+    alive = [True] * n
+    version = [0] * n
+
+    def size(k):
+        return float(L[bounds[left[k]]] - L[bounds[right[k]]])
+
+    heap = [(size(k), k, 0) for k in range(n)]
+    heapq.heapify(heap)
+    while heap:
+        s, k, v = heapq.heappop(heap)
+        if not alive[k] or v != version[k]:
+            continue
+        if s >= smallest:
+            break
+        if s >= floor and s >= 0.5 * (L[bounds[left[k]]] - L_end):
+            continue  # not small: it halves what is left to lose
+        alive[k] = False
+        # The two valleys around k become one: the earlier. The drop before k still ends where
+        # the flow first settled after it (the lower-rate valley could be the converged end of
+        # the record, far below a plateau the flow sat on), and the drop after k takes k's
+        # loss as well.
+        p, q = prev[k], nxt[k]
+        if p >= 0:
+            nxt[p] = q
+        if q < n:
+            left[q] = left[k]
+            prev[q] = p
+            version[q] += 1
+            heapq.heappush(heap, (size(q), q, version[q]))
+        if p < 0 and q >= n:
+            break
+    kept = [k for k in range(n) if alive[k]]
+    if not kept:
+        return [], []
+    return [peaks[k] for k in kept], [bounds[left[kept[0]]]] + [bounds[right[k]] for k in kept]
 
 
 def _still_falling(t: np.ndarray, L: np.ndarray, last: Step, fraction: float) -> bool:

@@ -85,3 +85,26 @@ def test_flow_slopes_match_prediction_on_random_problems(seed, rank_deficient, d
     err = df.groupby("step")["slope_error"].first().abs()
     print(f"seed {seed}: flow slope errors {err.to_numpy()}")
     assert len(err) == rank and err.max() < 0.02
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_network_narrower_than_the_target_learns_as_many_modes_as_it_has_units(seed):
+    """Width 2 on a rank-3 target: the rank of W₂W₁ is at most 2, so the staircase stops after two
+    modes; the prediction says so (it predicted all three, the third never came), and AGF, which
+    runs out of dormant neurons, agrees."""
+    task, rank = _problem(seed)
+    assert rank == 3
+    narrow = ss.TwoLayer(3, 2, 3, "linear", key=jax.random.PRNGKey(seed), init_scale=1e-6)
+    cf = theory.predict_linear(narrow, task)
+    wide = theory.linear_network(task, init_scale=1e-6)
+    assert cf.num_steps == 2 and cf.order == wide.order[:2]
+    np.testing.assert_allclose(cf.times, wide.times[:2], rtol=1e-12)
+    assert agf.predict(narrow, task, min_drop=0.0, limit=True).num_steps == 2
+    flow = ss.simulate(narrow, task, t_max=3.0 * float(cf.times[-1]))
+    table = ss.compare(ss.detect_steps(flow), cf)
+    assert list(table["kind"]) == ["prediction"] * 2
+    # Deep linear networks: the narrowest layer caps Saxe's modes alike.
+    whitened = ss.PopulationRegression(np.eye(3), np.diag([3.0, 2.0, 1.0]))
+    deep = ss.DeepLinear((3, 4, 1, 3), key=jax.random.PRNGKey(seed), init_scale=1e-2)
+    assert theory.saxe(whitened, init_scale=1e-2, depth=3).num_steps == 3
+    assert theory.predict_saxe(deep, whitened).num_steps == 1

@@ -6,6 +6,7 @@ task, so a preset or a user calls every predictor the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 from ..models.base import AbstractModel
@@ -21,16 +22,37 @@ def _alpha(model) -> float:
     return float(model.init_scale)
 
 
+def _bottleneck(model) -> int | None:
+    """The narrowest layer of a linear network: the rank its end-to-end map can reach, so the
+    number of modes it learns (None for a model without layer matrices)."""
+    mats = list(model.layers) if hasattr(model, "layers") else [getattr(model, k, None) for k in ("W", "a")]
+    shapes = [m.shape for m in mats if m is not None and getattr(m, "ndim", 0) == 2]
+    return min(min(sh) for sh in shapes) if shapes else None
+
+
+def _first_steps(prediction: Prediction, k: int | None) -> Prediction:
+    """The first `k` steps of a prediction (per-step lists in `extra` cut alike)."""
+    n = prediction.num_steps
+    if k is None or k >= n:
+        return prediction
+    extra = {key: (v[:k] if isinstance(v, list) and len(v) == n else v) for key, v in prediction.extra.items()}
+    return dataclasses.replace(prediction, times=prediction.times[:k], rescaled_times=prediction.rescaled_times[:k],
+                               losses=prediction.losses[:k], order=prediction.order[:k], extra=extra)
+
+
 def predict_linear(model, task, *, num_steps: int | None = None) -> Prediction:
     """A two-layer linear network's staircase (`linear_network`: exact for commuting Σxx, Σyx;
-    else reduced-rank plateaus at Conjecture 4.1's times, Kunin et al. 2025), at the model's α."""
+    else reduced-rank plateaus at Conjecture 4.1's times, Kunin et al. 2025), at the model's α.
+    A network narrower than the target's rank learns as many modes as it has hidden units."""
+    cap = _bottleneck(model)
+    num_steps = cap if num_steps is None else (num_steps if cap is None else min(num_steps, cap))
     return linear_network(task, init_scale=_alpha(model), num_steps=num_steps)
 
 
 def predict_saxe(model, task, *, u0: float | None = None) -> Prediction:
     """Saxe et al.'s mode-by-mode staircase (`saxe`) at the model's α and depth (layers)."""
     depth = len(model.layers) if hasattr(model, "layers") else 2
-    return saxe(task, init_scale=_alpha(model), depth=depth, u0=u0)
+    return _first_steps(saxe(task, init_scale=_alpha(model), depth=depth, u0=u0), _bottleneck(model))
 
 
 def predict_pesme_flammarion(model, task, *, max_steps: int = 100) -> Prediction:

@@ -59,6 +59,8 @@ def test_list_preset_shows_every_set_parameter_with_its_default(capsys):
         assert f"    {key} " in out
     assert "= 3,-1.5" in out
     assert "prediction: AGF" in out and "--data: an .npz" in out
+    lines = {line.split("=")[0].strip(): line for line in out.splitlines() if " = " in line}
+    assert "(set by --data" in lines["teacher_seed"] and "(set by --data" not in lines["width"]
 
 
 @pytest.mark.parametrize("argv", [["list"], ["--help"], ["run", "linear", "--seed", "x"],
@@ -161,6 +163,10 @@ def bad_cases(tmp):
         "foreign data file": (["run", "relu", "--data", str(foreign)], "foreign.npz"),
         "wrong keys": (["run", "diagonal", "--data", _npz(tmp / "keys.npz", A=X)], "lacks key"),
         "bad seed": (["run", "linear", "--seed", "-3"], "--seed"),
+        "a size the data sets": (["run", "relu", "--data", _npz(tmp / "r.npz", X=X, Y=X[:, :1]), "--set", "n=10"],
+                                 "--set n: the --data file sets it"),
+        "a grid over what the data sets": (
+            ["sweep", "linear", "--data", _npz(tmp / "l.npz", X=X, Y=X[:, :2]), "--grid", "d=3,4"], "--grid d:"),
     }
 
 

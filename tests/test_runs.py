@@ -66,6 +66,11 @@ def test_a_data_run_records_what_it_read_and_its_timing(tmp_path):
     }
     assert summary["timing"]["simulate_s"] > 0 and summary["timing"]["predict_s"] > 0
     assert isinstance(summary["command"], list)
+    # Only what the run used: the synthetic problem's sizes and seeds are the file's to set.
+    assert not {"n", "d", "beta_star", "noise", "teacher_seed"} & set(summary["parameters"])
+    assert summary["parameters"]["variant"] == "uv" and summary["parameters"]["data"] == str(path)
+    assert main(["run", "diagonal", "--data", str(path), "--set", "n=10", "--out", str(tmp_path / "n")]) == 2
+    assert not (tmp_path / "n").exists()
 
 
 def test_a_preset_whose_own_parameter_is_called_data_runs_and_records_no_file(tmp_path):

@@ -122,7 +122,7 @@ def _describe(preset) -> None:
     width = max(len(k) for k in preset.all_defaults)
     for key, value in preset.all_defaults.items():
         shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, tuple) else value
-        print(f"    {key:<{width}} = {shown}")
+        print(f"    {key:<{width}} = {shown}" + ("   (set by --data when given)" if key in preset.data_sets else ""))
     print("  discrete training instead of the flow: --set optimizer=gd|sgd|adam --set learning_rate=…")
 
 
@@ -132,7 +132,7 @@ def _check_arguments(args, overrides: dict[str, str]) -> None:
     from .validate import check_init_scale, check_seed
 
     preset = get_preset(args.preset)
-    preset.parameters(overrides)
+    preset.parameters(overrides, data=args.data)
     if args.init_scale is not None:
         check_init_scale(args.init_scale, "--init-scale")
     check_seed(args.seed, "--seed")

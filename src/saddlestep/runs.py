@@ -65,7 +65,7 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     seed = check_seed(seed)
     if data is not None and preset.data_help is None:
         raise ValueError(f"data: preset {preset_name!r} takes no data file")
-    params = preset.parameters(overrides)
+    params = preset.parameters(overrides, data=data)
     # Bad data fails while building: the line waits, so such an error stays one line.
     with phase(f"{preset_name}: building the model and task (α={init_scale:g}, seed {seed})", enabled=progress,
                delay=BUILD_QUIET_S):
@@ -73,10 +73,10 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     if setup.settle is not None and setup.predict is not None and params.get("t_max") == "auto":
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
             setup.t_max = predicted_horizon(setup, params)
-    params = {**params, "t_max": setup.t_max}
+    params = {**preset.recorded(params, data), "t_max": setup.t_max}
     if "learning_rate" not in params:  # the flow's step budget (discrete training has none)
         params["max_steps"] = setup.simulate_kwargs.get("max_steps", _methods.MAX_STEPS)
-    if data is not None and "data" not in preset.defaults:  # a preset's own `data` parameter wins
+    if data is not None and "data" not in params:  # a preset's own `data` names a built-in set
         params["data"] = os.path.abspath(data)
     return preset, params, setup, init_scale, seed
 

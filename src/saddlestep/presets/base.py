@@ -101,6 +101,8 @@ class Preset:
     - `build(params, init_scale, seed, data)`: returns a `Setup`; `data` is a path or None.
     - `init_scale`: the default α.
     - `data_help`: what `--data` accepts (None: the preset takes no data).
+    - `data_sets`: the parameters a `--data` file replaces (the synthetic problem's sizes and
+      seeds): refused as `--set` beside `--data`, and not recorded for such a run.
     - `predictor`: what `saddlestep run` sets beside the flow ("" for none): AGF, a closed
       form or a lower bound, and whose.
     - `runtime_s`: wall seconds of the default `saddlestep run` on 2 CPU cores (measured,
@@ -120,6 +122,7 @@ class Preset:
     build: Callable[..., Setup]
     init_scale: float = 1e-6
     data_help: str | None = None
+    data_sets: tuple[str, ...] = ()
     predictor: str = ""
     runtime_s: float | None = None
     rtol: float = 1e-6
@@ -131,9 +134,12 @@ class Preset:
         `max_steps`."""
         return {**self.defaults, "solver": self.solver, "rtol": self.rtol, "t_max": "auto", "max_steps": "auto"}
 
-    def parameters(self, overrides: dict[str, str] | None = None) -> dict[str, Any]:
-        """The defaults with `--set key=value` overrides parsed to the defaults' types."""
+    def parameters(self, overrides: dict[str, str] | None = None, *, data: str | None = None) -> dict[str, Any]:
+        """The defaults with `--set key=value` overrides parsed to the defaults' types (with a
+        `data` file, an override of a parameter the data replaces is refused)."""
         params = self.all_defaults
+        if data is not None:
+            self.check_not_set_by_data(overrides or {}, "overrides")
         for key, text in (overrides or {}).items():
             if key not in params and key not in TRAINING:
                 raise ValueError(
@@ -149,6 +155,17 @@ class Preset:
         check_step_budget(params)
         check_solver(params)
         return params
+
+    def check_not_set_by_data(self, keys, where: str) -> None:
+        """Refuse `keys` that a `--data` file replaces (`where`: the argument that gave them)."""
+        for key in keys:
+            if key in self.data_sets:
+                raise ValueError(f"{where} {key}: the --data file sets it for preset {self.name!r}; "
+                                 f"leave it out (or drop --data for the synthetic problem)")
+
+    def recorded(self, params: dict[str, Any], data: str | None) -> dict[str, Any]:
+        """The effective parameters of a run: without those a `data` file replaced."""
+        return params if data is None else {k: v for k, v in params.items() if k not in self.data_sets}
 
     def setup(self, params: dict[str, Any], *, init_scale: float, seed: int, data: str | None = None) -> Setup:
         """`build`, then what every preset shares: a fixed `t_max` replaces the automatic one, the

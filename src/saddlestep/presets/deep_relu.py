@@ -138,6 +138,7 @@ register(
         build=_build_escape,
         init_scale=1e-3,
         data_help="an .npz with X (n, d) and Y (n, out), centred targets",
+        data_sets=("n", "data", "data_seed"),
     )
 )
 
@@ -240,5 +241,6 @@ register(
         # α = 1 is the paper's init, but run folders report t/ln(1/α), undefined at α = 1.
         init_scale=0.5,
         data_help="an .npz with X (n, d) and Y (n, out), centred targets",
+        data_sets=("n", "data", "data_seed"),
     )
 )

@@ -110,6 +110,7 @@ register(
         build=_build_modular,
         init_scale=0.1,
         data_help="an .npz with key template (length p; its mean is removed)",
+        data_sets=("p", "frequencies", "magnitudes"),
     )
 )
 

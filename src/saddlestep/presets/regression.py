@@ -172,6 +172,7 @@ register(
         build=_build_linear,
         init_scale=1e-6,
         data_help=_LINEAR_DATA,
+        data_sets=("d", "singular_values", "teacher_seed"),
     )
 )
 
@@ -191,6 +192,7 @@ register(
         build=_build_deep_linear,
         init_scale=1e-2,
         data_help=_LINEAR_DATA,
+        data_sets=("d", "singular_values", "teacher_seed"),
     )
 )
 
@@ -211,6 +213,7 @@ register(
         build=_build_diagonal,
         init_scale=1e-6,
         data_help="an .npz with X (n, d) and y (n,)",
+        data_sets=("n", "d", "beta_star", "noise", "teacher_seed"),
     )
 )
 
@@ -234,6 +237,7 @@ register(
         build=_build_relu,
         init_scale=1e-6,
         data_help="an .npz with X (n, d) and Y (n, out)",
+        data_sets=("d", "teacher_norms", "n", "inputs", "teacher_seed"),
         # rtol stays 1e-6 although ReLU steps are set by sliding chatter (steps ∝ 1/rtol) and
         # rtol 1e-4 takes 20-100× fewer: at 1e-4 the first drop is right to ~1e-4, but on some
         # random Gaussian teachers a later plateau is reached along another path (loss 0.0068

@@ -186,5 +186,6 @@ register(
         build=_build_qwem,
         init_scale=1e-6,
         data_help="an .npz with P, the V×V joint co-occurrence probabilities",
+        data_sets=("vocab_size", "corpus_seed"),
     )
 )

@@ -72,7 +72,9 @@ def sweep(
     both = sorted(set(overrides) & set(typed_grid))
     if both:
         raise ValueError(f"overrides {both[0]}: also a grid axis; give it in one place")
-    base = preset.parameters(overrides)
+    base = preset.parameters(overrides, data=data)
+    if data is not None:
+        preset.check_not_set_by_data(typed_grid, "grid")
     alpha = preset.init_scale if init_scale is None else check_init_scale(init_scale)
     seed = check_seed(seed)
     if data is not None:
@@ -224,8 +226,8 @@ def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size
     """The run folder `saddlestep run` would write, from a member of an ensemble."""
     from ..runs import _jsonable as jsonable, summarize, write_run_folder
 
-    params = {**member.params, "t_max": setup.t_max}
-    if data is not None and "data" not in preset.defaults:  # a preset's own `data` parameter wins
+    params = {**preset.recorded(member.params, data), "t_max": setup.t_max}
+    if data is not None and "data" not in params:  # a preset's own `data` names a built-in set
         params["data"] = data
     # The ensemble's wall time is shared among its members (compilation included).
     summary, steps, prediction = summarize(

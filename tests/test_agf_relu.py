@@ -95,3 +95,24 @@ def test_relu_orthogonal_order_and_slopes_match_agf():
     assert p.order == ["teacher 1", "teacher 2"]
     np.testing.assert_allclose(p.rescaled_times, [2 / 3.0, 2 / 1.5], rtol=1e-4)
     _assert_flow_follows(_orthogonal_setup, p)  # slopes measured: < 0.01%
+
+
+def test_agf_says_when_it_ends_on_copies_of_one_direction():
+    """Two neurons that start as exact copies activate together and stay copies (the restricted
+    loss is symmetric in them), so AGF learns one of two teachers and ends with every neuron
+    active; it says so, instead of passing the unlearned teacher over in silence."""
+    import equinox as eqx
+    import pytest
+
+    task = ss.relu_teacher(jax.random.PRNGKey(0), 3, (2.0, -1.0), n=64, inputs="gaussian")
+    model = ss.TwoLayer(3, 2, 1, "relu", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    W, a = np.asarray(model.W), np.asarray(model.a)
+    model = eqx.tree_at(lambda m: (m.W, m.a), model, (np.tile(W[:1], (2, 1)), np.tile(a[:, :1], (1, 2))))
+    with pytest.warns(UserWarning, match="only 1 distinct directions"):
+        pred = agf.predict(model, task)
+    assert pred.extra["copies"] == {"neurons": 2, "directions": 1}
+    assert pred.losses[-1] > 0.01 * pred.initial_loss
+    # Distinct neurons on the same task: no such ending.
+    wide = ss.TwoLayer(3, 6, 1, "relu", key=jax.random.PRNGKey(2), init_scale=1e-4)
+    assert agf.predict(wide, task).extra["copies"] is None
+

@@ -162,6 +162,10 @@ def bad_cases(tmp):
         "truncated data file": (["run", "linear", "--data", str(truncated)], "trunc.npz"),
         "foreign data file": (["run", "relu", "--data", str(foreign)], "foreign.npz"),
         "wrong keys": (["run", "diagonal", "--data", _npz(tmp / "keys.npz", A=X)], "lacks key"),
+        "moments and samples both": (
+            ["run", "linear", "--data", _npz(tmp / "both.npz", X=X, Y=X, Sxx=np.eye(3), Syx=np.eye(3))], "holds both"),
+        "y shorter than X": (["run", "diagonal", "--data", _npz(tmp / "short.npz", X=X, y=X[:7, 0])],
+                             "--data: y has 7 entries, expected one per row of X (10, 3)"),
         "bad seed": (["run", "linear", "--seed", "-3"], "--seed"),
         "a size the data sets": (["run", "relu", "--data", _npz(tmp / "r.npz", X=X, Y=X[:, :1]), "--set", "n=10"],
                                  "--set n: the --data file sets it"),

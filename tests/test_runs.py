@@ -46,6 +46,15 @@ def test_a_run_out_of_solver_steps_names_the_parameter_that_raises_the_budget():
     assert ss.run_preset("linear", overrides={"t_max": "1"}).summary["parameters"]["max_steps"] == MAX_STEPS
 
 
+def test_what_a_run_warns_about_is_kept_in_its_summary():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # recorded, not raised past the run
+        result = ss.run_preset("linear", overrides={"rtol": "2e-3", "t_max": "1"}, progress=False)
+    assert any("overrides rtol=0.002" in line for line in result.summary["warnings"])
+
+
 def test_a_data_run_records_what_it_read_and_its_timing(tmp_path):
     import hashlib
     import json

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -310,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     command = lambda: _COMMANDS[args.command](args)
+    if argv is None:
+        # A warning is one line, as the run's own are (not Python's file:line and source echo).
+        warnings.formatwarning = lambda message, *rest, **kw: f"saddlestep: warning: {message}\n"
     # Ray sets its own SIGTERM handler, and only from the main thread.
     threaded = argv is None and args.command != "list" and getattr(args, "executor", "local") != "ray"
     if threaded:

@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -117,18 +118,33 @@ def run_preset(
         return _run_preset(preset_name, init_scale, seed, data, overrides, out, overwrite, show)
 
 
+def _told(caught: list[warnings.WarningMessage]) -> list[str]:
+    """saddlestep's own warnings among those caught (precision, AGF, tolerances), each once; a
+    library's deprecation notices are not the run's business."""
+    lines = []
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message) not in lines:
+            lines.append(" ".join(str(w.message).split()))
+    return lines
+
+
 def _run_preset(preset_name, init_scale, seed, data, overrides, out, overwrite, show) -> RunResult:
-    preset, params, setup, init_scale, seed = prepare(
-        preset_name, init_scale=init_scale, seed=seed, data=data, overrides=overrides, progress=show
-    )
-    start = time.perf_counter()
-    with phase(f"{preset.name}: compiling and integrating the flow to t_max = {setup.t_max:.4g}", enabled=show):
-        traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=None if show else False,
-                        **setup.simulate_kwargs)
-    wall = time.perf_counter() - start
-    predicting = setup.predict is not None and not getattr(setup.predict, "done", False)
-    with phase(f"{preset.name}: detecting steps" + (" and predicting" if predicting else ""), enabled=show):
-        summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall, data=data)
+    # What the run warns about goes into summary.json (and the CLI's "warning:" lines), not
+    # only past on stderr.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        preset, params, setup, init_scale, seed = prepare(
+            preset_name, init_scale=init_scale, seed=seed, data=data, overrides=overrides, progress=show
+        )
+        start = time.perf_counter()
+        with phase(f"{preset.name}: compiling and integrating the flow to t_max = {setup.t_max:.4g}", enabled=show):
+            traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=None if show else False,
+                            **setup.simulate_kwargs)
+        wall = time.perf_counter() - start
+        predicting = setup.predict is not None and not getattr(setup.predict, "done", False)
+        with phase(f"{preset.name}: detecting steps" + (" and predicting" if predicting else ""), enabled=show):
+            summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall, data=data)
+    summary["warnings"] = [*_told(caught), *summary["warnings"]]
     folder = None
     if out is not None:
         with phase(f"{preset.name}: writing {os.path.abspath(out)}", enabled=show):
@@ -194,21 +210,21 @@ def summarize(
     if prediction is not None:
         summary["prediction"] = prediction.to_json()
     # One line for each way the run fell short (printed by the CLI, kept in summary.json).
-    warnings, t_final = [], float(traj.t_final)
+    notes, t_final = [], float(traj.t_final)
     if traj.status == "max_steps":
         budget = setup.simulate_kwargs.get("max_steps", _methods.MAX_STEPS)
-        warnings.append(f"the solver used its whole step budget ({budget} steps) at t = {t_final:.6g}; "
-                        f"raise it (--set max_steps={2 * budget}) or loosen rtol")
+        notes.append(f"the solver used its whole step budget ({budget} steps) at t = {t_final:.6g}; "
+                     f"raise it (--set max_steps={2 * budget}) or loosen rtol")
     elif traj.status == "diverged":
-        warnings.append(f"the run diverged at t = {t_final:.6g}")
+        notes.append(f"the run diverged at t = {t_final:.6g}")
     if prediction is not None and prediction.num_steps and traj.status in ("t_max", "max_steps"):
         late = int(np.sum(prediction.times > t_final))
         if late:
-            warnings.append(
+            notes.append(
                 f"the run ended ({traj.status}) at t = {t_final:.6g} before the last predicted step at "
                 f"t = {float(np.max(prediction.times)):.6g} ({late} predicted step(s) not reached); raise --set t_max"
             )
-    summary["warnings"] = warnings
+    summary["warnings"] = notes
     return summary, steps, prediction
 
 

@@ -261,7 +261,29 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
                 or loss - stop_floor <= loss_tol * max(loss0 - stop_floor, 1e-300))
         record["stopped"] = None if done else "max_steps"
     bar.close(f"{len(record['times'])} steps")
+    record["copies"] = _copies(params, active, loss - stop_floor, loss0 - stop_floor) if record["stopped"] is None else None
     return record, loss0, c, solver_steps
+
+
+# Unit directions closer than this (1 − cos) are one direction.
+_SAME_DIRECTION = 1e-6
+
+
+def _copies(params, active, excess, excess0) -> tuple[int, int] | None:
+    """(active neurons, distinct directions among them) when AGF ended with every neuron active,
+    some of them copies of one direction, and the loss still well above its floor; else None.
+
+    Neurons that activate together along one direction stay copies through every cost phase
+    (the restricted loss is symmetric in them), so AGF sees them as one neuron; gradient flow
+    can split such copies and learn more, which AGF does not follow."""
+    if not active.all() or not excess > 1e-3 * excess0:
+        return None
+    x = params / np.maximum(np.linalg.norm(params, axis=1, keepdims=True), 1e-300)
+    reps: list[np.ndarray] = []
+    for row in x:
+        if not any(float(row @ r) > 1 - _SAME_DIRECTION for r in reps):
+            reps.append(row)
+    return (len(x), len(reps)) if len(reps) < len(x) else None
 
 
 def predict(
@@ -305,9 +327,11 @@ def predict(
 
     **Returns:** a `Prediction` (`method="agf"`) with jump times, plateau losses, the feature
     learned at each step, and the model on each plateau (`plateau_parameters`); `extra` holds the
-    neurons activated and deactivated at each step, the thresholds, the solver's step count, and
+    neurons activated and deactivated at each step, the thresholds, the solver's step count,
     `stopped`: None, or why the prediction ended early (`"max_steps"`, `"cycling"`,
-    `"utility_solve"`; also warned).
+    `"utility_solve"`; also warned), and `copies`: where AGF ended with every neuron active but
+    on fewer directions than neurons, the loss still above its floor, {"neurons", "directions"}
+    (warned: the flow may go on by splitting copies; else None).
     """
     problem = make_problem(model, task)
     if rtol is not None and not (rtol > 0):
@@ -324,6 +348,7 @@ def predict(
     if not limit:
         record, loss0, c, steps = _run(problem, 0.0, **kw)
         stopped = record["stopped"]
+        record_copies = record["copies"]
         events = list(record["events"])
         record = {k: record[k] for k in _KEYS}
         times = np.asarray(record["times"])
@@ -337,6 +362,7 @@ def predict(
         record, loss0, c, s2 = _run(problem, L - hi, **kw)
         steps = s1 + s2
         stopped = record["stopped"] or rec1["stopped"]
+        record_copies = record["copies"]
         n = min(len(rec1["times"]), len(record["times"]))
         if rec1["order"][:n] != record["order"][:n]:
             raise ValueError("limit: AGF learns features in a different order at the two tiny scales")
@@ -344,6 +370,15 @@ def predict(
         events = list(record["events"])
         record = {k: record[k][:n] for k in _KEYS}
         times = rescaled * L
+    copies = record_copies
+    loss_end = float(record["losses"][-1]) if len(record["losses"]) else float(loss0)
+    if copies is not None:
+        warnings.warn(
+            f"agf.predict ended with every neuron active but on only {copies[1]} distinct directions "
+            f"({copies[0]} neurons: copies activated together) and the loss {loss_end:.4g} still above its "
+            f"floor; gradient flow can split copies and drop further, which AGF does not follow",
+            stacklevel=2,
+        )
     if stopped is not None:
         why = {
             "max_steps": f"hit max_steps = {max_steps} activations",
@@ -368,5 +403,6 @@ def predict(
             "solver_steps": int(steps),
             "events": events,
             "stopped": stopped,
+            "copies": None if copies is None else {"neurons": copies[0], "directions": copies[1]},
         },
     )

@@ -18,6 +18,9 @@ def _population_from_data(path: str) -> PopulationRegression:
     from ..tasks.base import check_finite
 
     data = load_npz(path, one_of=(("Sxx", "Syx"), ("X", "Y")))
+    if {"Sxx", "Syx"} <= set(data) and {"X", "Y"} <= set(data):
+        raise ValueError(f"data: {path!r} holds both moments (Sxx, Syx) and samples (X, Y); keep one of the two, "
+                         f"so it is clear which the run learns")
     if "Sxx" in data:
         return PopulationRegression(data["Sxx"], data["Syx"], data.get("Syy"))
     X = check_finite("X", data["X"], 2)
@@ -89,7 +92,11 @@ def _build_diagonal(params, *, init_scale, seed, data):
 
     if data is not None:
         arrays = load_npz(data, required=("X", "y"))
-        task = SampleRegression(arrays["X"], arrays["y"])
+        X, y = np.asarray(arrays["X"]), np.asarray(arrays["y"])
+        if X.ndim == 2 and y.ndim >= 1 and y.shape[0] != X.shape[0]:
+            # Named as the file names it (SampleRegression would say Y, shaped (n, 1)).
+            raise ValueError(f"data: y has {y.shape[0]} entries, expected one per row of X {X.shape}")
+        task = SampleRegression(X, y)
         if task.dims[1] != 1:
             raise ValueError(f"data: y must be a vector (one target per row), got shape {arrays['y'].shape}")
     else:

@@ -89,3 +89,20 @@ def test_a_preset_whose_own_parameter_is_called_data_runs_and_records_no_file(tm
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["parameters"]["data"] == "digits" and summary["data"] is None
     assert result.trajectory.status in ("converged", "t_max")
+
+
+def test_a_run_that_stops_short_of_the_last_predicted_plateau_says_so():
+    # Lower bounds come early: every predicted time can pass while the loss is still far from
+    # the last predicted plateau. The run says so, as it does when a predicted time is not reached.
+    import math
+
+    from saddlestep.runs import prepare, summarize
+
+    _, params, setup, alpha, seed = prepare("linear", overrides={"t_max": "2"})
+    traj = ss.simulate(setup.model, setup.task, t_max=2.0, progress=False)  # inside the second drop
+    truth = setup.predict()
+    early = ss.Prediction("closed-form:test-lower-bound", truth.times * 0 + 0.1, [0.1 / math.log(1e6)] * 5,
+                          truth.losses, truth.order, initial_loss=truth.initial_loss, init_scale=alpha)
+    setup.predict = lambda: early
+    summary, _, _ = summarize("linear", params, setup, alpha, seed, traj, 1.0)
+    assert len(summary["warnings"]) == 1 and "short of the last predicted plateau" in summary["warnings"][0]

@@ -224,6 +224,39 @@ def test_compare_pairs_labels_before_levels():
     assert [f if isinstance(f, str) else None for f in table["feature_simulated"]] == ["mode 1", None, "mode 3"]
 
 
+def test_compare_two_drops_with_one_label_pair_by_level():
+    # A feature learned in two separate drops (another feature's drop between): the label names
+    # both, and the one whose plateau the prediction describes is the match.
+    pred = _pred([28.57, 17.0, 6.0], [2.9, 4.0, 7.0], order=["ξ=3", "ξ=5", "ξ=2"])
+    sim = _steps([29.21, 23.03, 20.81, 6.2], [3.06, 4.2, 5.03, 7.1], features=["ξ=3", "ξ=5", "ξ=3", "ξ=2"])
+    table = compare(sim, pred)
+    row = table[table["feature_predicted"] == "ξ=3"].iloc[0]
+    assert row["kind"] == "prediction" and row["time_simulated"] == 3.06
+    assert list(table[table["time_simulated"] == 5.03]["kind"]) == ["unmatched-simulated"]
+
+
+def test_an_escape_bound_pairs_with_a_drop_whatever_its_estimated_level():
+    # An escape bound whose level (an estimate for ReLU networks) misses the flow's by more than
+    # its drop: the bound is still checked against the first drop, not left unmatched.
+    bound = ss.Prediction("closed-form:escape", [169.6], [30.0], [0.407], ["escape"], initial_loss=0.448,
+                          init_scale=3e-3)
+    sim = [ss.Step(1614.0, 280.0, 0.448, 0.364, None, 0.0, 0.0), ss.Step(1900.0, 330.0, 0.364, 0.358, None, 0.0, 0.0)]
+    table = compare(sim, bound)
+    assert list(table["kind"]) == ["lower-bound", "unmatched-simulated"]
+    assert table["time_rel_error"][0] == pytest.approx(1614.0 / 169.6 - 1)
+
+
+def test_features_learned_in_another_order_pair_by_label():
+    # Two features of nearly equal strength swap places in the flow; an order-keeping alignment
+    # pairs one of them, and the other still pairs by its label.
+    pred = _pred([3.0, 2.0, 1.0, 0.0], [5.0, 8.0, 8.5, 14.0], order=["a", "b", "c", "d"])
+    sim = _steps([3.0, 2.1, 1.0, 0.0], [5.0, 8.2, 8.6, 14.0], features=["a", "c", "b", "d"])
+    table = compare(sim, pred)
+    matched = table[table["kind"] == "prediction"]
+    assert len(table) == 4 and len(matched) == 4
+    assert list(matched["feature_predicted"]) == list(matched["feature_simulated"])
+
+
 def test_compare_marks_lower_bounds():
     sim = _steps([1.0], [9.0])
     bound = _pred([1.0], [1.0], extra={"lower_bound": True})

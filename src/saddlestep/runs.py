@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import sys
@@ -219,10 +220,21 @@ def summarize(
         notes.append(f"the run diverged at t = {t_final:.6g}")
     if prediction is not None and prediction.num_steps and traj.status in ("t_max", "max_steps"):
         late = int(np.sum(prediction.times > t_final))
+        loss = np.asarray(traj.loss, dtype=float)
+        final = float(loss[np.isfinite(loss)][-1]) if np.isfinite(loss).any() else math.nan
+        target = float(prediction.losses[-1])
+        start = prediction.initial_loss if math.isfinite(prediction.initial_loss) else float(loss[0])
         if late:
             notes.append(
                 f"the run ended ({traj.status}) at t = {t_final:.6g} before the last predicted step at "
                 f"t = {float(np.max(prediction.times)):.6g} ({late} predicted step(s) not reached); raise --set t_max"
+            )
+        elif final - target > 0.1 * (start - target):
+            # Every predicted time passed (lower bounds come early), yet the loss is far from
+            # the last predicted plateau: the run stopped short of steps it should show.
+            notes.append(
+                f"the run ended ({traj.status}) at t = {t_final:.6g} at loss {final:.4g}, short of the last "
+                f"predicted plateau {target:.4g}; raise --set t_max to see the remaining steps"
             )
     summary["warnings"] = notes
     return summary, steps, prediction

@@ -325,6 +325,11 @@ _TIME_TIE = 0.01
 _GROUP = 0.05
 # The most steps one side of a merged group may hold.
 _MAX_GROUP = 8
+# Weight of the level cost between two steps a label already pairs (a tie-break only).
+_LABEL_TIE = 1e-3
+# The most an estimated level's mismatch costs: with the time term (≤ 0.1) and a group's extra
+# (0.05), a pair stays cheaper than two gaps.
+_BOUND_LEVEL_CAP = 2 * _GAP - 2 * 10.0 * _TIME_TIE - _GROUP
 
 
 def _predicted_before(prediction: Prediction, steps: list[Step]) -> np.ndarray:
@@ -404,6 +409,9 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
     after = np.asarray(prediction.losses, dtype=float)
     pred_labels, sim_labels = set(prediction.order), {s.feature for s in steps if s.feature is not None}
     once = {f: list(prediction.order).count(f) == 1 for f in pred_labels}
+    # The escape bound's level is an estimate (the closed forms' levels of modular addition and
+    # attention are exact, and pair as any other's).
+    estimated = prediction.method == "closed-form:escape"
 
     def comparable(fp, fs):
         # Both labels are known to the other side, so they must agree.
@@ -424,20 +432,27 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
             if not all(_inside((steps[j].loss_before, steps[j].loss_after), whole) for j in js):
                 return math.inf
         fp, fs = prediction.order[ks[0]], steps[js[0]].feature
-        if len(ks) == len(js) == 1 and comparable(fp, fs) and once[fp]:
-            return 0.0  # a label the prediction uses once names the step
+        named = len(ks) == len(js) == 1 and comparable(fp, fs) and once[fp]
         # Each end of the group in units of the predicted drop at that end: a group is no cheaper
         # than a pair for missing a whole predicted step.
         c_after = abs(steps[js[-1]].loss_after - after[ks[-1]]) / drops[ks[-1]]
         c = abs(steps[js[0]].loss_before - before[ks[0]]) / drops[ks[0]] + c_after
         if not math.isfinite(c):
             c = c_after  # no predicted level before the first step: the level after decides
+        if estimated:
+            # A predicted level that is only an estimate: the step pairs with a drop rather than
+            # both being left unmatched (two gaps); the time term picks which.
+            c = min(c, _BOUND_LEVEL_CAP) if math.isfinite(c) else _BOUND_LEVEL_CAP
         r = _primary(ks, js, steps, before, after)
         k, j = (ks[r], js[0]) if len(ks) > 1 else (ks[0], js[r])
         tp, ts = prediction.times[k], steps[j].time
         if tp > 0 and ts > 0:
             c += _TIME_TIE * min(abs(math.log(ts / tp)), 10.0)
         c += _GROUP * (len(ks) + len(js) - 2)
+        if named:
+            # A label the prediction uses once names the step; the level only breaks ties
+            # between drops that carry the same label (a feature learned in two sub-drops).
+            return _LABEL_TIE * min(c, 10.0) if math.isfinite(c) else 0.0
         return c if math.isfinite(c) else 2 * _GAP
 
     D = np.full((n_p + 1, n_s + 1), math.inf)
@@ -471,6 +486,25 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
         groups.append(_Group(ks, js, _primary(ks, js, steps, before, after) if ks and js else 0))
         k, j = k - dk, j - dj
     return float(D[n_p, n_s]), groups[::-1]
+
+
+def _pair_swapped_labels(groups: list[_Group], steps: list[Step], prediction: Prediction) -> list[_Group]:
+    """Pair a predicted step left unmatched with an unmatched simulated step of the same label,
+    when the prediction uses that label once: the flow learned that feature, in another order.
+
+    The alignment keeps time order, so when two features swap places (nearly equal strengths;
+    lower bounds, which need not come in the flow's order) one of them was left unmatched on
+    both sides, though its label names it. The pair's row takes the simulated step's place.
+    """
+    order = list(prediction.order)
+    alone_k = {order[g.ks[0]]: i for i, g in enumerate(groups) if g.ks and not g.js and order.count(order[g.ks[0]]) == 1}
+    out, used = list(groups), set()
+    for i, g in enumerate(groups):
+        label = steps[g.js[0]].feature if g.js and not g.ks else None
+        if label is not None and label in alone_k and alone_k[label] not in used:
+            used.add(alone_k[label])
+            out[i] = _Group(groups[alone_k[label]].ks, g.js)
+    return [g for i, g in enumerate(out) if i not in used]
 
 
 def _plan(steps: list[Step], prediction: Prediction):
@@ -536,6 +570,7 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     else:
         candidates = [found]
     cost, groups, found, drop, floor = min((_plan(c, prediction) for c in candidates), key=lambda plan: plan[0])
+    groups = _pair_swapped_labels(groups, found, prediction)
     matched_kind = "lower-bound" if prediction.is_lower_bound else "prediction"
     rows = []
     for g in groups:

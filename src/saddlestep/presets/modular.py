@@ -27,6 +27,10 @@ def _modular_template(params, data) -> np.ndarray:
     p = params["p"]
     if p < 3:
         raise ValueError(f"overrides p: expected an integer ≥ 3, got {p}")
+    repeated = sorted({int(f) for f in freqs if list(freqs).count(f) > 1})
+    if repeated:
+        raise ValueError(f"overrides frequencies: each frequency once, got {repeated[0]} more than once "
+                         f"(give its whole magnitude in one entry)")
     bad = [f for f in freqs if not (float(f) == int(f) and 1 <= int(f) <= p // 2)]
     if bad:
         raise ValueError(f"overrides frequencies: expected integers in 1..{p // 2}, got {bad}")

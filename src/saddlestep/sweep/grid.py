@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -97,8 +96,10 @@ def _typed(key: str, value, default):
     except ValueError:
         kind = "comma-separated numbers" if isinstance(default, tuple) else type(default).__name__
         raise ValueError(f"grid {key}: expected {kind}, got {text!r}") from None
-    if key == "init_scale" and not (typed > 0 and math.isfinite(typed)):
-        raise ValueError(f"grid init_scale: expected positive finite numbers, got {text!r}")
+    if key == "init_scale":
+        from ..validate import check_init_scale
+
+        check_init_scale(typed, "grid init_scale")  # 0 < α < 1, as `run --init-scale` asks
     if key == "seed" and typed < 0:
         raise ValueError(f"grid seed: expected non-negative integers, got {text!r}")
     return typed

@@ -132,3 +132,21 @@ def test_the_clock_unit_follows_the_degree():
     assert np.isnan(unit(2.0, 3)) and np.isnan(unit(2.0))
     with pytest.raises(ValueError, match="init_scale"):
         unit(-1.0, 3)
+
+
+def test_a_closed_form_that_drifts_with_alpha_is_compared_by_its_own_slope():
+    """QWEM's closed form at finite α has rescaled times that still move with α; the flow's
+    slope over a set of α is set against the closed form's slope over the same α (an exact line
+    through its own times), not against its value at the smallest α."""
+    from saddlestep.runs import converge_preset, prepare
+
+    alphas = [1e-4, 1e-6]
+    overrides = {"vocab_size": "40", "d": "2"}
+    df = converge_preset("qwem", alphas, seed=1, overrides=overrides)
+    preds = [prepare("qwem", init_scale=a, seed=1, overrides=overrides)[2].predict() for a in alphas]
+    L = [np.log(1 / a) for a in alphas]
+    own = (preds[1].times - preds[0].times) / (L[1] - L[0])
+    got = df.groupby("step")["predicted"].first().to_numpy()
+    np.testing.assert_allclose(got, own, rtol=1e-9)
+    assert np.max(np.abs(preds[1].rescaled_times / own - 1)) > 0.02  # the drift the slope removes
+    assert np.max(np.abs(df["slope_error"])) < 0.05

@@ -120,6 +120,11 @@ def test_sweep_equals_single_runs(small_sweep, alpha, seed):
     assert np.all(np.isnan(cell.loss.values[n:]))
     np.testing.assert_allclose(cell.drop_time.values, [s.time for s in single.steps], rtol=1e-10)
     assert int(cell.solver_steps) == single.summary["solver"]["steps"]
+    # The member's run folder records what `saddlestep run` records (the effective step budget).
+    out = small_sweep[0]
+    summaries = [json.loads((out / "runs" / n / "summary.json").read_text()) for n in os.listdir(out / "runs")]
+    (member,) = [m for m in summaries if m["init_scale"] == alpha and m["seed"] == seed]
+    assert member["parameters"] == single.summary["parameters"]
 
 
 def test_sweep_rerun_computes_nothing(small_sweep):

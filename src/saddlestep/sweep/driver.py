@@ -106,7 +106,7 @@ def sweep(
         members.append((name, m))
 
     runs_dir = os.path.join(out, "runs")
-    manifest = _check_manifest(out, preset.name, base, data, alpha, seed, typed_grid)
+    manifest = _check_manifest(out, preset.name, preset.recorded(base, data), data, alpha, seed, typed_grid)
     pending = [(n, m) for n, m in members if not _finished(os.path.join(runs_dir, n))]
     if len(pending) < len(members):
         _say(f"sweep: {len(members) - len(pending):,} runs already finished in {out}, {len(pending):,} to go")
@@ -141,7 +141,7 @@ def sweep(
     dataset = collect(out, typed_grid, [n for n, _ in members])
     dataset.attrs.update(
         preset=preset.name,
-        parameters=json.dumps(_jsonable(base)),
+        parameters=json.dumps(_jsonable(preset.recorded(base, data))),
         data=data or "",
         init_scale=alpha,
         seed=seed,
@@ -224,9 +224,12 @@ def _group(preset_name, data, pending, setups) -> tuple[list[Cell], list[list[st
 
 def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size, device) -> None:
     """The run folder `saddlestep run` would write, from a member of an ensemble."""
+    from ..methods import MAX_STEPS
     from ..runs import _jsonable as jsonable, summarize, write_run_folder
 
     params = {**preset.recorded(member.params, data), "t_max": setup.t_max}
+    if "learning_rate" not in params:  # the flow's step budget, as `saddlestep run` records it
+        params["max_steps"] = setup.simulate_kwargs.get("max_steps", MAX_STEPS)
     if data is not None and "data" not in params:  # a preset's own `data` names a built-in set
         params["data"] = data
     # The ensemble's wall time is shared among its members (compilation included).

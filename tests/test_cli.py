@@ -167,6 +167,9 @@ def bad_cases(tmp):
         "wrong keys": (["run", "diagonal", "--data", _npz(tmp / "keys.npz", A=X)], "lacks key"),
         "moments and samples both": (
             ["run", "linear", "--data", _npz(tmp / "both.npz", X=X, Y=X, Sxx=np.eye(3), Syx=np.eye(3))], "holds both"),
+        "a library check named as the override": (["run", "barlow-twins", "--set", "noise=-1"], "--set noise:"),
+        "negatives with data": (["run", "qwem", "--data", _npz(tmp / "Pok.npz", P=np.full((4, 4), 1 / 16)), "--set",
+                                 "negatives=-1"], "--set negatives:"),
         "y shorter than X": (["run", "diagonal", "--data", _npz(tmp / "short.npz", X=X, y=X[:7, 0])],
                              "--data: y has 7 entries, expected one per row of X (10, 3)"),
         "bad seed": (["run", "linear", "--seed", "-3"], "--seed"),

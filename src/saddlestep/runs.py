@@ -71,7 +71,10 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     # Bad data fails while building: the line waits, so such an error stays one line.
     with phase(f"{preset_name}: building the model and task (α={init_scale:g}, seed {seed})", enabled=progress,
                delay=BUILD_QUIET_S):
-        setup = preset.setup(params, init_scale=init_scale, seed=seed, data=data)
+        try:
+            setup = preset.setup(params, init_scale=init_scale, seed=seed, data=data)
+        except ValueError as err:
+            raise _as_override(err, params) from None
     if setup.settle is not None and setup.predict is not None and params.get("t_max") == "auto":
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
             setup.t_max = predicted_horizon(setup, params)
@@ -81,6 +84,14 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     if data is not None and "data" not in params:  # a preset's own `data` names a built-in set
         params["data"] = os.path.abspath(data)
     return preset, params, setup, init_scale, seed
+
+
+def _as_override(err: ValueError, params: dict[str, Any]) -> ValueError:
+    """A library error naming a preset parameter (`window: expected …`) as the override it is
+    (`overrides window: …`, which the CLI shows as `--set window: …`)."""
+    message = str(err)
+    key = message.split(":", 1)[0]
+    return ValueError(f"overrides {message}") if key in params and ":" in message else err
 
 
 def run_preset(

@@ -8,7 +8,7 @@ def check_dimension(params, limit: int, what: str) -> int:
     if d < 1:
         raise ValueError(f"overrides d: expected a positive embedding dimension, got {d}")
     if d > limit:
-        raise ValueError(f"overrides d: expected at most {what} = {limit}, got {d}")
+        raise ValueError(f"overrides d: expected at most {what}, got {d}")
     return d
 
 

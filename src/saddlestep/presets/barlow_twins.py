@@ -60,7 +60,7 @@ def _build_barlow_twins(params, *, init_scale, seed, data):
     from ..tasks.barlow_twins import digit_pairs
 
     xa, xb, _ = digit_pairs(params["n"], shift=params["shift"], noise=params["noise"], seed=params["data_seed"])
-    d = check_dimension(params, xa.shape[1], "the input dimension")
+    d = check_dimension(params, xa.shape[1], f"the input dimension {xa.shape[1]}")
     task = _bt_task(xa, xb, params)
     model = LinearEncoder(xa.shape[1], d, key=jax.random.PRNGKey(seed), init_scale=init_scale)
     return _bt_setup(task, model, params)
@@ -75,7 +75,7 @@ def _build_barlow_twins_synthetic(params, *, init_scale, seed, data):
     if params["m"] < len(spectrum):
         raise ValueError(f"overrides m: expected an input dimension ≥ len(spectrum) = {len(spectrum)}, got {params['m']}")
     xa, xb, _ = latent_pairs(spectrum, params["n"], params["m"], noise=params["noise"], seed=params["data_seed"])
-    d = check_dimension(params, params["m"], "m")
+    d = check_dimension(params, params["m"], f"m = {params['m']}")
     task = _bt_task(xa, xb, params)
     model = LinearEncoder(params["m"], d, key=jax.random.PRNGKey(seed), init_scale=init_scale)
     return _bt_setup(task, model, params)

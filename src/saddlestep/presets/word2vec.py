@@ -68,7 +68,7 @@ def _build_word2vec(params, *, init_scale, seed, data):
         raise ValueError(f"data: the word2vec preset reads a .txt corpus, got {data!r}")
     if params["vocab_size"] < 2:
         raise ValueError(f"overrides vocab_size: expected an integer ≥ 2, got {params['vocab_size']}")
-    d = check_dimension(params, params["vocab_size"], "vocab_size")
+    d = check_dimension(params, params["vocab_size"], f"vocab_size = {params['vocab_size']}")
     kind = check_choice(params, ("sgns", "qwem"))
     stats = corpus_statistics(data, vocab_size=params["vocab_size"], window=params["window"])
     if data is not None:
@@ -145,6 +145,8 @@ def _build_qwem(params, *, init_scale, seed, data):
     from ..models.word2vec import Embedding
     from ..tasks.word2vec import QWEM
 
+    if not params["negatives"] > 0:  # checked here, so a bad value is not blamed on the data
+        raise ValueError(f"overrides negatives: expected a positive number, got {params['negatives']:g}")
     if data is not None:
         P = load_npz(data, required=("P",))["P"]
         try:
@@ -155,7 +157,8 @@ def _build_qwem(params, *, init_scale, seed, data):
         P = synthetic_cooccurrence(params["vocab_size"], seed=params["corpus_seed"])
         task = QWEM.from_cooccurrence(P, negatives=params["negatives"])
     V = task.vocab_size
-    d = check_dimension(params, min(V, 64), "vocab_size (at most 64)")
+    d = check_dimension(params, min(V, 64), f"{min(V, 64)} (the vocabulary size {V}, and at most 64 for the "
+                                             f"dense closed form)" if V > 64 else f"the vocabulary size {V}")
     model = Embedding(V, d, key=jax.random.PRNGKey(seed), init_scale=init_scale)
     return _embedding_setup(task, model, params, init_scale)
 

@@ -40,8 +40,9 @@ def qwem_aligned(eigenvalues, s0_squared, t) -> Float[np.ndarray, "t k"]:
     s0 = np.asarray(s0_squared, dtype=float)[None, :]
     t = np.atleast_1d(np.asarray(t, dtype=float))[:, None]
     # Written as s0 e^{λt} / (1 + s0 (e^{λt} − 1)/λ), finite for λ → 0 and for large λt.
-    growth = np.where(np.abs(lam) > 0, np.expm1(lam * t) / np.where(lam == 0, 1.0, lam), t)
     with np.errstate(over="ignore", invalid="ignore"):
+        # Overflow to inf is expected for large λt: `late` takes over there.
+        growth = np.where(np.abs(lam) > 0, np.expm1(lam * t) / np.where(lam == 0, 1.0, lam), t)
         direct = s0 * np.exp(lam * t) / (1.0 + s0 * growth)
         late = lam / (1.0 + (lam / s0 - 1.0) * np.exp(-lam * t))
     return np.where(np.isfinite(direct), direct, late)

@@ -305,3 +305,19 @@ def test_discrete_training_is_labelled_by_its_optimizer_and_rate():
     fig = ss.plot.staircase(adam)
     labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
     assert any(label.startswith("adam, lr 1e-3") for label in labels), labels
+
+
+def test_the_curve_is_drawn_from_the_solver_steps_where_the_save_grid_is_coarse():
+    # Drops far faster than a coarse save grid (two points in the first 0.1 of 10): the solver's
+    # own steps carry them, and the plot draws (and frames) what the solver saw.
+    fine = np.geomspace(1e-5, 10.0, 400)
+    drop = lambda t: 0.1 + 2.0 * expit(-(np.log(t) - np.log(1e-3)) / 0.3)
+    grid = np.linspace(0.0, 10.0, 11)
+    traj = ss.Trajectory(times=grid, loss=drop(np.maximum(grid, 1e-12)), observables={}, init_scale=1e-5,
+                         status="converged", t_final=10.0, stats={}, method="test", step_times=fine,
+                         step_loss=drop(fine))
+    fig = plot.staircase(traj, time="log")
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.lines if ln.get_label().startswith("flow")]
+    assert len(line.get_xdata()) > 300  # the steps, not the 10 positive grid points
+    assert ax.get_xlim()[0] < 1e-3  # the drop at t = 1e-3 is in view

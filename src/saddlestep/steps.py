@@ -72,7 +72,7 @@ def feature_change(before: dict, after: dict) -> np.ndarray:
 _DOMINANT = 0.1
 
 
-def _finest_record(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+def finest_record(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     """Times and losses of the save grid merged with the solver-step record, in time order."""
     t = np.asarray(trajectory.times, dtype=float)
     L = np.asarray(trajectory.loss, dtype=float)
@@ -139,7 +139,7 @@ def detect_steps(
     labels = trajectory.feature_labels
     # Rescaled time needs α < 1; at α ≥ 1 (e.g. the richness setting) it is undefined (NaN).
     log_inv = _clock.log_inv(float(trajectory.init_scale))
-    t, L = _finest_record(trajectory)
+    t, L = finest_record(trajectory)
     pos = t > 0
     L0 = float(L[0]) if len(L) else math.nan
     t, L = t[pos], L[pos]

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..prediction import Prediction
-from ..steps import Step, detect_steps
+from ..steps import finest_record, Step, detect_steps
 from ..trajectory import Trajectory
 from ._scales import (
     LossAxis,
@@ -115,12 +115,14 @@ def _draw_curves(ax, curves: list[_Curve], axis: TimeAxis, ys: LossAxis, mark_st
     many = len(curves) > _MAX_MARKED
     for c in curves:
         tr = c.traj
-        keep = np.isfinite(tr.times) & np.isfinite(tr.loss)
-        if axis.time == "log":
-            keep &= tr.times > 0
-        x = axis(tr.times[keep], c.alpha)
+        # The save grid merged with the loss at every solver step: a run that converges long
+        # before a far horizon, or drops faster than the grid's spacing, is drawn as the solver
+        # saw it (and as `detect_steps` reads it), not as a few straight segments.
+        t, L = finest_record(tr)
+        keep = t > 0 if axis.time == "log" else np.ones(len(t), bool)
+        x = axis(t[keep], c.alpha)
         style = "--" if tr.learning_rate is not None else "-"  # discrete training dashed over the flow
-        ax.plot(x, ys(tr.loss[keep]), style, color=c.color, lw=1.6, label=c.label, alpha=0.5 if many else 0.9)
+        ax.plot(x, ys(L[keep]), style, color=c.color, lw=1.6, label=c.label, alpha=0.5 if many else 0.9)
         if mark_steps and not many:
             for s in c.steps:
                 y = ys(0.5 * (s.loss_before + s.loss_after))
@@ -146,7 +148,7 @@ def _draw_prediction(ax, prediction: Prediction, axis: TimeAxis, ys: LossAxis, a
 
 def _frame(ax, curves: list[_Curve], axis: TimeAxis, prediction: Prediction | None, alpha_p: float, xlim) -> float:
     """Set the time range (given, or the default that frames the staircase); returns the left end."""
-    xs = [axis(c.traj.times[np.isfinite(c.traj.times)], c.alpha) for c in curves]
+    xs = [axis(finest_record(c.traj)[0], c.alpha) for c in curves]
     if axis.time == "log":
         positive = np.concatenate([x[x > 0] for x in xs])
         x0 = float(positive.min()) if positive.size else 1.0
@@ -157,10 +159,9 @@ def _frame(ax, curves: list[_Curve], axis: TimeAxis, prediction: Prediction | No
         for c in curves:
             if c.steps:
                 last = c.steps[-1]
-                keep = np.isfinite(c.traj.times) & np.isfinite(c.traj.loss)
-                t = c.traj.times[keep]
+                t, L = finest_record(c.traj)
                 events.append(axis(last.time, c.alpha))
-                events.append(axis(settle_time(t, c.traj.loss[keep], last.time, last.loss_before), c.alpha))
+                events.append(axis(settle_time(t, L, last.time, last.loss_before), c.alpha))
         predicted = list(axis.prediction_times(prediction, alpha_p)) if prediction is not None else []
         x_end = max((float(x.max()) for x in xs if x.size), default=np.nan)
         xlim = default_xlim(x_end, x0, events, predicted, axis.time == "log")

@@ -60,9 +60,11 @@ def test_negative_loss_is_drawn_as_loss_minus_minimum_on_a_log_axis():
     fig = plot.staircase(staircase_run(shift=-2.0))  # plateaus at −1, −1.7, −1.95, −1.99
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
-    assert "L_min" in ax.get_ylabel()
+    assert "L_ref" in ax.get_ylabel()
     y = curves(ax)[0].get_ydata()
     assert np.all(np.isfinite(y)) and np.all(y > 0)
+    # The end of the run, its own minimum, stays on its plateau instead of diving to the floor.
+    assert y[-1] > 0.5 * y[-50]
     assert y.max() / y.min() > 10  # the staircase spans decades, not a blank axis
     lo, hi = ax.get_ylim()
     assert lo > 0 and lo <= y.min() * 1.0001 and hi >= y.max()

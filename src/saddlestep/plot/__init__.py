@@ -2,7 +2,7 @@
 
 - `staircase(runs, prediction, *, ax=, time="t"|"rescaled"|"log", xlim=, yscale=)`: loss curves,
   detected drops marked, a prediction overlaid; the loss axis is chosen from the data (log of L,
-  log of L − L_min for losses that reach zero or below, or linear), and runs over several α
+  log of L − L_ref for losses that reach zero or below, or linear), and runs over several α
   are coloured by α.
 - `features(trajectory, *, what=, ax=, time=)`: the task's `features` observable, any other
   observable, or the per-neuron norms ‖θ_i‖ of any `AbstractNeuronModel`.

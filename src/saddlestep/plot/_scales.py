@@ -101,7 +101,7 @@ class LossAxis:
     @property
     def label(self) -> str:
         if self.kind == "shifted":
-            return f"loss − L_min  (L_min = {self.shift:.6g})"
+            return f"loss − L_ref  (L_ref = {self.shift:.6g}, just below the lowest loss)"
         return "loss"
 
 
@@ -116,7 +116,7 @@ def loss_axis(losses: Sequence[np.ndarray], plateaus: Sequence[tuple[float, floa
 
     **Returns:** a `LossAxis`. `"auto"` picks a log axis of L when L ≥ 0 spans at least a factor
     3 (a loss converging to 0 runs off the bottom, set a little below the last plateau), a
-    linear axis when it spans less, and a log axis of L − L_min when some L < 0 (the negative
+    linear axis when it spans less, and a log axis of L − L_ref (just below the lowest loss) when some L < 0 (the negative
     SGNS / QWEM losses of word2vec).
     """
     if yscale not in YSCALES:
@@ -144,8 +144,12 @@ def loss_axis(losses: Sequence[np.ndarray], plateaus: Sequence[tuple[float, floa
     span = hi - lo if hi > lo else max(abs(hi), 1.0)
     gaps = levels - lo
     gaps = gaps[gaps > 1e-9 * span]
-    floor = 1e-2 * gaps.min() if gaps.size else 1e-4 * span
-    return LossAxis("shifted", shift=lo, floor=floor, bottom=floor)
+    gap = gaps.min() if gaps.size else 1e-2 * span
+    # The reference sits a tenth of the smallest plateau gap below the lowest loss: with L_min
+    # itself, a run still falling at its end (its own minimum) dives to the axis floor there,
+    # which reads as one more drop.
+    floor = 1e-2 * gap
+    return LossAxis("shifted", shift=lo - 0.1 * gap, floor=floor, bottom=floor)
 
 
 def settle_time(x: np.ndarray, loss: np.ndarray, after: float, before: float, fraction: float = 0.05) -> float:

@@ -214,8 +214,8 @@ def staircase(
     plateau and the late steps show alike. With `ax` or `time`, one panel.
 
     The loss axis is chosen from the data: log of L when L > 0 spans a factor 3 or more,
-    linear when it spans less, and log of L − L_min (floored just below the smallest plateau
-    gap) when the loss reaches zero or goes negative (word2vec's SGNS / QWEM losses). The time
+    linear when it spans less, and log of L − L_ref (L_ref a tenth of the smallest plateau gap
+    below the lowest loss) when the loss reaches zero or goes negative (word2vec's SGNS / QWEM losses). The time
     range ends a margin after the last detected drop (and its settling) and the last predicted
     jump, unless the staircase fills most of the record.
 

@@ -19,7 +19,7 @@ def test_plain_progress_starts_ends_and_does_not_flood(capsys, monkeypatch):
         bar.update(1, runs="x")
     bar.close()
     lines = _lines(capsys)
-    assert lines[0] == "saddlestep: sweep: started of 100 cells"
+    assert lines[0] == "saddlestep: sweep: started, 100 cells"
     assert lines[-1].startswith("saddlestep: sweep: 100/100 cells in ")
     assert len(lines) == 2  # 100 quick updates within PLAIN_EVERY_S: no line each
 

@@ -85,7 +85,7 @@ class Progress:
 
     def _say_started(self) -> None:
         self._started = True
-        of = f" of {self.total} {self.unit}s" if self.total is not None else ""
+        of = f", {self.total} {self.unit}s" if self.total is not None else ""
         say(f"{self.desc}: started{of}" + (f" ({self._done_before} done before)" if self._done_before else ""))
 
     def update(self, n: int = 1, **postfix) -> None:

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -154,7 +153,9 @@ MAX_RUNS = 100_000
 
 
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    from ..progress import say
+
+    say(line)  # "saddlestep: …", as every other progress line
 
 
 def _finished(folder: str) -> bool:

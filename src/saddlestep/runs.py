@@ -78,12 +78,18 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
     if setup.settle is not None and setup.predict is not None and params.get("t_max") == "auto":
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
             setup.t_max = predicted_horizon(setup, params)
-    params = {**preset.recorded(params, data), "t_max": setup.t_max}
-    if "learning_rate" not in params:  # the flow's step budget (discrete training has none)
-        params["max_steps"] = setup.simulate_kwargs.get("max_steps", _methods.MAX_STEPS)
-    if data is not None and "data" not in params:  # a preset's own `data` names a built-in set
-        params["data"] = os.path.abspath(data)
-    return preset, params, setup, init_scale, seed
+    return preset, effective_parameters(preset, params, setup, data), setup, init_scale, seed
+
+
+def effective_parameters(preset, params: dict[str, Any], setup: Setup, data: str | None) -> dict[str, Any]:
+    """What a run records as its parameters: those it used (not those a `data` file replaced),
+    with the horizon and the flow's step budget it ran with, and the data file."""
+    out = {**preset.recorded(params, data), "t_max": setup.t_max}
+    if "learning_rate" not in out:  # discrete training has no step budget
+        out["max_steps"] = setup.simulate_kwargs.get("max_steps", _methods.MAX_STEPS)
+    if data is not None and "data" not in out:  # a preset's own `data` names a built-in set
+        out["data"] = os.path.abspath(data)
+    return out
 
 
 def _as_override(err: ValueError, params: dict[str, Any]) -> ValueError:
@@ -133,10 +139,11 @@ def run_preset(
 def _told(caught: list[warnings.WarningMessage]) -> list[str]:
     """saddlestep's own warnings among those caught (precision, AGF, tolerances), each once; a
     library's deprecation notices are not the run's business."""
-    lines = []
+    lines: list[str] = []
     for w in caught:
-        if issubclass(w.category, UserWarning) and str(w.message) not in lines:
-            lines.append(" ".join(str(w.message).split()))
+        line = " ".join(str(w.message).split())
+        if issubclass(w.category, UserWarning) and line not in lines:
+            lines.append(line)
     return lines
 
 

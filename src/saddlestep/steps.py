@@ -154,9 +154,7 @@ def detect_steps(
     rate = -np.gradient(y, np.log(t))
     peaks, _ = find_peaks(np.concatenate([[-np.inf], rate, [-np.inf]]), height=threshold)
     peaks = list(peaks - 1)
-
-    def valley(i, j):
-        return i + int(np.argmin(rate[i : j + 1]))
+    valley = lambda i, j: _valley(rate, i, j)
 
     # Merge peaks not separated by a deep enough valley (one drop with a noisy top).
     merged: list[int] = []
@@ -234,20 +232,18 @@ def _drop_small(peaks: list[int], rate: np.ndarray, L: np.ndarray, smallest: flo
     """
     if not peaks:
         return [], []
-
-    def valley(i, j):
-        return i + int(np.argmin(rate[i : j + 1]))
-
     n = len(peaks)
-    bounds = [valley(0, peaks[0])] + [valley(a, b) for a, b in zip(peaks[:-1], peaks[1:])] + [valley(peaks[-1], len(L) - 1)]
-    # Drop k (peak k) lies between bounds[left[k]] and bounds[right[k]]; prev/next link live drops.
-    left, right = list(range(n)), list(range(1, n + 1))
+    ends = [*peaks, len(L) - 1]
+    bounds = [_valley(rate, 0, peaks[0])] + [_valley(rate, a, b) for a, b in zip(ends[:-1], ends[1:])]
+    # Drop k ends at bounds[k + 1] always (a removal joins at the earlier valley) and starts at
+    # bounds[left[k]]; prev/nxt link the live drops.
+    left = list(range(n))
     prev, nxt = list(range(-1, n - 1)), list(range(1, n + 1))
     alive = [True] * n
     version = [0] * n
 
     def size(k):
-        return float(L[bounds[left[k]]] - L[bounds[right[k]]])
+        return float(L[bounds[left[k]]] - L[bounds[k + 1]])
 
     heap = [(size(k), k, 0) for k in range(n)]
     heapq.heapify(heap)
@@ -272,12 +268,15 @@ def _drop_small(peaks: list[int], rate: np.ndarray, L: np.ndarray, smallest: flo
             prev[q] = p
             version[q] += 1
             heapq.heappush(heap, (size(q), q, version[q]))
-        if p < 0 and q >= n:
-            break
     kept = [k for k in range(n) if alive[k]]
     if not kept:
         return [], []
-    return [peaks[k] for k in kept], [bounds[left[kept[0]]]] + [bounds[right[k]] for k in kept]
+    return [peaks[k] for k in kept], [bounds[left[kept[0]]]] + [bounds[k + 1] for k in kept]
+
+
+def _valley(rate: np.ndarray, i: int, j: int) -> int:
+    """The index of the lowest descent rate in rate[i..j] (the first, on a tie)."""
+    return i + int(np.argmin(rate[i : j + 1]))
 
 
 def _still_falling(t: np.ndarray, L: np.ndarray, last: Step, fraction: float) -> bool:

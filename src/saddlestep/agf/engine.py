@@ -347,8 +347,7 @@ def predict(
         raise ValueError("limit: the ln(1/α) limit of rescaled times exists only for κ = 2")
     if not limit:
         record, loss0, c, steps = _run(problem, 0.0, **kw)
-        stopped = record["stopped"]
-        record_copies = record["copies"]
+        stopped, copies = record["stopped"], record["copies"]
         events = list(record["events"])
         record = {k: record[k] for k in _KEYS}
         times = np.asarray(record["times"])
@@ -361,8 +360,7 @@ def predict(
         rec1, _, _, s1 = _run(problem, L - lo, **kw)
         record, loss0, c, s2 = _run(problem, L - hi, **kw)
         steps = s1 + s2
-        stopped = record["stopped"] or rec1["stopped"]
-        record_copies = record["copies"]
+        stopped, copies = record["stopped"] or rec1["stopped"], record["copies"]
         n = min(len(rec1["times"]), len(record["times"]))
         if rec1["order"][:n] != record["order"][:n]:
             raise ValueError("limit: AGF learns features in a different order at the two tiny scales")
@@ -370,9 +368,8 @@ def predict(
         events = list(record["events"])
         record = {k: record[k][:n] for k in _KEYS}
         times = rescaled * L
-    copies = record_copies
-    loss_end = float(record["losses"][-1]) if len(record["losses"]) else float(loss0)
     if copies is not None:
+        loss_end = float(record["losses"][-1]) if len(record["losses"]) else float(loss0)
         warnings.warn(
             f"agf.predict ended with every neuron active but on only {copies[1]} distinct directions "
             f"({copies[0]} neurons: copies activated together) and the loss {loss_end:.4g} still above its "

@@ -225,14 +225,9 @@ def _group(preset_name, data, pending, setups) -> tuple[list[Cell], list[list[st
 
 def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size, device) -> None:
     """The run folder `saddlestep run` would write, from a member of an ensemble."""
-    from ..methods import MAX_STEPS
-    from ..runs import _jsonable as jsonable, summarize, write_run_folder
+    from ..runs import _jsonable as jsonable, effective_parameters, summarize, write_run_folder
 
-    params = {**preset.recorded(member.params, data), "t_max": setup.t_max}
-    if "learning_rate" not in params:  # the flow's step budget, as `saddlestep run` records it
-        params["max_steps"] = setup.simulate_kwargs.get("max_steps", MAX_STEPS)
-    if data is not None and "data" not in params:  # a preset's own `data` names a built-in set
-        params["data"] = data
+    params = effective_parameters(preset, member.params, setup, data)  # as `saddlestep run` records them
     # The ensemble's wall time is shared among its members (compilation included).
     summary, steps, prediction = summarize(
         preset.name, params, setup, member.init_scale, member.seed, traj, wall / ensemble_size, data=data

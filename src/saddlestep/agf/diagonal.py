@@ -30,7 +30,6 @@ class DiagonalProblem(AbstractAGFProblem):
     kappa: int = eqx.field(static=True, default=2)
     loss_floor: float = eqx.field(static=True, default=-math.inf)
     labels: tuple = eqx.field(static=True, default=())
-    closed_form: ClassVar[bool] = True
     atol: ClassVar[float] = 1e-12
     rtol: ClassVar[float] = 1e-8
     min_step: ClassVar[float] = 1e-5

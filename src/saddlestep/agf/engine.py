@@ -179,9 +179,9 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
     dtmin = problem.min_step * float(np.max(np.abs(c)))
     if rtol is None:
         rtol = problem.rtol
-    closed_form = problem.closed_form
     record = collections.defaultdict(list)
     record["stopped"] = None
+    record["phases"] = collections.Counter()
     solver_steps = 0
     # Reports inside `progress.reporting()` only, and only if AGF takes a while.
     bar = _progress.Progress("AGF", None, "activation", delay=_progress.INNER_DELAY_S)
@@ -191,10 +191,15 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             break
         if loss - stop_floor <= loss_tol * max(loss0 - stop_floor, 1e-300):
             break
-        if closed_form:
-            dt, x, S1, hit = calls.advance(x, S, c, dormant, rstate, horizon)
+        step = calls.advance(x, S, c, dormant, rstate, horizon)
+        if step is not None:
+            dt, x, S1, hit = step
             t_new = t + dt
+            record["phases"]["exact"] += 1
         else:
+            # No exact step for this phase (a generic utility, or a configuration the exact
+            # phase leaves alone): the ODE solve.
+            record["phases"]["ode"] += 1
             t_new, x1, S1, hit, nsteps = _phase(problem, x, S, c, log_norm0, dormant, rstate, t, horizon, rtol, dtmin)
             solver_steps += nsteps
             x = x1 / np.linalg.norm(x1, axis=1, keepdims=True)
@@ -315,7 +320,8 @@ def predict(
     - `task`: a `SampleRegression`, or a `PopulationRegression` for linear two-layer networks.
     - `t_max`: how long one utility phase may wait for an activation (default 10³·max c_i).
     - `rtol`: relative tolerance of the utility-phase solve (default 1e-8; unused where the
-      phases are solved in closed form: diagonal and linear networks, tied embeddings).
+      phases are solved in closed form: diagonal and linear networks, tied embeddings, and
+      exactly between kinks for two-layer ReLU networks).
     - `max_steps`: the most activations to follow.
     - `loss_tol`: stop once L − L_min ≤ loss_tol·(L(0) − L_min).
     - `tie_tol`: neurons within tie_tol·c_i of their threshold at an activation activate together.
@@ -327,7 +333,8 @@ def predict(
 
     **Returns:** a `Prediction` (`method="agf"`) with jump times, plateau losses, the feature
     learned at each step, and the model on each plateau (`plateau_parameters`); `extra` holds the
-    neurons activated and deactivated at each step, the thresholds, the solver's step count,
+    neurons activated and deactivated at each step, the thresholds, the ODE solver's step count,
+    `phases`: how many utility phases were solved exactly and how many as ODEs,
     `stopped`: None, or why the prediction ended early (`"max_steps"`, `"cycling"`,
     `"utility_solve"`; also warned), and `copies`: where AGF ended with every neuron active but
     on fewer directions than neurons, the loss still above its floor, {"neurons", "directions"}
@@ -348,6 +355,7 @@ def predict(
     if not limit:
         record, loss0, c, steps = _run(problem, 0.0, **kw)
         stopped, copies = record["stopped"], record["copies"]
+        phases = dict(record["phases"])
         events = list(record["events"])
         record = {k: record[k] for k in _KEYS}
         times = np.asarray(record["times"])
@@ -361,6 +369,7 @@ def predict(
         record, loss0, c, s2 = _run(problem, L - hi, **kw)
         steps = s1 + s2
         stopped, copies = record["stopped"] or rec1["stopped"], record["copies"]
+        phases = dict(rec1["phases"] + record["phases"])
         n = min(len(rec1["times"]), len(record["times"]))
         if rec1["order"][:n] != record["order"][:n]:
             raise ValueError("limit: AGF learns features in a different order at the two tiny scales")
@@ -398,6 +407,7 @@ def predict(
             "active": list(record["active"]),
             "thresholds": np.asarray(c).tolist(),
             "solver_steps": int(steps),
+            "phases": {"exact": int(phases.get("exact", 0)), "ode": int(phases.get("ode", 0))},
             "events": events,
             "stopped": stopped,
             "copies": None if copies is None else {"neurons": copies[0], "directions": copies[1]},

@@ -1,5 +1,6 @@
-"""The generic AGF problem: any neuron model on a sample, utilities by a Diffrax solve and the
-cost phase by BFGS. Models without a registered family get this one."""
+"""The generic AGF problem: any neuron model on a sample, utilities by a Diffrax solve (exactly
+between kinks for two-layer ReLU networks, `_relu`) and the cost phase by BFGS. Models without a
+registered family get this one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from . import _numerics as nx
+from ._relu import ReluPhase
 from ..models.base import AbstractNeuronModel
 from ..tasks.regression import SampleRegression
 from .problem import AbstractAGFProblem, register_fallback, require_sample
@@ -42,13 +44,13 @@ class NeuronProblem(AbstractAGFProblem):
     collapse: float = eqx.field(static=True, default=1e-3)
     align: float = eqx.field(static=True, default=1e-4)
     factors: tuple = eqx.field(static=True, default=())
-    closed_form: ClassVar[bool] = False
+    exact: ReluPhase | None = eqx.field(static=True, default=None)
     atol: ClassVar[float] = 1e-12
     rtol: ClassVar[float] = 1e-8
     min_step: ClassVar[float] = 1e-5
 
     def __init__(self, model: AbstractNeuronModel, task: SampleRegression, *, collapse: float = 1e-3,
-                 align: float = 1e-4, balance: bool = True):
+                 align: float = 1e-4, balance: bool = True, exact: bool = True):
         self.template = model
         self.task = task
         _, self.treedef, self.shapes = nx.flatten(model.neurons())
@@ -58,6 +60,7 @@ class NeuronProblem(AbstractAGFProblem):
         self.loss_floor = -math.inf if floor is None else float(floor)
         self.collapse = collapse
         self.align = align
+        self.exact = _exact_phase(model, task) if exact else None
 
     def _outputs(self, flat):
         neurons = nx.unflatten(flat, self.treedef, self.shapes)
@@ -177,7 +180,9 @@ class NeuronProblem(AbstractAGFProblem):
         return out
 
     def advance(self, x, S, c, dormant, rstate, horizon):
-        raise NotImplementedError("the generic neuron problem's utility phase is an ODE solve")
+        if self.exact is None:
+            return None
+        return self.exact.advance(x, S, c, dormant, np.asarray(rstate.r), horizon)
 
     def rebase(self, x, old, new):
         return x  # directions are the parameters themselves
@@ -253,6 +258,21 @@ def _minimize(problem: NeuronProblem, params, mask):
     )
     return sol.value
 
+
+
+def _exact_phase(model: AbstractNeuronModel, task: SampleRegression) -> ReluPhase | None:
+    """The exact utility phase where the neuron is a·relu(wᵀx [+ b]) (`_relu`), else None."""
+    from ..models.two_layer import TwoLayer
+
+    if not (isinstance(model, TwoLayer) and model.activation == "relu"):
+        return None
+    leaves = jax.tree_util.tree_flatten_with_path(model.neurons())[0]
+    names = [path[0].key for path, _ in leaves]
+    sizes = [math.prod(leaf.shape[1:]) for _, leaf in leaves]
+    starts = np.cumsum([0] + sizes)
+    col = {name: list(range(int(starts[i]), int(starts[i + 1]))) for i, name in enumerate(names)}
+    cols_w = col["w"] + col.get("b", [])
+    return ReluPhase(np.asarray(task.X), bias="b" in col, cols_w=cols_w, cols_a=col["a"])
 
 
 def _factor_columns(model: AbstractNeuronModel, shapes) -> tuple:

@@ -31,13 +31,12 @@ class AbstractAGFProblem(eqx.Module):
     between phases. Parameters are (width, p) arrays of flattened neurons; `rstate` is the
     problem's typed residual state (what `start` returns).
 
-    Class attributes: `closed_form` (`advance` solves a utility phase exactly, no ODE), and for
-    the ODE phase `atol`, `rtol` (default) and `min_step` (smallest step as a fraction of max c_i).
+    Class attributes, for the ODE phase (where `advance` returns None): `atol`, `rtol` (default)
+    and `min_step` (smallest step as a fraction of max c_i).
     """
 
     kappa: eqx.AbstractVar[int]
     loss_floor: eqx.AbstractVar[float]
-    closed_form: eqx.AbstractClassVar[bool]
     atol: eqx.AbstractClassVar[float]
     rtol: eqx.AbstractClassVar[float]
     min_step: eqx.AbstractClassVar[float]
@@ -48,8 +47,9 @@ class AbstractAGFProblem(eqx.Module):
 
     @abc.abstractmethod
     def advance(self, x, S, c, dormant, rstate, horizon):
-        """Closed-form utility phase: (duration, x, S, whether a neuron reached its threshold
-        within `horizon`), the directions renormalized (only where `closed_form`)."""
+        """The utility phase solved exactly: (duration, x, S, whether a neuron reached its
+        threshold within `horizon`), the directions renormalized; or None, and the engine
+        solves the phase as an ODE (`utility`'s projected ascent)."""
 
     @abc.abstractmethod
     def initial(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,128 @@
+"""The exact ReLU utility phase (`agf._relu`) against two independent solutions: a fine fixed-step
+RK4 integration of the unnormalized utility ascent written here (kinks and Filippov sliding
+included: on a sliding kink the explicit steps chatter about it, converging at O(h) to the
+sliding motion), and the engine's ODE phase on whole AGF runs (issue 16: the fast path against the
+old one, same order, times within the solver's tolerance)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import saddlestep as ss
+from saddlestep import agf
+from saddlestep.agf import neuron
+from saddlestep.agf._relu import ReluPhase
+from saddlestep.tasks.regression import SampleRegression
+
+_H = 2.5e-4  # RK4 step of the oracle: its error at sliding kinks is O(h)
+
+
+def _ascent_rk4(X, R, theta, T, h=_H):
+    """θ' = ∇U(θ), U = Σ_n ⟨a, R_n⟩ relu(x_nᵀw) with relu'(0) = 0; returns θ on the grid."""
+    q = X.shape[1]
+
+    def f(th):
+        w, a = th[:q], th[q:]
+        z = X @ w
+        return np.concatenate([X.T @ ((R @ a) * (z > 0)), R.T @ np.maximum(z, 0.0)])
+
+    out = [theta]
+    th = theta.copy()
+    for _ in range(int(round(T / h))):
+        k1 = f(th)
+        k2 = f(th + h / 2 * k1)
+        k3 = f(th + h / 2 * k2)
+        k4 = f(th + h * k3)
+        th = th + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        out.append(th)
+    return np.array(out)
+
+
+def _single_neuron(seed):
+    rng = np.random.default_rng(seed)
+    N, d, out, bias = 12, 2 + seed % 2, 1 + seed % 3 // 2, seed % 4 == 1
+    X = rng.standard_normal((N, d))
+    r = rng.standard_normal((N, out))
+    theta = rng.standard_normal(d + bias + out)
+    theta /= np.linalg.norm(theta)
+    q = d + bias
+    return ReluPhase(X, bias=bias, cols_w=range(q), cols_a=range(q, theta.size)), r, theta
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_exact_phase_follows_the_ascent(seed):
+    phase, r, theta = _single_neuron(seed)
+    T = 4.0
+    dt, x, S, hit = phase.advance(theta[None], np.zeros(1), np.array([1e9]), np.array([True]), r, T)
+    assert dt == T and not hit
+    ref = _ascent_rk4(phase.X, r / r.shape[0], theta, T)[-1]
+    # S is ln‖θ(T)‖ of the unnormalized ascent from a unit θ(0) (κ = 2).
+    np.testing.assert_allclose(S[0], np.log(np.linalg.norm(ref)), atol=1e-4)
+    np.testing.assert_allclose(x[0], ref / np.linalg.norm(ref), atol=1e-4)
+
+
+def test_exact_phase_collapsed_neuron_stops_moving():
+    # Measured: w reaches ~1e-16 near τ ≈ 15; RK4 leaves it at ~1e-5, chattering (S to 6e-5).
+    # Every active sample pulls a > 0 down (⟨a, r_n⟩ < 0) and the samples surround the origin:
+    # w is squeezed between kinks onto w = 0.
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((12, 2))
+    r = -np.abs(rng.standard_normal((12, 1)))
+    theta = np.abs(rng.standard_normal(3))
+    theta /= np.linalg.norm(theta)
+    phase = ReluPhase(X, bias=False, cols_w=range(2), cols_a=[2])
+    T = 20.0
+    dt, x, S, hit = phase.advance(theta[None], np.zeros(1), np.array([1e9]), np.array([True]), r, T)
+    ref = _ascent_rk4(phase.X, r / r.shape[0], theta, T)
+    assert np.linalg.norm(x[0, :2]) < 1e-6
+    np.testing.assert_allclose(S[0], np.log(np.linalg.norm(ref[-1])), atol=2e-4)
+    np.testing.assert_allclose(x[0], ref[-1] / np.linalg.norm(ref[-1]), atol=1e-4)
+    # Collapsed, the neuron holds still: a longer horizon changes nothing.
+    dt2, x2, S2, _ = phase.advance(theta[None], np.zeros(1), np.array([1e9]), np.array([True]), r, 2 * T)
+    np.testing.assert_allclose(S2, S, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5, 6])
+def test_exact_phase_threshold_time(seed):
+    phase, r, theta = _single_neuron(seed)
+    T = 4.0
+    ref = _ascent_rk4(phase.X, r / r.shape[0], theta, T)
+    S_ref = np.log(np.linalg.norm(ref, axis=1))
+    c = 0.8 * S_ref.max()
+    assert c > 0.05  # these seeds grow
+    k = int(np.argmax(S_ref >= c))
+    t_ref = (k - 1 + (c - S_ref[k - 1]) / (S_ref[k] - S_ref[k - 1])) * _H
+    dt, x, S, hit = phase.advance(theta[None], np.zeros(1), np.array([c]), np.array([True]), r, T)
+    assert hit
+    np.testing.assert_allclose(dt, t_ref, rtol=1e-4)
+    np.testing.assert_allclose(S[0], c, atol=1e-12)
+
+
+def _random_relu(seed, alpha=1e-4):
+    rng = np.random.default_rng(100 + seed)
+    n, d, width, out = int(rng.integers(20, 50)), int(rng.integers(2, 5)), int(rng.integers(2, 6)), int(rng.integers(1, 3))
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    teachers = rng.standard_normal((2, d))
+    heads = rng.choice([-1, 1], (out, 2)) * rng.uniform(1, 3, (out, 2))
+    Y = np.maximum(X @ teachers.T, 0.0) @ heads.T
+    task = SampleRegression(jnp.asarray(X), jnp.asarray(Y))
+    model = ss.TwoLayer(d, width, out, "relu", key=jax.random.PRNGKey(seed), init_scale=alpha, bias=bool(seed % 2))
+    return model, task
+
+
+# Seeds whose ODE reference runs in seconds (where a neuron slides along kinks for long the
+# ODE phase crawls at its step floor: minutes). Covered: one and two outputs, with and without bias.
+@pytest.mark.parametrize("seed", [0, 1, 3, 5])
+def test_agf_exact_phases_match_ode_phases(seed, monkeypatch):
+    model, task = _random_relu(seed)
+    fast = agf.predict(model, task)
+    assert fast.extra["phases"]["ode"] == 0 and fast.extra["phases"]["exact"] >= len(fast.times)
+    monkeypatch.setattr(neuron, "_exact_phase", lambda model, task: None)
+    slow = agf.predict(model, task)
+    assert slow.extra["phases"]["exact"] == 0
+    assert fast.order == slow.order
+    # Measured: 3e-7 … 1e-5 (the ODE phase's rtol 1e-8 and its step floor at kinks).
+    np.testing.assert_allclose(fast.times, slow.times, rtol=1e-4)
+    np.testing.assert_allclose(fast.losses, slow.losses, rtol=1e-6, atol=1e-12)

@@ -77,7 +77,7 @@ class ReluPhase:
                 paths[i] = path
                 if path.hit is not None:
                     end = min(end, path.hit)
-        except _Degenerate:
+        except (_Degenerate, RuntimeError):  # RuntimeError: a root search did not converge
             return None
         hit = end < float(horizon)
         x_new, S_new = x.copy(), S.copy()
@@ -227,7 +227,7 @@ class _Path:
                     hi *= 2.0
                 if sq(min(hi, remaining)) >= 0:
                     hi = min(hi, remaining)
-                    t_thr = scipy.optimize.brentq(sq, 0.0, hi, xtol=1e-15, rtol=1e-15)
+                    t_thr = scipy.optimize.brentq(sq, 0.0, hi, xtol=1e-15, rtol=1e-15, maxiter=1000)
         stop = min(t_thr, remaining)
         # Watched functions: rows of coefficients over eigen-index j.
         K = self.K
@@ -285,7 +285,7 @@ class _Path:
                     best = (math.inf, None)
                     for k in near[neg[:, first] & ~neg[:, first - 1]]:
                         f = lambda s, row=C[k]: float(row @ np.exp(lam * s))
-                        root = b if f(a) * f(b) > 0 else scipy.optimize.brentq(f, a, b, xtol=1e-15, rtol=1e-15)
+                        root = b if f(a) * f(b) > 0 else scipy.optimize.brentq(f, a, b, xtol=1e-15, rtol=1e-15, maxiter=1000)
                         if root < best[0]:
                             best = (root, k)
                     tau, k = best
@@ -318,8 +318,12 @@ class _Path:
         M, _, XK, G = self._matrices(self.on, self.K)
         mu, cn = self._weights(self.theta, M, XK, G, self.K)
         weight = mu[-1] / cn[-1] if cn[-1] != 0 else math.nan
+        if math.isnan(weight):
+            raise _Degenerate("kink with no Filippov weight")
         if not (-_WEIGHT_SLACK <= weight <= 1 + _WEIGHT_SLACK):
-            raise _Degenerate(f"kink neither crossed nor slid on (weight {weight})")
+            # A grazing touch (the side it came from carries it away again, as the other
+            # sliding samples now read it): it leaves on the side its weight points to.
+            self._leave_kink(n, to_on=bool(weight > 1))
 
     def _leave_kink(self, n, *, to_on: bool):
         self.K = [k for k in self.K if k != n]

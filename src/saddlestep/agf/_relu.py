@@ -210,25 +210,31 @@ class _Path:
 
     def _next_event(self, lam, V, gamma, M, XK, G, remaining, last_gap):
         """(τ, kind, sample) of the first event within `remaining`, or (remaining, "end", None).
-        Kinds: "kink", "leave-off", "leave-on", "threshold"."""
-        X, q = self.phase.X, self.q
-        # The threshold: ‖θ(τ)‖² = Σ γ_j² e^{2λ_j τ} is convex in τ.
+        Kinds: "kink", "leave-off", "leave-on", "threshold", "collapse"."""
+        # The threshold: ln‖θ(τ)‖² = ln Σ γ_j² e^{2λ_j τ} is convex in τ, so it is crossed
+        # before the first other event τ_e iff it is above at τ_e (one evaluation per segment).
         need = 2.0 * (self.c - self.S)
         g2 = gamma**2
         sq = lambda tau: math.log(max(np.sum(g2 * np.exp(2 * lam * tau)), 1e-300)) - need
-        t_thr = math.inf
         if sq(0.0) >= 0:
-            t_thr = 0.0
-        else:
-            grow = g2 > 1e-30 * g2.max()
-            if np.any(lam[grow] > 0):
-                hi = 1.0 / max(float(np.max(lam[grow])), 1e-300)
-                while sq(hi) < 0 and hi < remaining:
-                    hi *= 2.0
-                if sq(min(hi, remaining)) >= 0:
-                    hi = min(hi, remaining)
-                    t_thr = scipy.optimize.brentq(sq, 0.0, hi, xtol=1e-15, rtol=1e-15, maxiter=1000)
-        stop = min(t_thr, remaining)
+            return 0.0, "threshold", None
+        # Any one growing component alone reaches the threshold by (need − ln γ_j²)/2λ_j.
+        pos = (g2 > 1e-30 * g2.max()) & (lam > 0)
+        bound = float(np.min((need - np.log(g2[pos])) / (2 * lam[pos]))) if pos.any() else math.inf
+        stop = min(max(bound, 0.0), remaining)
+        event = self._scan(lam, V, gamma, M, XK, G, stop, last_gap)
+        t_end = event[0] if event is not None else stop
+        if sq(t_end) >= 0:
+            return scipy.optimize.brentq(sq, 0.0, t_end, xtol=1e-15, rtol=1e-15, maxiter=1000), "threshold", None
+        if event is not None:
+            return event
+        if stop < remaining:  # at the bound, rounding: the threshold is there
+            return stop, "threshold", None
+        return remaining, "end", None
+
+    def _scan(self, lam, V, gamma, M, XK, G, stop, last_gap):
+        """The first kink, release or collapse event (τ, kind, sample) in [0, stop], or None."""
+        X, q = self.phase.X, self.q
         # Watched functions: rows of coefficients over eigen-index j.
         K = self.K
         notK = np.ones(X.shape[0], bool)
@@ -251,7 +257,7 @@ class _Path:
         kind = np.concatenate(kinds)
         who = np.concatenate(who)
         if stop <= 0:
-            return (0.0, "threshold", None) if t_thr <= remaining else (remaining, "end", None)
+            return None
         # Bound on how far x_nᵀw can move by τ: ‖x_n‖·ρ·∫e^{max(λ,0)s}ds, ρ = max|λ|.
         rho = float(np.max(np.abs(lam)))
         lmax = max(float(np.max(lam)), 0.0)
@@ -296,9 +302,7 @@ class _Path:
                 return collapse, "collapse", None
             lo = hi
             width *= 2.0
-        if t_thr <= remaining:
-            return t_thr, "threshold", None
-        return remaining, "end", None
+        return None
 
     def _enter_kink(self, n):
         """Sample n reached its kink: cross it, or slide along it."""

@@ -62,6 +62,43 @@ def test_exact_phase_follows_the_ascent(seed):
     np.testing.assert_allclose(x[0], ref / np.linalg.norm(ref), atol=1e-4)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_exact_phase_shared_kink_surfaces(seed):
+    # Repeated rows and ±x pairs put several samples on one kink surface (x_nᵀw = 0); a zero
+    # row never activates.
+    rng = np.random.default_rng(50 + seed)
+    base = rng.standard_normal((6, 3))
+    X = np.concatenate([base, base, -base[:3], 2.5 * base[3:], np.zeros((1, 3))])
+    r = rng.standard_normal((X.shape[0], 1))
+    theta = rng.standard_normal(4)
+    theta /= np.linalg.norm(theta)
+    phase = ReluPhase(X, bias=False, cols_w=range(3), cols_a=[3])
+    assert len(phase.normals) == 6
+    T = 4.0
+    dt, x, S, hit = phase.advance(theta[None], np.zeros(1), np.array([1e9]), np.array([True]), r, T)
+    ref = _ascent_rk4(X, r / X.shape[0], theta, T)[-1]
+    np.testing.assert_allclose(S[0], np.log(np.linalg.norm(ref)), atol=1e-4)
+    np.testing.assert_allclose(x[0], ref / np.linalg.norm(ref), atol=1e-4)
+
+
+def test_exact_phase_starts_on_a_kink():
+    # Orthogonal inputs ±e_i and w with exact zeros: w starts on kink surfaces, and the flow
+    # with relu'(0) = 0 keeps those coordinates at 0 (as the RK4 oracle does).
+    rng = np.random.default_rng(7)
+    E = np.eye(4)
+    X = np.concatenate([E, -E, E, -E])
+    r = rng.standard_normal((16, 1))
+    theta = np.array([0.7, 0.0, -0.4, 0.0, 0.6])
+    theta /= np.linalg.norm(theta)
+    phase = ReluPhase(X, bias=False, cols_w=range(4), cols_a=[4])
+    T = 3.0
+    dt, x, S, hit = phase.advance(theta[None], np.zeros(1), np.array([1e9]), np.array([True]), r, T)
+    ref = _ascent_rk4(X, r / 16, theta, T)[-1]
+    assert ref[1] == 0.0 and ref[3] == 0.0
+    np.testing.assert_allclose(S[0], np.log(np.linalg.norm(ref)), atol=1e-4)
+    np.testing.assert_allclose(x[0], ref / np.linalg.norm(ref), atol=1e-4)
+
+
 def test_exact_phase_collapsed_neuron_stops_moving():
     # Measured: w reaches ~1e-16 near τ ≈ 15; RK4 leaves it at ~1e-5, chattering (S to 6e-5).
     # Every active sample pulls a > 0 down (⟨a, r_n⟩ < 0) and the samples surround the origin:

@@ -5,14 +5,18 @@ it is active on (M_P = Σ_{n∈P} r_n x_nᵀ / N). On a fixed pattern the unnorm
 ascent θ̇ = ∇U = Bθ is linear with B symmetric, so θ(τ) = V e^{Λτ} Vᵀθ(0) exactly and
 ln‖θ‖ grows at 2U: the accumulated utility S is ln‖θ(τ)‖ (Kunin et al. 2025, κ = 2).
 
-The pattern changes where some x_nᵀw crosses 0 (a kink). At a kink whose two sides both push
-into it (a concave term: ⟨a, r_n⟩ < 0), the direction slides along it (Filippov): with K the
-sliding samples, the velocity is the gradient projected off span{x_n : n ∈ K}, and the flow is
-again linear and symmetric, θ̇ = B_K θ. It leaves the kink when its Filippov weight
-λ_n = μ_n/c_n leaves [0, 1]. Every quantity watched for an event (x_nᵀw, μ_n, c_n − μ_n, ‖θ‖²)
-is a sum of exponentials Σ_j β_j e^{λ_j τ}, so events are found by a sign scan and Brent's
-method, with no step-size control to fight the kinks (the ODE phase crawls at its step floor
-there). Degenerate configurations return None, and the engine solves that phase as an ODE.
+The pattern changes where w crosses a kink surface {uᵀw = 0} (the samples on one line through
+the origin, x_n = ±‖x_n‖u, share one). Where both sides push w into a surface it slides along
+it (Filippov): with K the sliding surfaces, the velocity is the gradient projected off
+span{u_k : k ∈ K}, and the flow is again linear and symmetric, θ̇ = B_K θ. A surface releases w
+when its Filippov weight λ = (μ − c₋)/(c₊ − c₋) leaves [0, 1] (μ: the normal force holding w
+on it; c±: the force of its samples active on either side). A neuron squeezed onto w = 0 by
+surfaces that meet only there has collapsed: it holds still until the next phase, where it
+restarts if some direction has positive utility. Every quantity watched for an event (uᵀw,
+μ − c₋, c₊ − μ, ‖θ‖²) is a sum of exponentials Σ_j β_j e^{λ_j τ}, so events are found by a
+sign scan and Brent's method, with no step-size control to fight the kinks (the ODE phase
+crawls at its step floor there). Degenerate configurations (nearly parallel sliding surfaces,
+chattering) return None, and the engine solves that phase as an ODE.
 """
 
 from __future__ import annotations
@@ -51,8 +55,24 @@ class ReluPhase:
         X = np.asarray(X, dtype=float)
         if bias:
             X = np.concatenate([X, np.ones((X.shape[0], 1))], axis=1)
+        # Samples on one line through the origin share a kink surface {w : uᵀw = 0} (repeated
+        # rows, ±x pairs): the surfaces, not the samples, are what the path crosses and slides
+        # on. Zero rows never activate and are dropped.
+        norm = np.linalg.norm(X, axis=1)
+        keep = norm > 0
+        X, norm = X[keep], norm[keep]
+        self.keep = keep
+        U = X / norm[:, None]
+        lead = U[np.arange(len(U)), np.argmax(np.abs(U) > 1e-12, axis=1)]
+        sign = np.where(lead > 0, 1.0, -1.0)
+        normals, group = np.unique(np.round(U * sign[:, None], 12), axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        normals = np.stack([np.mean(U[group == g] * sign[group == g, None], axis=0) for g in range(len(normals))])
         self.X = X
-        self.xnorm = np.linalg.norm(X, axis=1)
+        self.normals = normals / np.linalg.norm(normals, axis=1, keepdims=True)  # (surfaces, q)
+        self.group = group  # each sample's surface
+        self.sign = sign  # x_n = sign_n·‖x_n‖·u_{group_n}
+        self.xnorm = norm
         self.cols = np.asarray(list(cols_w) + list(cols_a))
         self.q = len(cols_w)
 
@@ -64,7 +84,7 @@ class ReluPhase:
         accumulated utilities; `c`, the thresholds; `dormant`, which neurons move; `r`, the
         residual (N, out); `horizon`, the longest the phase may last.
         """
-        R = np.asarray(r, dtype=float) / self.X.shape[0]
+        R = np.asarray(r, dtype=float)[self.keep] / self.keep.size
         x = np.asarray(x, dtype=float)
         S = np.asarray(S, dtype=float)
         end = float(horizon)
@@ -101,7 +121,30 @@ class _Path:
         self.segments: list[tuple] = []
         self.hit: float | None = None
         self.frozen = np.linalg.norm(self.theta[: self.q]) < _COLLAPSE and not self._escape()
-        self.on = phase.X @ self.theta[: self.q] > 0
+        # Which side of each surface w is on (+1: its samples of sign +1 are active).
+        h = phase.normals @ self.theta[: self.q]
+        self.side = np.where(h > 0, 1.0, -1.0)
+        # Plus/minus-side coefficients of the surfaces' normal forces: c_± = Σ ±‖x_n‖ r_n over
+        # the samples active on that side (a sliding surface's Filippov weight interpolates them).
+        Pplus = np.zeros((len(phase.normals), R.shape[1]))
+        Pminus = np.zeros_like(Pplus)
+        np.add.at(Pplus, phase.group, np.where(phase.sign[:, None] > 0, phase.xnorm[:, None] * R, 0.0))
+        np.add.at(Pminus, phase.group, np.where(phase.sign[:, None] < 0, -phase.xnorm[:, None] * R, 0.0))
+        self.Pplus, self.Pminus = Pplus, Pminus
+        # Surfaces w starts on (sliding at the end of the last phase, or exact zeros in the
+        # data's coordinates) start in the sliding set. Where the rest of the field has no
+        # normal component (μ = 0), the flow with relu'(0) = 0 holds w there, all the surface's
+        # samples inactive, for as long as that lasts (checked at every event).
+        self.held: set[int] = set()
+        if not self.frozen:
+            touching = np.abs(h) <= 1e-14 * np.linalg.norm(self.theta[: self.q])
+            if touching.any():
+                self.K = [int(g) for g in np.flatnonzero(touching)]
+                M, _, XK, G = self._matrices(self.side, self.K)
+                mu = self._forces(self.theta, M, XK, G, self.K)[0]
+                quiet = np.abs(mu) <= 1e-12 * (np.linalg.norm(M.T @ self.theta[self.q:]) + 1e-300)
+                self.held = {g for g, z in zip(self.K, quiet) if z}
+                self._settle()
 
     def _escape(self) -> bool:
         """From w ≈ 0 (a collapsed neuron), w turns at speed ∝ 1/‖w‖ up the 1-homogeneous
@@ -131,13 +174,16 @@ class _Path:
         return True
 
     # ------------------------------------------------------------------ linear algebra of a piece
-    def _matrices(self, on, K):
-        X, q = self.phase.X, self.q
-        act = on.copy()
-        act[K] = False
-        M = self.R[act].T @ X[act]  # (out, q)
+    def _matrices(self, side, K):
+        phase, q = self.phase, self.q
+        act = phase.sign * side[phase.group] > 0
         if K:
-            XK = X[K]
+            sliding = np.zeros(len(side), bool)
+            sliding[K] = True
+            act &= ~sliding[phase.group]
+        M = self.R[act].T @ phase.X[act]  # (out, q)
+        if K:
+            XK = phase.normals[K]
             G = XK @ XK.T
             if np.linalg.cond(G) > 1e10:
                 raise _Degenerate("ill-conditioned sliding set")
@@ -147,26 +193,42 @@ class _Path:
             Pi = np.eye(q)
         return M, Pi, XK, G
 
-    def _weights(self, theta, M, XK, G, K):
-        """(μ, c) of the sliding samples at θ: Filippov weights λ = μ/c."""
+    def _forces(self, theta, M, XK, G, K):
+        """(μ, c₋, c₊) of the sliding surfaces at θ: μ, the normal force that keeps w on them;
+        c±, the force of their samples active on the − and + sides. w slides while the normal
+        velocities c₊ − μ ≤ 0 ≤ c₋ − μ, i.e. its Filippov weight λ = (μ − c₋)/(c₊ − c₋) ∈ [0, 1]."""
         a = theta[self.q:]
         mu = -np.linalg.solve(G, XK @ (M.T @ a))
-        return mu, self.R[K] @ a
+        return mu, self.Pminus[K] @ a, self.Pplus[K] @ a
 
-    def _velocity_w(self, theta, on, K):
-        M, Pi, _, _ = self._matrices(on, K)
+    @staticmethod
+    def _weight(mu, lo, hi):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (mu - lo) / (hi - lo)
+
+    def _exit_side(self, g, mu, lo, hi) -> bool:
+        """The side (True: +) a surface that cannot hold w (λ ∉ [0, 1]) releases it to: the
+        side whose normal velocity points away from it; where both do (a repelling surface),
+        the side it came from."""
+        up, down = hi - mu > 0, lo - mu < 0
+        if up and down:
+            return bool(self.side[g] > 0)
+        return bool(up) if up != down else bool(self._weight(mu, lo, hi) > 1)
+
+    def _velocity_w(self, theta, side, K):
+        M, Pi, _, _ = self._matrices(side, K)
         return Pi @ (M.T @ theta[self.q:])
 
     # ------------------------------------------------------------------ the march
     def run(self, end: float):
-        events, zeno, last_gap = 0, 0, None
+        events, zeno, last_gap, last, repeats = 0, 0, None, None, 0
         while True:
             if self.frozen:
                 # Collapsed on w = 0: U = 0, so S and the direction stay (for this residual).
                 self.segments.append((self.t, None, None, self.theta.copy(), self.S))
                 self.t = end
                 return
-            M, Pi, XK, G = self._matrices(self.on, self.K)
+            M, Pi, XK, G = self._matrices(self.side, self.K)
             q = self.q
             m = self.theta.size
             B = np.zeros((m, m))
@@ -198,19 +260,23 @@ class _Path:
             self.t += tau
             events += 1
             zeno = zeno + 1 if tau <= _ZENO_GAP * max(1.0, self.t) else 0
+            # The same surface met again and again with nothing between: chattering too.
+            repeats = repeats + 1 if (kind, which) == last else 0
+            last = (kind, which)
             if events > _MAX_EVENTS:
                 raise _Degenerate("too many events")
-            if zeno > _ZENO_COUNT:
+            if zeno > _ZENO_COUNT or repeats > _ZENO_COUNT:
                 raise _Degenerate("chattering")
             if kind == "kink":
                 self._enter_kink(which)
             else:
-                self._leave_kink(which, to_on=(kind == "leave-on"))
-            self._settle()
+                self._leave_kink(which, plus=(kind == "leave-plus"))
+            if not self.frozen:
+                self._settle()
 
     def _next_event(self, lam, V, gamma, M, XK, G, remaining, last_gap):
         """(τ, kind, sample) of the first event within `remaining`, or (remaining, "end", None).
-        Kinds: "kink", "leave-off", "leave-on", "threshold", "collapse"."""
+        Kinds: "kink", "leave-minus", "leave-plus", "threshold", "collapse"."""
         # The threshold: ln‖θ(τ)‖² = ln Σ γ_j² e^{2λ_j τ} is convex in τ, so it is crossed
         # before the first other event τ_e iff it is above at τ_e (one evaluation per segment).
         need = 2.0 * (self.c - self.S)
@@ -234,25 +300,26 @@ class _Path:
 
     def _scan(self, lam, V, gamma, M, XK, G, stop, last_gap):
         """The first kink, release or collapse event (τ, kind, sample) in [0, stop], or None."""
-        X, q = self.phase.X, self.q
-        # Watched functions: rows of coefficients over eigen-index j.
+        normals, q = self.phase.normals, self.q
+        # Watched functions: rows of coefficients over eigen-index j, each ≥ 0 until its event.
         K = self.K
-        notK = np.ones(X.shape[0], bool)
+        notK = np.ones(len(normals), bool)
         notK[K] = False
         idx = np.flatnonzero(notK)
-        side = np.where(self.on[idx], 1.0, -1.0)
-        Cw = (X[idx] @ V[:q]) * gamma  # x_nᵀw(τ)
-        rows = [side[:, None] * Cw]
+        Cw = (normals[idx] @ V[:q]) * gamma  # uᵀw(τ)
+        rows = [self.side[idx, None] * Cw]
         kinds = [np.zeros(idx.size, int)]
         who = [idx]
-        if K:
+        slide = [i for i, k in enumerate(K) if k not in self.held]
+        if slide:
             Va = V[q:] * gamma
-            Cmu = -np.linalg.solve(G, XK @ (M.T @ Va))
-            Cc = self.R[K] @ Va
-            sgn = np.sign(Cc.sum(axis=1))
-            rows += [sgn[:, None] * Cmu, sgn[:, None] * (Cc - Cmu)]
-            kinds += [np.ones(len(K), int), np.full(len(K), 2)]
-            who += [np.asarray(K), np.asarray(K)]
+            Cmu = -np.linalg.solve(G, XK @ (M.T @ Va))[slide]
+            Ks = [K[i] for i in slide]
+            Clo, Chi = self.Pminus[Ks] @ Va, self.Pplus[Ks] @ Va
+            sgn = np.sign((Chi - Clo).sum(axis=1))  # λ = (μ − c₋)/(c₊ − c₋) within [0, 1]
+            rows += [sgn[:, None] * (Cmu - Clo), sgn[:, None] * (Chi - Cmu)]
+            kinds += [np.ones(len(slide), int), np.full(len(slide), 2)]
+            who += [np.asarray(Ks), np.asarray(Ks)]
         C = np.concatenate(rows)
         kind = np.concatenate(kinds)
         who = np.concatenate(who)
@@ -262,14 +329,15 @@ class _Path:
         rho = float(np.max(np.abs(lam)))
         lmax = max(float(np.max(lam)), 0.0)
         start_vals = C.sum(axis=1)
-        scale = np.concatenate([self.phase.xnorm[idx]] + [np.full(2 * len(K), math.inf)] * bool(K))
+        scale = np.concatenate([np.ones(idx.size), np.full(2 * len(slide), math.inf)])
         width = min(stop, 2.0 * last_gap if last_gap else 0.1 / max(rho, 1e-12))
         width = max(width, 1e-9 * max(1.0, self.t), min(stop, 1e-6))
         lo = 0.0
         while lo < stop:
             hi = min(stop, lo + width)
             reach = rho * (math.expm1(lmax * hi) / lmax if lmax > 0 else hi)
-            near = np.flatnonzero(np.abs(start_vals) <= scale * reach * (1 + 1e-9) + 1e-300)
+            with np.errstate(invalid="ignore"):  # ∞·0 where nothing moves: not near
+                near = np.flatnonzero(np.abs(start_vals) <= scale * reach * (1 + 1e-9) + 1e-300)
             grid = np.linspace(lo, hi, _GRID)
             E = np.exp(np.minimum(np.outer(lam, grid), 700.0))
             path = V @ (E * gamma[:, None])
@@ -286,7 +354,7 @@ class _Path:
                         if collapse <= lo:
                             return lo, "collapse", None
                         k = int(near[np.argmax(neg[:, 0])])
-                        return lo, ("kink", "leave-off", "leave-on")[kind[k]], int(who[k])
+                        return lo, ("kink", "leave-minus", "leave-plus")[kind[k]], int(who[k])
                     a, b = grid[first - 1], grid[first]
                     best = (math.inf, None)
                     for k in near[neg[:, first] & ~neg[:, first - 1]]:
@@ -297,41 +365,79 @@ class _Path:
                     tau, k = best
                     if collapse < tau:
                         return collapse, "collapse", None
-                    return tau, ("kink", "leave-off", "leave-on")[kind[k]], int(who[k])
+                    return tau, ("kink", "leave-minus", "leave-plus")[kind[k]], int(who[k])
             if collapse < math.inf:
                 return collapse, "collapse", None
             lo = hi
             width *= 2.0
         return None
 
-    def _enter_kink(self, n):
-        """Sample n reached its kink: cross it, or slide along it."""
+    def _enter_kink(self, g):
+        """w reached surface g: cross it, or slide along it."""
         q = self.q
         w = self.theta[:q]
-        xn = self.phase.X[n]
-        came_on = bool(self.on[n])
-        dest = self.on.copy()
-        dest[n] = not came_on
-        v = xn @ self._velocity_w(self.theta, dest, self.K)
-        if (v > 0) != came_on and abs(v) > 1e-14 * np.linalg.norm(xn):
-            self.on = dest  # the far side carries the direction on: a transversal crossing
+        u = self.phase.normals[g]
+        came = self.side[g]
+        dest = self.side.copy()
+        dest[g] = -came
+        v = u @ self._velocity_w(self.theta, dest, self.K)
+        if v * came < 0 and abs(v) > 1e-14:
+            self.side = dest  # the far side carries the direction on: a transversal crossing
             return
-        self.theta[:q] = w - xn * (xn @ w) / (xn @ xn)
-        self.on[n] = False
-        self.K = self.K + [n]
-        M, _, XK, G = self._matrices(self.on, self.K)
-        mu, cn = self._weights(self.theta, M, XK, G, self.K)
-        weight = mu[-1] / cn[-1] if cn[-1] != 0 else math.nan
+        self.theta[:q] = w - u * (u @ w)
+        if np.linalg.matrix_rank(self.phase.normals[self.K + [g]], tol=1e-8) == q:
+            # Squeezed between surfaces that meet only at w = 0: the neuron has collapsed.
+            self.theta[:q] = 0.0
+            self.theta /= np.linalg.norm(self.theta)
+            self.K = []
+            self.frozen = True
+            return
+        vel = self._velocity_w(self.theta, self.side, self.K)
+        if (u @ vel) * came > 1e-9 * np.linalg.norm(vel):
+            # A touch: the side it came from carries it away again (the kink was reached by
+            # rounding, e.g. after a projection onto other sliding surfaces).
+            self._place_on(self.K + [g])
+            return
+        self.K = self.K + [g]
+        M, _, XK, G = self._matrices(self.side, self.K)
+        mu, lo, hi = (f[-1] for f in self._forces(self.theta, M, XK, G, self.K))
+        weight = self._weight(mu, lo, hi)
         if math.isnan(weight):
             raise _Degenerate("kink with no Filippov weight")
         if not (-_WEIGHT_SLACK <= weight <= 1 + _WEIGHT_SLACK):
             # A grazing touch (the side it came from carries it away again, as the other
-            # sliding samples now read it): it leaves on the side its weight points to.
-            self._leave_kink(n, to_on=bool(weight > 1))
+            # sliding surfaces now read it).
+            self._release(g, plus=self._exit_side(g, mu, lo, hi))
 
-    def _leave_kink(self, n, *, to_on: bool):
-        self.K = [k for k in self.K if k != n]
-        self.on[n] = to_on
+    def _place_on(self, K):
+        """Put w exactly on the surfaces K (a rounding-size move), so that a path leaving one of
+        them starts on it, not a rounding error beyond it on the side it left."""
+        N = self.phase.normals[K]
+        if K and np.linalg.matrix_rank(N, tol=1e-8) < self.q:  # else they meet only at w = 0
+            w = self.theta[: self.q]
+            self.theta[: self.q] = w - np.linalg.pinv(N, rcond=1e-10) @ (N @ w)
+            self.theta /= np.linalg.norm(self.theta)
+
+    def _release(self, g, *, plus: bool):
+        """Let surface g go to the preferred side, or to the other where the field there turns
+        w straight back into g (sliding surfaces couple through their projections)."""
+        self._place_on(self.K)
+        u = self.phase.normals[g]
+        rest = [k for k in self.K if k != g]
+        for up in (plus, not plus):
+            side = self.side.copy()
+            side[g] = 1.0 if up else -1.0
+            vel = self._velocity_w(self.theta, side, rest)
+            v = u @ vel
+            if (v > 0) == up or abs(v) <= 1e-9 * np.linalg.norm(vel):  # 0: at a release boundary
+                self._leave_kink(g, plus=up)
+                return
+        raise _Degenerate("no side releases the surface")
+
+    def _leave_kink(self, g, *, plus: bool):
+        self.K = [k for k in self.K if k != g]
+        self.held.discard(g)
+        self.side[g] = 1.0 if plus else -1.0
 
     def _settle(self):
         """Release sliding samples whose Filippov weight left [0, 1] after the set changed, and
@@ -339,17 +445,20 @@ class _Path:
         for _ in range(len(self.K) + 1):
             if not self.K:
                 break
-            M, Pi, XK, G = self._matrices(self.on, self.K)
-            mu, cn = self._weights(self.theta, M, XK, G, self.K)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                weight = mu / cn
-            bad = ~((weight >= -_WEIGHT_SLACK) & (weight <= 1 + _WEIGHT_SLACK))
+            M, Pi, XK, G = self._matrices(self.side, self.K)
+            mu, lo, hi = self._forces(self.theta, M, XK, G, self.K)
+            weight = self._weight(mu, lo, hi)
+            held = np.array([k in self.held for k in self.K])
+            # A held surface goes where the field's normal component (−μ) takes it.
+            pushed = np.abs(mu) > 1e-12 * (np.linalg.norm(M.T @ self.theta[self.q:]) + 1e-300)
+            bad = np.where(held, pushed, ~((weight >= -_WEIGHT_SLACK) & (weight <= 1 + _WEIGHT_SLACK)))
             if not bad.any():
                 self.theta[: self.q] = Pi @ self.theta[: self.q]
                 self.theta /= np.linalg.norm(self.theta)
                 return
             k = int(np.argmax(bad))
-            self._leave_kink(self.K[k], to_on=bool(weight[k] > 1))
+            g = self.K[k]
+            self._release(g, plus=bool(mu[k] < 0) if held[k] else self._exit_side(g, mu[k], lo[k], hi[k]))
         if self.K:
             raise _Degenerate("sliding set did not settle")
 

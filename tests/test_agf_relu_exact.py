@@ -4,6 +4,8 @@ included: on a sliding kink the explicit steps chatter about it, converging at O
 sliding motion), and the engine's ODE phase on whole AGF runs (issue 16: the fast path against the
 old one, same order, times within the solver's tolerance)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,6 +158,11 @@ def test_agf_exact_phases_match_ode_phases(seed, monkeypatch):
     model, task = _random_relu(seed)
     fast = agf.predict(model, task)
     assert fast.extra["phases"]["ode"] == 0 and fast.extra["phases"]["exact"] >= len(fast.times)
+    # prediction.json keeps the contract's keys and adds AGF's neuron lists and phase counts.
+    doc = json.loads(fast.dumps())
+    assert set(doc) == {"method", "times", "rescaled_times", "losses", "order", "extra"}
+    assert doc["extra"]["phases"] == fast.extra["phases"]
+    assert doc["extra"]["activated"] == [[int(i) for i in step] for step in fast.extra["activated"]]
     monkeypatch.setattr(neuron, "_exact_phase", lambda model, task: None)
     slow = agf.predict(model, task)
     assert slow.extra["phases"]["exact"] == 0

@@ -68,14 +68,25 @@ class Prediction:
         return cls(method, unrescale(tau, init_scale), tau, losses, order, init_scale=init_scale, **kwargs)
 
     def to_json(self) -> dict:
-        """The `prediction.json` contract: method, times, rescaled_times, losses, order."""
-        return {
+        """The `prediction.json` contract: method, times, rescaled_times, losses, order; for AGF
+        also `extra`: the neurons activated and deactivated at each step (the full lists behind
+        labels such as "27 neurons: 1–2, 4–7, …") and how its utility phases were solved."""
+        out = {
             "method": self.method,
             "times": [float(t) for t in self.times],
             "rescaled_times": [float(t) for t in self.rescaled_times],
             "losses": [float(v) for v in self.losses],
             "order": list(self.order),
         }
+        if "activated" in self.extra:
+            extra = {k: self.extra[k] for k in ("activated", "deactivated", "phases") if k in self.extra}
+            out["extra"] = json.loads(json.dumps(extra, default=_plain))
+        return out
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
+
+
+def _plain(value):
+    """NumPy scalars and arrays as JSON numbers and lists."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)

@@ -78,6 +78,9 @@ def test_agf_section_shapes():
     from saddlestep.bench.agf import agf_markdown, agf_presets, run_agf_bench
 
     assert {"modular", "attention", "diagonal", "relu"} <= set(agf_presets())
+    from saddlestep.bench.agf import CASES
+
+    assert all(base in agf_presets() for base, _, _ in CASES.values())  # issue 16's ReLU case rides on `relu`
     section = run_agf_bench(quick=True, presets=("diagonal",))
     (row,) = section["rows"]
     assert set(row) == {"preset", "init_scale", "predict_s", "simulate_s", "ratio", "steps"}

@@ -85,6 +85,13 @@ class ReluPhase:
         residual (N, out); `horizon`, the longest the phase may last.
         """
         R = np.asarray(r, dtype=float)[self.keep] / self.keep.size
+        # Each surface's normal force from its samples active on either side, c± = Σ ±‖x_n‖r_n
+        # (a sliding surface's Filippov weight interpolates them); shared by every neuron.
+        plus = np.zeros((len(self.normals), R.shape[1]))
+        minus = np.zeros_like(plus)
+        np.add.at(plus, self.group, np.where(self.sign[:, None] > 0, self.xnorm[:, None] * R, 0.0))
+        np.add.at(minus, self.group, np.where(self.sign[:, None] < 0, -self.xnorm[:, None] * R, 0.0))
+        forces = (plus, minus)
         x = np.asarray(x, dtype=float)
         S = np.asarray(S, dtype=float)
         end = float(horizon)
@@ -92,7 +99,7 @@ class ReluPhase:
         try:
             # The earliest activation bounds every later neuron's solve.
             for i in np.flatnonzero(dormant):
-                path = _Path(self, R, x[i, self.cols], float(S[i]), float(c[i]))
+                path = _Path(self, R, forces, x[i, self.cols], float(S[i]), float(c[i]))
                 path.run(end)
                 paths[i] = path
                 if path.hit is not None:
@@ -111,7 +118,7 @@ class ReluPhase:
 class _Path:
     """One dormant neuron's exact path: a list of linear segments."""
 
-    def __init__(self, phase: ReluPhase, R, theta, S, c):
+    def __init__(self, phase: ReluPhase, R, forces, theta, S, c):
         self.phase, self.R, self.c = phase, R, c
         self.q = phase.q
         self.theta = theta / np.linalg.norm(theta)
@@ -124,13 +131,7 @@ class _Path:
         # Which side of each surface w is on (+1: its samples of sign +1 are active).
         h = phase.normals @ self.theta[: self.q]
         self.side = np.where(h > 0, 1.0, -1.0)
-        # Plus/minus-side coefficients of the surfaces' normal forces: c_± = Σ ±‖x_n‖ r_n over
-        # the samples active on that side (a sliding surface's Filippov weight interpolates them).
-        Pplus = np.zeros((len(phase.normals), R.shape[1]))
-        Pminus = np.zeros_like(Pplus)
-        np.add.at(Pplus, phase.group, np.where(phase.sign[:, None] > 0, phase.xnorm[:, None] * R, 0.0))
-        np.add.at(Pminus, phase.group, np.where(phase.sign[:, None] < 0, -phase.xnorm[:, None] * R, 0.0))
-        self.Pplus, self.Pminus = Pplus, Pminus
+        self.Pplus, self.Pminus = forces
         # Surfaces w starts on (sliding at the end of the last phase, or exact zeros in the
         # data's coordinates) start in the sliding set. Where the rest of the field has no
         # normal component (μ = 0), the flow with relu'(0) = 0 holds w there, all the surface's

@@ -50,7 +50,7 @@ class NeuronProblem(AbstractAGFProblem):
     min_step: ClassVar[float] = 1e-5
 
     def __init__(self, model: AbstractNeuronModel, task: SampleRegression, *, collapse: float = 1e-3,
-                 align: float = 1e-4, balance: bool = True, exact: bool = True):
+                 align: float = 1e-4, balance: bool = True):
         self.template = model
         self.task = task
         _, self.treedef, self.shapes = nx.flatten(model.neurons())
@@ -60,7 +60,7 @@ class NeuronProblem(AbstractAGFProblem):
         self.loss_floor = -math.inf if floor is None else float(floor)
         self.collapse = collapse
         self.align = align
-        self.exact = _exact_phase(model, task) if exact else None
+        self.exact = _exact_phase(model, task, self.shapes)
 
     def _outputs(self, flat):
         neurons = nx.unflatten(flat, self.treedef, self.shapes)
@@ -260,19 +260,22 @@ def _minimize(problem: NeuronProblem, params, mask):
 
 
 
-def _exact_phase(model: AbstractNeuronModel, task: SampleRegression) -> ReluPhase | None:
+def _leaf_columns(model: AbstractNeuronModel, shapes) -> dict[str, range]:
+    """Each neuron leaf's block of columns in the flattened neuron (`nx.flatten`'s order)."""
+    names = [path[0].key for path, _ in jax.tree_util.tree_flatten_with_path(model.neurons())[0]]
+    starts = np.cumsum([0] + [math.prod(shape) for shape in shapes])
+    return {name: range(int(starts[i]), int(starts[i + 1])) for i, name in enumerate(names)}
+
+
+def _exact_phase(model: AbstractNeuronModel, task: SampleRegression, shapes) -> ReluPhase | None:
     """The exact utility phase where the neuron is a·relu(wᵀx [+ b]) (`_relu`), else None."""
     from ..models.two_layer import TwoLayer
 
     if not (isinstance(model, TwoLayer) and model.activation == "relu"):
         return None
-    leaves = jax.tree_util.tree_flatten_with_path(model.neurons())[0]
-    names = [path[0].key for path, _ in leaves]
-    sizes = [math.prod(leaf.shape[1:]) for _, leaf in leaves]
-    starts = np.cumsum([0] + sizes)
-    col = {name: list(range(int(starts[i]), int(starts[i + 1]))) for i, name in enumerate(names)}
-    cols_w = col["w"] + col.get("b", [])
-    return ReluPhase(np.asarray(task.X), bias="b" in col, cols_w=cols_w, cols_a=col["a"])
+    col = _leaf_columns(model, shapes)
+    cols_w = [*col["w"], *col.get("b", [])]
+    return ReluPhase(np.asarray(task.X), bias="b" in col, cols_w=cols_w, cols_a=list(col["a"]))
 
 
 def _factor_columns(model: AbstractNeuronModel, shapes) -> tuple:
@@ -280,10 +283,7 @@ def _factor_columns(model: AbstractNeuronModel, shapes) -> tuple:
     factors = model.neuron_factors()
     if not factors:
         return ()
-    # Leaves flatten in `nx.flatten`'s order, each a block of columns.
-    names = [path[0].key for path, _ in jax.tree_util.tree_flatten_with_path(model.neurons())[0]]
-    starts = np.cumsum([0] + [math.prod(shape) for shape in shapes])
-    block = {name: range(int(starts[i]), int(starts[i + 1])) for i, name in enumerate(names)}
+    block = _leaf_columns(model, shapes)
     return tuple((tuple(c for key in keys for c in block[key]), int(deg)) for keys, deg in factors)
 
 

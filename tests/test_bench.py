@@ -128,11 +128,13 @@ def test_relu_section_shapes():
 
 
 @pytest.mark.slow
-def test_richness_against_gd():
+@pytest.mark.parametrize("name", ["richness", "deep-relu-escape"])
+def test_deep_relu_presets_against_gd(name):
     # Minutes: the reference takes ~300,000 steps (sliding at ReLU kinks: steps ∝ 1/rtol).
-    from saddlestep.bench.relu import run_richness_vs_gd
+    from saddlestep.bench.relu import run_preset_vs_gd
 
-    out = run_richness_vs_gd()
+    out = run_preset_vs_gd(name)
+    assert out["preset"] == name
     fine, loose = out["rows"]
     assert fine["rtol"] == out["preset_rtol"] and loose["rtol"] == 10 * out["preset_rtol"]
     assert fine["error"] < loose["error"] < 1e-3 and 0.5 < fine["gd_error"] / fine["gd_target"] < 2

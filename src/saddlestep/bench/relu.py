@@ -1,6 +1,6 @@
 """`saddlestep bench`'s `relu` section: the flow of a two-layer ReLU network on a finite sample
-against gradient descent at equal drop-time accuracy (and, in the full bench, the `richness`
-preset's deep ReLU network the same way).
+against gradient descent at equal drop-time accuracy (and, in the full bench, the deep ReLU
+networks of the `richness` and `deep-relu-escape` presets the same way).
 
 A ReLU network's vector field is only Lipschitz: it has a kink wherever a neuron's pre-activation
 on a sample changes sign. Neurons settle on those surfaces and slide along them (a Filippov
@@ -108,9 +108,9 @@ def versus_gd(model, task, horizon: float, *, rtols: tuple[float, ...], quick: b
 
 
 def run_relu_bench(quick: bool = True, *, rtols: tuple[float, ...] | None = None, case: dict | None = None,
-                   init_scale: float | None = None, gd_lr0: float = 1e-3, richness: bool | None = None) -> dict:
+                   init_scale: float | None = None, gd_lr0: float = 1e-3, presets: bool | None = None) -> dict:
     """The flow against GD at equal drop-time accuracy on a two-layer ReLU teacher–student (and,
-    in the full bench, on the `richness` preset's deep ReLU network).
+    in the full bench, on the deep ReLU presets of `PRESETS_VS_GD`).
 
     **Arguments:**
 
@@ -120,13 +120,13 @@ def run_relu_bench(quick: bool = True, *, rtols: tuple[float, ...] | None = None
       preset's own is added when missing.
     - `case`, `init_scale`: another `relu` preset configuration and α.
     - `gd_lr0`: GD's calibration learning rate.
-    - `richness`: also measure the `richness` preset at its defaults (default: not in quick).
+    - `presets`: also measure the presets of `PRESETS_VS_GD` at their defaults (default: not in quick).
 
     **Returns:** `{"case", "init_scale", "t_max", "reference", "gd_calibration", "rows",
-    "preset_rtol", "relu_speedup_vs_gd", "richness"}`; a row holds the flow's rtol, steps, wall
+    "preset_rtol", "relu_speedup_vs_gd", "presets"}`; a row holds the flow's rtol, steps, wall
     time and drop-time error, and GD's learning rate, error, steps and wall time at that error
     (floored at `ERROR_FLOOR`); `relu_speedup_vs_gd` is GD's wall over the flow's at the preset's
-    rtol; `richness` is the same comparison on that preset (None when not run).
+    rtol; `presets` maps each preset of `PRESETS_VS_GD` to the same comparison (None when not run).
     """
     model, task, horizon, alpha, preset_rtol = _case(quick, case, init_scale)
     rtols = tuple(rtols if rtols is not None else ((1e-4, 1e-6) if quick else (1e-4, 1e-5, 1e-6)))
@@ -135,29 +135,38 @@ def run_relu_bench(quick: bool = True, *, rtols: tuple[float, ...] | None = None
     # The horizon: a quarter past the second drop (later ReLU drops are slow and merge).
     section = versus_gd(model, task, horizon, rtols=rtols, quick=quick, gd_lr0=gd_lr0)
     headline = next(r for r in section["rows"] if r["rtol"] == preset_rtol)
-    deep = run_richness_vs_gd() if (not quick if richness is None else richness) else None
+    deep = ({name: run_preset_vs_gd(name) for name in PRESETS_VS_GD}
+            if (not quick if presets is None else presets) else None)
     return {
         "case": {k: list(v) if isinstance(v, tuple) else v for k, v in
                  (case if case is not None else (QUICK_CASE if quick else FULL_CASE)).items()},
         "init_scale": alpha, **section, "preset_rtol": preset_rtol, "relu_speedup_vs_gd": headline["speedup"],
-        "richness": deep,
+        "presets": deep,
     }
 
 
-def run_richness_vs_gd(gd_lr0: float = 30.0) -> dict:
-    """The `richness` preset (a deep μP ReLU network on digits, stopped after its escape) at its
-    defaults: the flow at the preset's rtol and 10× looser, against GD at the same accuracy.
+# Presets with ReLU kinks that the full bench also measures against GD, with GD's calibration
+# learning rate (μP `richness` is stable at lr of order 10; `deep-relu-escape` at order 1).
+PRESETS_VS_GD = {"richness": 30.0, "deep-relu-escape": 1.0}
 
-    **Returns:** `{"init_scale", "preset_rtol", "t_max", "reference", "gd_calibration", "rows",
-    "speedup"}` (`speedup`: GD over the flow at the preset's rtol).
+
+def run_preset_vs_gd(name: str, gd_lr0: float | None = None) -> dict:
+    """A deep ReLU preset (`richness`: μP on digits; `deep-relu-escape`: standard init on digits),
+    stopped after its first escape, at its defaults: the flow at the preset's rtol and 10× looser,
+    against GD at the same accuracy (reference: Tsit5 at a tenth of the preset's rtol).
+
+    **Returns:** `{"preset", "init_scale", "preset_rtol", "t_max", "reference", "gd_calibration",
+    "rows", "speedup"}` (`speedup`: GD over the flow at the preset's rtol).
     """
-    preset = get_preset("richness")
+    preset = get_preset(name)
     setup = preset.setup(preset.parameters(), init_scale=preset.init_scale, seed=0, data=None)
     kw = {k: v for k, v in setup.simulate_kwargs.items() if k in ("loss_floor", "converge_tol")}
     rtols = (preset.rtol, 10 * preset.rtol)
-    out = versus_gd(setup.model, setup.task, setup.t_max, rtols=rtols, quick=False, gd_lr0=gd_lr0, drops=1,
+    lr0 = PRESETS_VS_GD[name] if gd_lr0 is None else gd_lr0
+    out = versus_gd(setup.model, setup.task, setup.t_max, rtols=rtols, quick=False, gd_lr0=lr0, drops=1,
                     flow_kwargs=kw, reference_rtol=preset.rtol / 10)
-    return {"init_scale": preset.init_scale, "preset_rtol": preset.rtol, **out, "speedup": out["rows"][0]["speedup"]}
+    return {"preset": name, "init_scale": preset.init_scale, "preset_rtol": preset.rtol, **out,
+            "speedup": out["rows"][0]["speedup"]}
 
 
 def relu_markdown(section: dict) -> str:
@@ -177,9 +186,8 @@ def relu_markdown(section: dict) -> str:
                      f"{r['gd_lr']:.2e} | {r['gd_error']:.1e} | {r['gd_steps']} | {1e3 * r['gd_wall_s']:.1f} | "
                      f"{r['speedup']:.1f} |")
     lines += [*header, *(row(r) for r in section["rows"])]
-    deep = section.get("richness")
-    if deep is not None:
-        lines += ["", f"`richness` preset (deep μP ReLU on digits, α = {deep['init_scale']:g}, until its escape at "
+    for name, deep in (section.get("presets") or {}).items():
+        lines += ["", f"`{name}` preset (deep ReLU on digits, α = {deep['init_scale']:g}, until its escape at "
                   f"t ≈ {deep['reference']['drop_times'][0]:.4g}; reference Tsit5 at rtol {deep['reference']['rtol']:g}): "
                   f"GD / flow = **{deep['speedup']:.1f}** at the preset's rtol {deep['preset_rtol']:g}.", "",
                   *header, *(row(r) for r in deep["rows"])]

@@ -106,3 +106,17 @@ def test_a_run_that_stops_short_of_the_last_predicted_plateau_says_so():
     setup.predict = lambda: early
     summary, _, _ = summarize("linear", params, setup, alpha, seed, traj, 1.0)
     assert len(summary["warnings"]) == 1 and "short of the last predicted plateau" in summary["warnings"][0]
+
+
+def test_a_run_too_narrow_for_a_predicted_step_says_width_not_time(tmp_path):
+    # One quadratic neuron learns one frequency (part of it); the lower bounds assume a neuron per
+    # frequency. The flow then rests on its plateau long past ξ = 3's bound: raising t_max would
+    # not help, and the run says what might.
+    result = ss.run_preset("modular", overrides={"p": "11", "frequencies": "1,3", "magnitudes": "10,5", "width": "1",
+                                                 "t_max": "30"},
+                           out=str(tmp_path / "run"), progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert result.trajectory.status == "t_max"
+    assert [s["feature"] for s in summary["steps"]] == ["ξ=1"]
+    (note,) = summary["warnings"]
+    assert note.startswith("ξ=3 (predicted by t = ") and "--set width" in note and "raise --set t_max" not in note

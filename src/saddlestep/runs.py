@@ -242,7 +242,18 @@ def summarize(
         final = float(loss[np.isfinite(loss)][-1]) if np.isfinite(loss).any() else math.nan
         target = float(prediction.losses[-1])
         start = prediction.initial_loss if math.isfinite(prediction.initial_loss) else float(loss[0])
-        if late:
+        missed = _missed_steps(steps, prediction, t_final) if traj.status == "t_max" else []
+        if missed:
+            # The flow went on plateau long past these steps: more time would not show them.
+            listed = ", ".join(f"{feature} (predicted by t = {t:.4g})" for feature, t in missed[:3])
+            more = f" and {len(missed) - 3} more" if len(missed) > 3 else ""
+            last = max((s.time for s in steps), default=0.0)
+            notes.append(
+                f"{listed}{more} never showed in the flow, which ran on to t = {t_final:.6g} with no drop "
+                f"after t = {last:.4g}, at loss {final:.4g} (last predicted plateau {target:.4g}): the model "
+                f"may lack the capacity the prediction assumes (e.g. --set width), not the time"
+            )
+        elif late:
             notes.append(
                 f"the run ended ({traj.status}) at t = {t_final:.6g} before the last predicted step at "
                 f"t = {float(np.max(prediction.times)):.6g} ({late} predicted step(s) not reached); raise --set t_max"
@@ -256,6 +267,21 @@ def summarize(
             )
     summary["warnings"] = notes
     return summary, steps, prediction
+
+
+# A predicted step the flow never showed, though it stayed on its last plateau this many times
+# longer than both that step's predicted time and its own last drop, is not a matter of t_max.
+_PAST = 10.0
+
+
+def _missed_steps(steps: list[Step], prediction: Prediction, t_final: float) -> list[tuple[str, float]]:
+    """(feature, predicted time) of the predicted steps with no simulated counterpart whose
+    predicted times, and the flow's last drop, lie `_PAST`× before the end of the run."""
+    last = max((s.time for s in steps), default=0.0)
+    table = compare(steps, prediction)
+    rows = table[table["kind"] == "unmatched-predicted"]
+    return [(str(r.feature_predicted), float(r.time_predicted)) for r in rows.itertuples()
+            if _PAST * max(float(r.time_predicted), last) <= t_final]
 
 
 def _solver_phases(traj: Trajectory) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ def test_bench_reduced(tmp_path):
         tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3), stiff_alphas=(0.5, 0.4),
         agf_presets=("diagonal",), sgns_vocab_size=40,
         relu_case={"inputs": "gaussian", "n": 40, "d": 4, "width": 6, "teacher_norms": (2.0, 1.0)},
+        stiff_large=({"p": 7, "frequencies": "1,2", "magnitudes": "10,5", "width": 3}, (0.3,)),
     )
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["speedup_vs_gd"] == result["speedup_vs_gd"] > 0
@@ -51,6 +52,15 @@ def test_bench_reduced(tmp_path):
             assert rows[m]["steps"] < rows["Tsit5"]["steps"] and rows[m]["hvp_evals"] > 0
         assert np.isfinite(rows["GD (stability limit)"]["wall_s"])
     assert stiff["step_fits"]["implicit dense"]["alphas"] == [0.5, 0.4]
+    # The large stiff case (here a 63-parameter `modular`): Tsit5, auto and matrix-free on one flow.
+    large = result["stiff_large"]
+    assert on_disk["stiff_large_speedup"] == large["stiff_large_speedup"] > 0 and "Large stiff case" in md
+    assert large["n_params"] == 3 * 3 * 7
+    rows = {r["method"]: r for r in large["runs"]}
+    assert set(rows) == {"Tsit5", "auto", "implicit matrix-free"}
+    for m in ("auto", "implicit matrix-free"):
+        assert len(rows[m]["drop_times"]) >= 2 and rows[m]["drop_time_error"] < 1e-3
+        assert rows[m]["steps"] < rows["Tsit5"]["steps"] / 10
 
 
 def test_drop_times_cubic_crossing():

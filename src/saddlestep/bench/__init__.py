@@ -20,4 +20,5 @@ of the `word2vec` preset), `relu` (a ReLU teacher–student against GD at equal 
 
 from .common import drop_times as drop_times, PRESET as PRESET
 from .linear import run_bench as run_bench, to_markdown as to_markdown
-from .stiff_section import run_stiff_bench as run_stiff_bench, stiff_markdown as stiff_markdown
+from .stiff_section import (run_stiff_bench as run_stiff_bench, run_stiff_large as run_stiff_large,
+                            stiff_large_markdown as stiff_large_markdown, stiff_markdown as stiff_markdown)

@@ -18,7 +18,7 @@ from ..flow import simulate
 from ..outputs import atomic_write_text, check_out, output_folder
 from ..presets import get_preset
 from .common import _device, _setup, _timed, _TSIT5_EVALS_PER_STEP, calibrate_lr, drop_times, PRESET
-from .stiff_section import run_stiff_bench, stiff_markdown
+from .stiff_section import run_stiff_bench, run_stiff_large, stiff_large_markdown, stiff_markdown
 from .agf import agf_markdown, run_agf_bench
 from .relu import relu_markdown, run_relu_bench
 from .word2vec import run_sgns_bench, sgns_markdown
@@ -35,6 +35,7 @@ def run_bench(
     agf_presets: tuple[str, ...] | None = None,
     sgns_vocab_size: int | None = None,
     relu_case: dict | None = None,
+    stiff_large: tuple[dict, tuple[float, ...]] | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Run the benchmark and write `bench.json` and `bench.md` into `out` (each atomically).
@@ -52,6 +53,8 @@ def run_bench(
       0 skips the section).
     - `relu_case`: the `relu` section's preset configuration (default `bench.relu.QUICK_CASE` or
       `FULL_CASE`).
+    - `stiff_large`: (`modular` overrides, α) of the large stiff case (default: the preset at its
+      defaults, 1,080 parameters, α = 0.1 quick, 0.1 and 0.01 full).
     - `overwrite`: replace an earlier bench output at `out` (see `saddlestep.outputs`).
 
     **Returns:** the dictionary written to `bench.json`; its top-level `speedup_vs_gd` is GD's wall
@@ -158,6 +161,8 @@ def run_bench(
             batches = [1, 4, 16] if quick else [1, 4, 16, 64, 256, 1024]
     throughput = _throughput(batches, alpha, t_max, n_coarse, repeats)
     stiff_section = run_stiff_bench(quick=quick, alphas=stiff_alphas)
+    large_overrides, large_alphas = stiff_large if stiff_large is not None else (None, None)
+    large_section = run_stiff_large(quick=quick, alphas=large_alphas, overrides=large_overrides)
     agf_section = run_agf_bench(quick=quick, presets=agf_presets)
     sgns_section = None if sgns_vocab_size == 0 else run_sgns_bench(quick=quick, vocab_size=sgns_vocab_size)
     relu_section = run_relu_bench(quick=quick, case=relu_case)
@@ -183,6 +188,8 @@ def run_bench(
         "throughput": throughput,
         "stiff": stiff_section,
         "stiff_speedup": stiff_section["stiff_speedup"],
+        "stiff_large": large_section,
+        "stiff_large_speedup": large_section["stiff_large_speedup"],
         "agf": agf_section,
         "agf_max_ratio": agf_section["max_ratio"],
         "word2vec": sgns_section,
@@ -199,6 +206,7 @@ def run_bench(
     with output_folder(out, kind="bench", overwrite=overwrite) as tmp:
         atomic_write_text(os.path.join(tmp, "bench.json"), json.dumps(result, indent=2) + "\n")
         atomic_write_text(os.path.join(tmp, "bench.md"), to_markdown(result) + stiff_markdown(stiff_section)
+                          + stiff_large_markdown(large_section)
                           + agf_markdown(agf_section) + ("" if sgns_section is None else sgns_markdown(sgns_section))
                           + relu_markdown(relu_section))
     return result

@@ -242,7 +242,8 @@ def summarize(
         final = float(loss[np.isfinite(loss)][-1]) if np.isfinite(loss).any() else math.nan
         target = float(prediction.losses[-1])
         start = prediction.initial_loss if math.isfinite(prediction.initial_loss) else float(loss[0])
-        missed = _missed_steps(steps, prediction, t_final) if traj.status == "t_max" else []
+        # (A flow with no drop at all has not started: that is time, or α, not capacity.)
+        missed = _missed_steps(steps, prediction, t_final) if traj.status == "t_max" and steps else []
         if missed:
             # The flow went on plateau long past these steps: more time would not show them.
             listed = ", ".join(f"{feature} (predicted by t = {t:.4g})" for feature, t in missed[:3])

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _writer(p, "sweep folder (an earlier sweep there is resumed)", required=True)
 
     p = sub.add_parser("bench", help="speed and accuracy against discrete GD")
-    p.add_argument("--quick", action="store_true", help="a reduced run (under 3 minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="a reduced run (10–15 minutes on 2 CPU cores)")
     _writer(p, "folder for bench.json and bench.md", required=True)
 
     p = sub.add_parser("figures", help="regenerate the gallery")

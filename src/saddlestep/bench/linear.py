@@ -43,7 +43,7 @@ def run_bench(
     **Arguments:**
 
     - `out`: the output folder (created if needed).
-    - `quick`: a reduced configuration (under 3 minutes on 2 CPU cores).
+    - `quick`: a reduced configuration (10–15 minutes on 2 CPU cores).
     - `gd_targets`: drop-time errors at which GD is run.
     - `alphas`: init scales of the steps-against-ln(1/α) table (default 1e-3 … 1e-12).
     - `batches`: ensemble sizes of the throughput table (default by device and `quick`).

@@ -242,13 +242,14 @@ def summarize(
         final = float(loss[np.isfinite(loss)][-1]) if np.isfinite(loss).any() else math.nan
         target = float(prediction.losses[-1])
         start = prediction.initial_loss if math.isfinite(prediction.initial_loss) else float(loss[0])
+        last = max((s.time for s in steps), default=0.0)
         # (A flow with no drop at all has not started: that is time, or α, not capacity.)
-        missed = _missed_steps(steps, prediction, t_final) if traj.status == "t_max" and steps else []
+        missed = (_missed_steps(compare(steps, prediction), last, t_final)
+                  if traj.status == "t_max" and steps else [])
         if missed:
             # The flow went on plateau long past these steps: more time would not show them.
             listed = ", ".join(f"{feature} (predicted by t = {t:.4g})" for feature, t in missed[:3])
             more = f" and {len(missed) - 3} more" if len(missed) > 3 else ""
-            last = max((s.time for s in steps), default=0.0)
             notes.append(
                 f"{listed}{more} never showed in the flow, which ran on to t = {t_final:.6g} with no drop "
                 f"after t = {last:.4g}, at loss {final:.4g} (last predicted plateau {target:.4g}): the model "
@@ -275,11 +276,10 @@ def summarize(
 _PAST = 10.0
 
 
-def _missed_steps(steps: list[Step], prediction: Prediction, t_final: float) -> list[tuple[str, float]]:
-    """(feature, predicted time) of the predicted steps with no simulated counterpart whose
-    predicted times, and the flow's last drop, lie `_PAST`× before the end of the run."""
-    last = max((s.time for s in steps), default=0.0)
-    table = compare(steps, prediction)
+def _missed_steps(table, last: float, t_final: float) -> list[tuple[str, float]]:
+    """(feature, predicted time) of the predicted steps with no simulated counterpart in
+    `table` (`compare`'s) whose predicted times, and the flow's last drop at `last`, lie `_PAST`×
+    before the end of the run."""
     rows = table[table["kind"] == "unmatched-predicted"]
     return [(str(r.feature_predicted), float(r.time_predicted)) for r in rows.itertuples()
             if _PAST * max(float(r.time_predicted), last) <= t_final]

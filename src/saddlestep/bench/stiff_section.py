@@ -148,16 +148,8 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
                 else:
                     evals = {"grad": _TSIT5_EVALS_PER_STEP * int(traj.stats["steps"]) + 1, "hvp": 0}
                 results[name] = traj
-                runs.append({
-                    "case": case, "init_scale": a, "method": name, "t_max": t_max,
-                    "rtol": rtol if name == "Tsit5" else irtol, "steps": int(traj.stats["steps"]), "rejected": int(traj.stats["rejected"]),
-                    "implicit_steps": int(traj.stats.get("implicit_steps", 0)),
-                    "t_switch": float(traj.stats.get("t_switch", -1.0)),
-                    "grad_evals": evals["grad"], "hvp_evals": evals["hvp"],
-                    "wall_s": wall, "compile_s": compile_s, "status": traj.status,
-                    "drop_times": _crossings(traj, levels).tolist(),
-                })
-                _progress(runs[-1])
+                runs.append(_row(case, a, name, t_max, traj, wall, compile_s, _crossings(traj, levels).tolist(),
+                                 rtol=rtol if name == "Tsit5" else irtol, **evals))
             if a in explicit:
                 # GD at its stability limit: η = 1.9/λ_max, λ_max at the end of the flow (its largest).
                 lr = 1.9 / _lambda_max(results["Tsit5"].final, task)
@@ -165,14 +157,9 @@ def run_stiff_bench(*, quick: bool = False, rtol: float = 1e-6, implicit_rtol: f
                 traj, compile_s, wall = _warm_timed(
                     lambda **o: simulate(model, task, learning_rate=lr, **{**gd_kw, **o}), t_max)
                 results["GD (stability limit)"] = traj
-                runs.append({
-                    "case": case, "init_scale": a, "method": "GD (stability limit)", "t_max": t_max,
-                    "setting": f"lr {lr:.3g} = 1.9/λ_max", "steps": int(traj.stats["steps"]), "rejected": 0,
-                    "implicit_steps": 0, "t_switch": -1.0, "grad_evals": int(traj.stats["steps"]), "hvp_evals": 0,
-                    "wall_s": wall, "compile_s": compile_s, "status": traj.status,
-                    "drop_times": _crossings(traj, levels).tolist(),
-                })
-                _progress(runs[-1])
+                runs.append(_row(case, a, "GD (stability limit)", t_max, traj, wall, compile_s,
+                                 _crossings(traj, levels).tolist(), setting=f"lr {lr:.3g} = 1.9/λ_max",
+                                 grad=int(traj.stats["steps"]), hvp=0))
             ref_name = "Tsit5" if a in explicit else "implicit dense"
             ref_row = [r for r in runs if r["case"] == case and r["init_scale"] == a and r["method"] == ref_name][0]
             ref = results[ref_name]
@@ -247,11 +234,11 @@ def run_stiff_large(*, quick: bool = False, alphas=None, overrides: dict | None 
     preset = get_preset(LARGE_PRESET)
     params = preset.parameters({k: str(v) for k, v in (overrides or {}).items()})
     alphas = list(alphas) if alphas is not None else ([0.1] if quick else [0.1, 0.01])
-    runs, speedups = [], {}
-    n_params = None
+    runs, speedups, n_params = [], {}, None
     for a in alphas:
         setup = preset.setup(params, init_scale=a, seed=0)
-        n_params = sum(x.size for x in jax.tree.leaves(eqx.filter(parameters(setup.model), eqx.is_inexact_array)))
+        if n_params is None:
+            n_params = sum(x.size for x in jax.tree.leaves(eqx.filter(parameters(setup.model), eqx.is_inexact_array)))
         # The preset's horizon, save grid and stopping rule; the method and tolerance are the bench's.
         kw = {k: v for k, v in setup.simulate_kwargs.items() if k not in ("method", "rtol", "max_steps")}
         kw.update(t_max=setup.t_max, n_save=401, n_snapshots=2)
@@ -263,15 +250,8 @@ def run_stiff_large(*, quick: bool = False, alphas=None, overrides: dict | None 
         for name, extra in methods:
             traj, compile_s, wall = _warm_timed(
                 lambda **o: simulate(setup.model, setup.task, **{**kw, **extra, **o}), setup.t_max)
-            rows[name] = {
-                "case": "large", "init_scale": a, "method": name, "t_max": setup.t_max, "rtol": extra["rtol"],
-                "steps": int(traj.stats["steps"]), "rejected": int(traj.stats["rejected"]),
-                "implicit_steps": int(traj.stats.get("implicit_steps", 0)),
-                "t_switch": float(traj.stats.get("t_switch", -1.0)), "grad_evals": None, "hvp_evals": None,
-                "wall_s": wall, "compile_s": compile_s, "status": traj.status,
-                "drop_times": [float(d.time) for d in detect_steps(traj)],
-            }
-            _progress(rows[name])
+            rows[name] = _row("large", a, name, setup.t_max, traj, wall, compile_s,
+                              [float(d.time) for d in detect_steps(traj)], rtol=extra["rtol"])
         ref = rows["Tsit5"]["drop_times"]
         for row in rows.values():
             # Detected drops, in order (a method that shows a different number of them is also
@@ -306,6 +286,22 @@ def stiff_large_markdown(sec: dict) -> str:
         lines.append(f"| {r['init_scale']:g} | {r['method']} | {r['steps']} | {r['rejected']} | {r['wall_s']:.2f} | "
                      f"{r['compile_s']:.1f} | {sw} | {len(r['drop_times'])} | {err} | {r['status']} |")
     return "\n".join(lines) + "\n"
+
+
+def _row(case: str, alpha: float, method: str, t_max: float, traj: Trajectory, wall: float, compile_s: float,
+         drop_times: list[float], *, rtol: float | None = None, setting: str | None = None,
+         grad: int | None = None, hvp: int | None = None) -> dict:
+    """One run of the stiff tables (printed as it finishes); errors are added by the caller."""
+    row = {"case": case, "init_scale": alpha, "method": method, "t_max": t_max}
+    row.update({"rtol": rtol} if setting is None else {"setting": setting})
+    row.update({
+        "steps": int(traj.stats["steps"]), "rejected": int(traj.stats["rejected"]),
+        "implicit_steps": int(traj.stats.get("implicit_steps", 0)), "t_switch": float(traj.stats.get("t_switch", -1.0)),
+        "grad_evals": grad, "hvp_evals": hvp, "wall_s": wall, "compile_s": compile_s, "status": traj.status,
+        "drop_times": drop_times,
+    })
+    _progress(row)
+    return row
 
 
 def _progress(row: dict) -> None:

@@ -181,6 +181,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         rtol = problem.rtol
     record = collections.defaultdict(list)
     record["stopped"] = None
+    scale = max(loss0 - floor if math.isfinite(floor) else loss0, 1e-300)
     record["phases"] = collections.Counter()
     solver_steps = 0
     # Reports inside `progress.reporting()` only, and only if AGF takes a while.
@@ -243,15 +244,24 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             break
         record["events"].append(event)
         bar.update(1, t=t, loss=float(loss))
-        if record["times"] and record["losses"][-1] - loss < min_drop * max(loss0 - floor if math.isfinite(floor) else loss0, 1e-300):
-            # An activation that hardly moves the loss (a second neuron on a learned feature)
-            # is part of the step before it, as `detect_steps` would see it.
+        small = bool(record["times"]) and record["losses"][-1] - loss < min_drop * scale
+        if small and t <= (1.0 + _MERGE_WINDOW) * record["last"][-1]:
+            # An activation that hardly moves the loss, right after the step before it (a second
+            # neuron on a learned feature), is part of that step, as `detect_steps` would see it.
             record["losses"][-1] = loss
+            record["last"][-1] = t
             record["activated"][-1] += np.flatnonzero(crossed).tolist()
             record["deactivated"][-1] += np.flatnonzero(left).tolist()
             record["active"][-1] = np.flatnonzero(active).tolist()
             record["plateau"][-1] = calls.model(params)
             continue
+        # A small activation long after the step before it is not that step (merged, the step's
+        # plateau would be one reached only later: on a noisy sparse regression 0.00135 at
+        # t = 38 became 1.9e-9, reached at t = 40,863). It opens a minor step, kept only if
+        # what joins it adds up to a drop (`_drop_minor`).
+        record["minor"].append(small)
+        record["before"].append(record["losses"][-1] if record["losses"] else loss0)
+        record["last"].append(t)
         record["times"].append(t)
         record["losses"].append(loss)
         record["order"].append(calls.label(before, params, crossed & active if (crossed & active).any() else crossed))
@@ -265,9 +275,26 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         done = (not dormant.any() or calls.exhausted(x, dormant, rstate)
                 or loss - stop_floor <= loss_tol * max(loss0 - stop_floor, 1e-300))
         record["stopped"] = None if done else "max_steps"
+    _drop_minor(record, min_drop * scale)
     bar.close(f"{len(record['times'])} steps")
     record["copies"] = _copies(params, active, loss - stop_floor, loss0 - stop_floor) if record["stopped"] is None else None
     return record, loss0, c, solver_steps
+
+
+# A small activation joins the step before it when it comes within this fraction of that step's
+# latest activation time (the same drop of the flow); later, it opens a minor step.
+_MERGE_WINDOW = 0.05
+
+
+def _drop_minor(record, smallest: float) -> None:
+    """Remove the minor steps whose whole drop stayed below `smallest`; their activations go to
+    `record["minor"]` as (time, loss after, activated, deactivated)."""
+    keep = [not m or b - loss >= smallest for m, b, loss in zip(record["minor"], record["before"], record["losses"])]
+    minor = [(record["times"][k], record["losses"][k], record["activated"][k], record["deactivated"][k])
+             for k, kept in enumerate(keep) if not kept]
+    for key in (*_KEYS, "last"):
+        record[key] = [v for v, kept in zip(record[key], keep) if kept]
+    record["minor"] = minor
 
 
 # Unit directions closer than this (1 − cos) are one direction.
@@ -326,7 +353,10 @@ def predict(
     - `loss_tol`: stop once L − L_min ≤ loss_tol·(L(0) − L_min).
     - `tie_tol`: neurons within tie_tol·c_i of their threshold at an activation activate together.
     - `min_drop`: an activation that lowers the loss by less than this fraction of
-      L(0) − L_min joins the step before it (all activations are listed in `extra["events"]`).
+      L(0) − L_min joins the step before it when it comes right after it (within 5% of its
+      time); later, it opens a minor step, dropped unless the activations that join it add up to
+      `min_drop` (all activations are listed in `extra["events"]`, the dropped ones in
+      `extra["minor"]`).
     - `limit`: return the α → 0 limit of the rescaled times instead (the slope of AGF's times in
       ln(1/α) between two tiny scales with the same initial directions); physical times are then
       that limit times ln(1/α).
@@ -356,7 +386,7 @@ def predict(
         record, loss0, c, steps = _run(problem, 0.0, **kw)
         stopped, copies = record["stopped"], record["copies"]
         phases = dict(record["phases"])
-        events = list(record["events"])
+        events, minor = list(record["events"]), list(record["minor"])
         record = {k: record[k] for k in _KEYS}
         times = np.asarray(record["times"])
         rescaled = times / L
@@ -374,7 +404,7 @@ def predict(
         if rec1["order"][:n] != record["order"][:n]:
             raise ValueError("limit: AGF learns features in a different order at the two tiny scales")
         rescaled = (np.asarray(record["times"][:n]) - np.asarray(rec1["times"][:n])) / (hi - lo)
-        events = list(record["events"])
+        events, minor = list(record["events"]), list(record["minor"])
         record = {k: record[k][:n] for k in _KEYS}
         times = rescaled * L
     if copies is not None:
@@ -409,6 +439,8 @@ def predict(
             "solver_steps": int(steps),
             "phases": {"exact": int(phases.get("exact", 0)), "ode": int(phases.get("ode", 0))},
             "events": events,
+            "minor": [{"time": float(t), "loss": float(loss), "activated": list(a), "deactivated": list(d)}
+                      for t, loss, a, d in minor],
             "stopped": stopped,
             "copies": None if copies is None else {"neurons": copies[0], "directions": copies[1]},
         },

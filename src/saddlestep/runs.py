@@ -243,9 +243,11 @@ def summarize(
         target = float(prediction.losses[-1])
         start = prediction.initial_loss if math.isfinite(prediction.initial_loss) else float(loss[0])
         last = max((s.time for s in steps), default=0.0)
-        # (A flow with no drop at all has not started: that is time, or α, not capacity.)
+        # (A flow with no drop at all has not started: that is time, or α, not capacity; one at or
+        # below the last predicted plateau fell short of nothing, whatever steps it took.)
+        short = final - target > _SHORTFALL * (start - target)
         missed = (_missed_steps(compare(steps, prediction), last, t_final)
-                  if traj.status == "t_max" and steps else [])
+                  if traj.status == "t_max" and steps and short else [])
         if missed:
             # The flow went on plateau long past these steps: more time would not show them.
             listed = ", ".join(f"{feature} (predicted by t = {t:.4g})" for feature, t in missed[:3])
@@ -274,6 +276,9 @@ def summarize(
 # A predicted step the flow never showed, though it stayed on its last plateau this many times
 # longer than both that step's predicted time and its own last drop, is not a matter of t_max.
 _PAST = 10.0
+# ... and only while the flow rests this fraction of the predicted decrease above the last
+# predicted plateau.
+_SHORTFALL = 0.05
 
 
 def _missed_steps(table, last: float, t_final: float) -> list[tuple[str, float]]:

@@ -41,6 +41,10 @@ def test_a_run_out_of_solver_steps_names_the_parameter_that_raises_the_budget():
     assert short.summary["solver"]["status"] == "max_steps" and short.summary["solver"]["steps"] <= 300
     assert short.summary["parameters"]["max_steps"] == 300
     assert "--set max_steps=600" in short.summary["warnings"][0]
+    # Predicted steps it did not reach are the budget's doing too, not the horizon's.
+    shorter = ss.run_preset("linear", overrides={"max_steps": "60"}).summary["warnings"]
+    assert any("not reached" in w and "raise --set max_steps" in w for w in shorter)
+    assert not any("t_max" in w for w in shorter)
     assert ss.presets.get_preset("linear").parameters({"max_steps": "2e5"})["max_steps"] == "2e5"
     # The default budget is recorded as a number, so the recorded parameters repeat the run.
     assert ss.run_preset("linear", overrides={"t_max": "1"}).summary["parameters"]["max_steps"] == MAX_STEPS

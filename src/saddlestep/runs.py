@@ -248,26 +248,28 @@ def summarize(
         short = final - target > _SHORTFALL * (start - target)
         missed = (_missed_steps(compare(steps, prediction), last, t_final)
                   if traj.status == "t_max" and steps and short else [])
+        # What lets the run go on: the horizon, or (out of steps first) the step budget.
+        more = "raise --set t_max" if traj.status == "t_max" else "raise --set max_steps (above)"
         if missed:
             # The flow went on plateau long past these steps: more time would not show them.
             listed = ", ".join(f"{feature} (predicted by t = {t:.4g})" for feature, t in missed[:3])
-            more = f" and {len(missed) - 3} more" if len(missed) > 3 else ""
+            others = f" and {len(missed) - 3} more" if len(missed) > 3 else ""
             notes.append(
-                f"{listed}{more} never showed in the flow, which ran on to t = {t_final:.6g} with no drop "
+                f"{listed}{others} never showed in the flow, which ran on to t = {t_final:.6g} with no drop "
                 f"after t = {last:.4g}, at loss {final:.4g} (last predicted plateau {target:.4g}): the model "
                 f"may lack the capacity the prediction assumes (e.g. --set width), not the time"
             )
         elif late:
             notes.append(
                 f"the run ended ({traj.status}) at t = {t_final:.6g} before the last predicted step at "
-                f"t = {float(np.max(prediction.times)):.6g} ({late} predicted step(s) not reached); raise --set t_max"
+                f"t = {float(np.max(prediction.times)):.6g} ({late} predicted step(s) not reached); {more}"
             )
         elif final - target > 0.1 * (start - target):
             # Every predicted time passed (lower bounds come early), yet the loss is far from
             # the last predicted plateau: the run stopped short of steps it should show.
             notes.append(
                 f"the run ended ({traj.status}) at t = {t_final:.6g} at loss {final:.4g}, short of the last "
-                f"predicted plateau {target:.4g}; raise --set t_max to see the remaining steps"
+                f"predicted plateau {target:.4g}; {more} to see the remaining steps"
             )
     summary["warnings"] = notes
     return summary, steps, prediction

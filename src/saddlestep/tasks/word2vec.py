@@ -152,7 +152,8 @@ def corpus_statistics(
     freq = collections.Counter(w for d in docs for w in d)
     if len(freq) < vocab_size:
         raise ValueError(
-            f"vocab_size: {source} has only {len(freq)} distinct words; expected at least vocab_size = {vocab_size}"
+            f"vocab_size: {source} has only {len(freq)} distinct words (words are runs of letters; digits and "
+            f"punctuation split them); expected at least vocab_size = {vocab_size}"
         )
     # Most frequent first; ties broken alphabetically so the vocabulary is reproducible.
     top = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:vocab_size]

@@ -173,14 +173,18 @@ def _finish(sol, grid_t, snap_t, ys, loss_of, L0, result=None, stats=None, step_
 def explicit_core(params, static, task, scalars, *, solver, n_save, n_snapshots, max_steps, progress_meter,
                   observe, spacing):
     """Any Diffrax solver on the model pytree."""
-    loss_of = lambda p: task.loss(eqx.combine(p, static))
-    vector_field = lambda t, p, args: jax.tree.map(jnp.negative, jax.grad(loss_of)(p))
-    L0 = loss_of(params)
+    # A flat state: every stage's linear combination, the error norm and the interpolation are
+    # then one array operation each, not one per leaf.
+    y0, unravel = ravel_pytree(params)
+    loss_of = lambda y: task.loss(eqx.combine(unravel(y), static))
+    grad = jax.grad(loss_of)
+    vector_field = lambda t, y, args: -grad(y)
+    L0 = loss_of(y0)
     stop = _stop_condition(loss_of, L0, scalars["loss_floor"], scalars["converge_tol"])
-    sol = _solve(vector_field, solver, 0.0, params, scalars, lambda p: observe(eqx.combine(p, static), task), loss_of,
-                 stop, n_save=n_save, n_snapshots=n_snapshots, spacing=spacing, max_steps=max_steps,
+    sol = _solve(vector_field, solver, 0.0, y0, scalars, lambda y: observe(eqx.combine(unravel(y), static), task),
+                 loss_of, stop, n_save=n_save, n_snapshots=n_snapshots, spacing=spacing, max_steps=max_steps,
                  progress_meter=progress_meter)
-    return _finish(sol, *_grids(scalars, n_save, n_snapshots, spacing), sol.ys, loss_of, L0)
+    return _finish(sol, *_grids(scalars, n_save, n_snapshots, spacing), sol.ys, loss_of, L0, unravel=unravel)
 
 
 def stiff_core(params, static, task, scalars, *, implicit, stiffness, n_save, n_snapshots, max_steps,

@@ -86,6 +86,10 @@ _DENSE_MAX_PARAMETERS = 200
 # 60 took 2,837 steps and 65 s; on 1,080 parameters at α = 0.1, 60 cost 10% more than 24.
 _DEFLATION_RANK = 64
 _LINEAR_SOLVERS = ("auto", "dense", "cg")
+# Newton stops once an update is below this fraction of the tolerance (in stage values): the next
+# would be ~κ² (quadratic convergence). 0.2 rather than Diffrax's 1e-2 saved 10–19% of the
+# Hessian-vector products on the degree-3 case (α = 0.1 … 1e-3) with drop times equal to 6 digits.
+_NEWTON_KAPPA = 0.2
 
 
 class Implicit(AbstractMethod):
@@ -128,7 +132,7 @@ class Implicit(AbstractMethod):
             # (1e-4 cost 25% more HVPs for the same steps); the filter only steers the step size.
             newton_ls = lx.CG(rtol=1e-2, atol=0.0, max_steps=200)
             filter_ls = lx.CG(rtol=1e-2, atol=0.0, max_steps=100)
-        root = _stiff.NewtonCG(rtol=rtol, atol=atol, linear_solver=newton_ls, count=count)
+        root = _stiff.NewtonCG(rtol=rtol, atol=atol, linear_solver=newton_ls, count=count, kappa=_NEWTON_KAPPA)
         inner = dfx.Kvaerno5(root_finder=root)
         return _stiff.ErrorFiltered(inner, _stiff.kvaerno5_gamma(), linear_solver=filter_ls, rank=rank, count=count)
 

@@ -260,7 +260,6 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         # t = 38 became 1.9e-9, reached at t = 40,863). It opens a minor step, kept only if
         # what joins it adds up to a drop (`_drop_minor`).
         record["minor"].append(small)
-        record["before"].append(record["losses"][-1] if record["losses"] else loss0)
         record["last"].append(t)
         record["times"].append(t)
         record["losses"].append(loss)
@@ -275,7 +274,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         done = (not dormant.any() or calls.exhausted(x, dormant, rstate)
                 or loss - stop_floor <= loss_tol * max(loss0 - stop_floor, 1e-300))
         record["stopped"] = None if done else "max_steps"
-    _drop_minor(record, min_drop * scale)
+    _drop_minor(record, loss0, min_drop * scale)
     bar.close(f"{len(record['times'])} steps")
     record["copies"] = _copies(params, active, loss - stop_floor, loss0 - stop_floor) if record["stopped"] is None else None
     return record, loss0, c, solver_steps
@@ -286,10 +285,11 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
 _MERGE_WINDOW = 0.05
 
 
-def _drop_minor(record, smallest: float) -> None:
+def _drop_minor(record, loss0: float, smallest: float) -> None:
     """Remove the minor steps whose whole drop stayed below `smallest`; their activations go to
     `record["minor"]` as (time, loss after, activated, deactivated)."""
-    keep = [not m or b - loss >= smallest for m, b, loss in zip(record["minor"], record["before"], record["losses"])]
+    before = [loss0, *record["losses"][:-1]]
+    keep = [not m or b - loss >= smallest for m, b, loss in zip(record["minor"], before, record["losses"])]
     minor = [(record["times"][k], record["losses"][k], record["activated"][k], record["deactivated"][k])
              for k, kept in enumerate(keep) if not kept]
     for key in (*_KEYS, "last"):

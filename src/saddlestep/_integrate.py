@@ -15,6 +15,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, PyTree
@@ -38,8 +39,6 @@ STATUSES: tuple[str, ...] = tuple(sorted(RESULTS._name_to_item, key=lambda n: in
 
 def status_names(result: RESULTS) -> list[str]:
     """The names of (a batch of) `RESULTS` items, on the host."""
-    import numpy as np
-
     return [STATUSES[int(v)] for v in np.atleast_1d(np.asarray(result._value))]
 
 
@@ -393,7 +392,7 @@ class Problem(NamedTuple):
     def with_scalars(self, **values) -> "Problem":
         """This problem with more traced scalars (broadcast over the batch)."""
         shape = () if self.batch is None else (self.batch,)
-        extra = {k: jnp.full(shape, v, dtype=jnp.float64) for k, v in values.items()}
+        extra = {k: np.full(shape, v, dtype=np.float64) for k, v in values.items()}
         return self._replace(scalars={**self.scalars, **extra})
 
 

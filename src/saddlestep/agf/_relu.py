@@ -35,6 +35,7 @@ _ZENO_COUNT = 50
 _WEIGHT_SLACK = 1e-9
 # Grid points per scan window.
 _GRID = 17
+_UNIT = np.linspace(0.0, 1.0, _GRID)
 # A direction whose w-part is below this fraction of ‖θ‖ has collapsed onto w = 0 (below, the
 # kinks x_nᵀw = 0 are lost in rounding); it restarts from this size when it can grow again.
 _COLLAPSE = 1e-7
@@ -91,7 +92,18 @@ class ReluPhase:
         minus = np.zeros_like(plus)
         np.add.at(plus, self.group, np.where(self.sign[:, None] > 0, self.xnorm[:, None] * R, 0.0))
         np.add.at(minus, self.group, np.where(self.sign[:, None] < 0, -self.xnorm[:, None] * R, 0.0))
-        forces = (plus, minus)
+        # Each surface's share of M_P = Σ_{n∈P} r_n x_nᵀ / N from its samples of sign + and −: a
+        # pattern's M is then two matrix-vector products over surfaces, not a masked sum over
+        # samples (rebuilt at every event: a third of the phase's time before).
+        out, q = R.shape[1], self.X.shape[1]
+        RX = (R[:, :, None] * self.X[:, None, :]).reshape(len(R), out * q)
+        pos = self.sign > 0
+        shares = []
+        for which in (pos, ~pos):
+            share = np.zeros((len(self.normals), out * q))
+            np.add.at(share, self.group[which], RX[which])
+            shares.append(share)
+        forces = (plus, minus, *shares)
         x = np.asarray(x, dtype=float)
         S = np.asarray(S, dtype=float)
         end = float(horizon)
@@ -131,7 +143,9 @@ class _Path:
         # Which side of each surface w is on (+1: its samples of sign +1 are active).
         h = phase.normals @ self.theta[: self.q]
         self.side = np.where(h > 0, 1.0, -1.0)
-        self.Pplus, self.Pminus = forces
+        self.Pplus, self.Pminus, self.Mplus, self.Mminus = forces
+        self.eye = np.eye(self.q)
+        self._memo: tuple = (None, None)
         # Surfaces w starts on (sliding at the end of the last phase, or exact zeros in the
         # data's coordinates) start in the sliding set. Where the rest of the field has no
         # normal component (μ = 0), the flow with relu'(0) = 0 holds w there, all the surface's
@@ -176,22 +190,25 @@ class _Path:
 
     # ------------------------------------------------------------------ linear algebra of a piece
     def _matrices(self, side, K):
+        """(M, Π, X_K, G) of the pattern `side` with sliding set `K` (the last one is kept: an
+        event asks for the same pattern several times)."""
+        key = (side.tobytes(), tuple(K))
+        if self._memo[0] == key:
+            return self._memo[1]
         phase, q = self.phase, self.q
-        act = phase.sign * side[phase.group] > 0
-        if K:
-            sliding = np.zeros(len(side), bool)
-            sliding[K] = True
-            act &= ~sliding[phase.group]
-        M = self.R[act].T @ phase.X[act]  # (out, q)
+        on = np.ones(len(side), bool)
+        on[K] = False
+        M = ((((side > 0) & on) @ self.Mplus) + (((side < 0) & on) @ self.Mminus)).reshape(-1, q)  # (out, q)
         if K:
             XK = phase.normals[K]
             G = XK @ XK.T
             if np.linalg.cond(G) > 1e10:
                 raise _Degenerate("ill-conditioned sliding set")
-            Pi = np.eye(q) - XK.T @ np.linalg.solve(G, XK)
+            Pi = self.eye - XK.T @ np.linalg.solve(G, XK)
         else:
             XK = G = None
-            Pi = np.eye(q)
+            Pi = self.eye
+        self._memo = (key, (M, Pi, XK, G))
         return M, Pi, XK, G
 
     def _forces(self, theta, M, XK, G, K):
@@ -304,11 +321,15 @@ class _Path:
         normals, q = self.phase.normals, self.q
         # Watched functions: rows of coefficients over eigen-index j, each ≥ 0 until its event.
         K = self.K
-        notK = np.ones(len(normals), bool)
-        notK[K] = False
-        idx = np.flatnonzero(notK)
-        Cw = (normals[idx] @ V[:q]) * gamma  # uᵀw(τ)
-        rows = [self.side[idx, None] * Cw]
+        if K:
+            notK = np.ones(len(normals), bool)
+            notK[K] = False
+            idx = np.flatnonzero(notK)
+            Cw = (normals[idx] @ V[:q]) * gamma  # uᵀw(τ)
+            rows = [self.side[idx, None] * Cw]
+        else:
+            idx = np.arange(len(normals))
+            rows = [(self.side[:, None] * (normals @ V[:q])) * gamma]
         kinds = [np.zeros(idx.size, int)]
         who = [idx]
         slide = [i for i, k in enumerate(K) if k not in self.held]
@@ -339,10 +360,12 @@ class _Path:
             reach = rho * (math.expm1(lmax * hi) / lmax if lmax > 0 else hi)
             with np.errstate(invalid="ignore"):  # ∞·0 where nothing moves: not near
                 near = np.flatnonzero(np.abs(start_vals) <= scale * reach * (1 + 1e-9) + 1e-300)
-            grid = np.linspace(lo, hi, _GRID)
-            E = np.exp(np.minimum(np.outer(lam, grid), 700.0))
-            path = V @ (E * gamma[:, None])
-            small = np.linalg.norm(path[:q], axis=0) < _COLLAPSE * np.linalg.norm(path, axis=0)
+            grid = lo + (hi - lo) * _UNIT
+            grid[-1] = hi
+            E = np.exp(np.minimum(lam[:, None] * grid, 700.0))
+            path = np.square(V @ (E * gamma[:, None]))
+            w2 = path[:q].sum(axis=0)
+            small = w2 < _COLLAPSE**2 * (w2 + path[q:].sum(axis=0))
             collapse = grid[int(np.argmax(small))] if small.any() else math.inf
             if near.size:
                 vals = C[near] @ E

@@ -93,3 +93,16 @@ def test_a_flow_that_crawls_through_the_start_of_its_horizon_still_reports(capsy
     assert traj.t_final < 1e-2 * 1e6 and traj.stats["steps"] > 1000  # within the first percent of t_max
     lines = [line for line in _lines(capsys) if "flow:" in line]
     assert lines and all("of t_max after" in line and "solver steps" in line for line in lines)
+
+
+def test_an_implicit_flow_reports_between_its_costly_steps(capsys, monkeypatch):
+    # An implicit step can take seconds (10⁴ parameters): its segment asks the host at every
+    # step, where the explicit one asks every 256, so a slow run is never silent for long.
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 4, [3.0, 1.0])
+    model = ss.TwoLayer(4, 4, 4, "linear", key=jax.random.PRNGKey(1), init_scale=1e-3)
+    traj = ss.simulate(model, task, t_max=30.0, method="implicit", progress=True, converge_tol=1e-6)
+    steps = int(traj.stats["steps"])
+    assert 20 < steps < 256
+    lines = [line for line in _lines(capsys) if "flow:" in line and "of t_max after" in line]
+    assert len(lines) >= steps // 2  # one per step (each says the step count), not one per 256

@@ -7,6 +7,7 @@ what changes the program (solver, grid sizes, observables) is static. Each retur
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -191,6 +192,15 @@ def explicit_core(params, static, task, scalars, *, solver, n_save, n_snapshots,
     return _finish(sol, *_grids(scalars, n_save, n_snapshots, spacing), sol.ys, loss_of, L0, unravel=unravel)
 
 
+def _every_step(meter: dfx.AbstractProgressMeter) -> dfx.AbstractProgressMeter:
+    """`meter`, asking the host at every step: an implicit step costs milliseconds to seconds
+    (10⁴ parameters), so a meter that speaks every few hundred steps fell silent for many minutes."""
+    for name in ("every_steps", "refresh_steps"):
+        if hasattr(meter, name):
+            return dataclasses.replace(meter, **{name: 1})
+    return meter
+
+
 def stiff_core(params, static, task, scalars, *, implicit, stiffness, n_save, n_snapshots, max_steps,
                progress_meter, observe, spacing):
     """The implicit path: with `stiffness`, a Tsit5 segment ended by a stiffness event first;
@@ -226,6 +236,7 @@ def stiff_core(params, static, task, scalars, *, implicit, stiffness, n_save, n_
         t_switch, y_switch, switched = jnp.zeros(()), y0, jnp.array(True)
         s1 = {"steps": zero, "accepted": zero, "rejected": zero}
     solver = implicit.solver(scalars["rtol"], scalars["atol"], y0.size)
+    kw["progress_meter"] = _every_step(progress_meter)
     sol2 = _solve(vector_field, solver, t_switch, y_switch, scalars, record, loss_of, stop, **kw)
     ys, step_record = sol2.ys, (sol2.ts[3], sol2.ys[3])
     if stiffness is not None:

@@ -145,7 +145,20 @@ def _optimizers(out: str) -> list[str]:
     return [path]
 
 
-_PRESET_EXTRAS: dict[str, Callable] = {"linear": _linear_extras, "diagonal": _diagonal_extras}
+def _modular_extras(out: str, result) -> list[str]:
+    # κ = 3: jump times scale like 1/α, so runs at two α collapse on t·α (the staircase's
+    # rescaled axis for κ > 2), with the AGF prediction of the smaller α.
+    overrides = _GALLERY_OVERRIDES["modular"]
+    other = run_preset("modular", init_scale=1e-2, overrides=overrides, progress=False).trajectory
+    fig = plot.staircase([other, result.trajectory], prediction=result.prediction, mark_steps=False,
+                         title="modular (κ = 3): α = 1e-2 and 1e-3 against t·α, AGF at α = 1e-3")
+    path = os.path.join(out, "modular-init-scales.png")
+    _save(fig, path)
+    return [path]
+
+
+_PRESET_EXTRAS: dict[str, Callable] = {"linear": _linear_extras, "diagonal": _diagonal_extras,
+                                       "modular": _modular_extras}
 _STANDALONE: dict[str, Callable] = {"convergence": _convergence, "optimizers": _optimizers}
 
 
@@ -157,6 +170,7 @@ def make_figures(out: str = "figures", presets: list[str] | None = None) -> list
       `modular` at α = 1e-3, p = 11, with AGF);
     - with `linear`: `linear-flow-vs-gd.png` (the flow beside gradient descent at two learning
       rates) and `linear-init-scales.png` (α = 1e-3, 1e-6, 1e-12 against rescaled time);
+    - with `modular`: `modular-init-scales.png` (α = 1e-2 and 1e-3 against t·α, κ = 3's rescaled time);
     - with `diagonal`: `diagonal-deactivation.png` (Pesme & Flammarion's 2-D example with AGF);
     - `convergence-diagonal.png`: step times against 1/ln(1/α), extrapolated to AGF (Kunin et al. 2025);
     - `optimizers.png`: the flow against GD and Adam at finite learning rates.

@@ -374,7 +374,7 @@ class Problem(NamedTuple):
     params: PyTree
     static: PyTree
     task: Any
-    scalars: dict[str, Array]
+    scalars: dict[str, Array | np.ndarray]
     n_save: int
     n_snapshots: int
     observe: Observe

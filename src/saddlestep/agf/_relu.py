@@ -94,7 +94,7 @@ class ReluPhase:
         np.add.at(minus, self.group, np.where(self.sign[:, None] < 0, -self.xnorm[:, None] * R, 0.0))
         # Each surface's share of M_P = Σ_{n∈P} r_n x_nᵀ / N from its samples of sign + and −: a
         # pattern's M is then two matrix-vector products over surfaces, not a masked sum over
-        # samples (rebuilt at every event: a third of the phase's time before).
+        # samples (rebuilt at every event, a seventh of the phase's time before).
         out, q = R.shape[1], self.X.shape[1]
         RX = (R[:, :, None] * self.X[:, None, :]).reshape(len(R), out * q)
         pos = self.sign > 0
@@ -103,7 +103,7 @@ class ReluPhase:
             share = np.zeros((len(self.normals), out * q))
             np.add.at(share, self.group[which], RX[which])
             shares.append(share)
-        forces = (plus, minus, *shares)
+        per_surface = (plus, minus, *shares)
         x = np.asarray(x, dtype=float)
         S = np.asarray(S, dtype=float)
         end = float(horizon)
@@ -111,7 +111,7 @@ class ReluPhase:
         try:
             # The earliest activation bounds every later neuron's solve.
             for i in np.flatnonzero(dormant):
-                path = _Path(self, R, forces, x[i, self.cols], float(S[i]), float(c[i]))
+                path = _Path(self, R, per_surface, x[i, self.cols], float(S[i]), float(c[i]))
                 path.run(end)
                 paths[i] = path
                 if path.hit is not None:
@@ -130,7 +130,7 @@ class ReluPhase:
 class _Path:
     """One dormant neuron's exact path: a list of linear segments."""
 
-    def __init__(self, phase: ReluPhase, R, forces, theta, S, c):
+    def __init__(self, phase: ReluPhase, R, per_surface, theta, S, c):
         self.phase, self.R, self.c = phase, R, c
         self.q = phase.q
         self.theta = theta / np.linalg.norm(theta)
@@ -143,7 +143,7 @@ class _Path:
         # Which side of each surface w is on (+1: its samples of sign +1 are active).
         h = phase.normals @ self.theta[: self.q]
         self.side = np.where(h > 0, 1.0, -1.0)
-        self.Pplus, self.Pminus, self.Mplus, self.Mminus = forces
+        self.Pplus, self.Pminus, self.Mplus, self.Mminus = per_surface
         self.eye = np.eye(self.q)
         self._memo: tuple = (None, None)
         # Surfaces w starts on (sliding at the end of the last phase, or exact zeros in the

@@ -130,11 +130,15 @@ def test_relu_section_shapes():
         assert row["gd_target"] == max(row["error"], ERROR_FLOOR)
         assert 0.5 < row["gd_error"] / row["gd_target"] < 2  # GD calibrated to the flow's accuracy
         assert row["gd_steps"] > row["steps"] > 0
+        assert row["status"] == "t_max"  # reached the horizon, not a step budget
     assert rows[preset_rtol]["error"] < 1e-3
     # Sliding along ReLU kinks: the step count follows the tolerance, not the dynamics.
     assert rows[1e-4]["steps"] < rows[preset_rtol]["steps"] / 5
     md = relu_markdown(section)
     assert "## Two-layer ReLU on a finite sample" in md and "relu_speedup_vs_gd" in md
+    assert "budget spent" not in md
+    section["rows"][0]["status"] = "max_steps"
+    assert "(budget spent)" in relu_markdown(section)
 
 
 @pytest.mark.slow

@@ -98,6 +98,8 @@ def versus_gd(model, task, horizon: float, *, rtols: tuple[float, ...], quick: b
         gd_traj, gd_wall, _ = _timed(lambda: gd(lr, _COARSE), 0)
         rows.append({
             "rtol": rtol, "steps": int(traj.stats["steps"]), "rejected": int(traj.stats["rejected"]),
+            # "max_steps": the flow spent its budget (past the drops, or their times would be NaN).
+            "status": traj.status,
             "wall_s": wall, "error": e_flow, "gd_target": target, "gd_lr": lr, "gd_error": e_gd,
             "gd_steps": int(gd_traj.stats["steps"]), "gd_wall_s": gd_wall, "speedup": gd_wall / wall,
         })
@@ -182,7 +184,8 @@ def relu_markdown(section: dict) -> str:
              f"{section['preset_rtol']:g}.", ""]
     header = ["| flow rtol | steps | rejected | error | wall (ms) | GD lr | GD error | GD steps | GD wall (ms) | GD / flow |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    row = lambda r: (f"| {r['rtol']:g} | {r['steps']} | {r['rejected']} | {r['error']:.1e} | {1e3 * r['wall_s']:.1f} | "
+    capped = lambda r: " (budget spent)" if r.get("status") == "max_steps" else ""
+    row = lambda r: (f"| {r['rtol']:g} | {r['steps']}{capped(r)} | {r['rejected']} | {r['error']:.1e} | {1e3 * r['wall_s']:.1f} | "
                      f"{r['gd_lr']:.2e} | {r['gd_error']:.1e} | {r['gd_steps']} | {1e3 * r['gd_wall_s']:.1f} | "
                      f"{r['speedup']:.1f} |")
     lines += [*header, *(row(r) for r in section["rows"])]

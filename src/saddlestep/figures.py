@@ -148,10 +148,10 @@ def _optimizers(out: str) -> list[str]:
 def _modular_extras(out: str, result) -> list[str]:
     # κ = 3: jump times scale like 1/α, so runs at two α collapse on t·α (the staircase's
     # rescaled axis for κ > 2), with the AGF prediction of the smaller α.
-    overrides = _GALLERY_OVERRIDES["modular"]
-    other = run_preset("modular", init_scale=1e-2, overrides=overrides, progress=False).trajectory
-    fig = plot.staircase([other, result.trajectory], prediction=result.prediction, mark_steps=False,
-                         title="modular (κ = 3): α = 1e-2 and 1e-3 against t·α, AGF at α = 1e-3")
+    alpha = _GALLERY_INIT_SCALE["modular"]
+    other = run_preset("modular", init_scale=10 * alpha, overrides=_GALLERY_OVERRIDES["modular"], progress=False)
+    fig = plot.staircase([other.trajectory, result.trajectory], prediction=result.prediction, mark_steps=False,
+                         title=f"modular (κ = 3): α = {10 * alpha:g} and {alpha:g} against t·α, AGF at α = {alpha:g}")
     path = os.path.join(out, "modular-init-scales.png")
     _save(fig, path)
     return [path]

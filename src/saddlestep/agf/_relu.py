@@ -76,6 +76,7 @@ class ReluPhase:
         self.xnorm = norm
         self.cols = np.asarray(list(cols_w) + list(cols_a))
         self.q = len(cols_w)
+        self.eye = np.eye(self.q)
 
     def advance(self, x, S, c, dormant, r, horizon):
         """The utility phase: (duration, x, S, whether a neuron reached its threshold within
@@ -144,7 +145,6 @@ class _Path:
         h = phase.normals @ self.theta[: self.q]
         self.side = np.where(h > 0, 1.0, -1.0)
         self.Pplus, self.Pminus, self.Mplus, self.Mminus = per_surface
-        self.eye = np.eye(self.q)
         self._memo: tuple = (None, None)
         # Surfaces w starts on (sliding at the end of the last phase, or exact zeros in the
         # data's coordinates) start in the sliding set. Where the rest of the field has no
@@ -204,10 +204,10 @@ class _Path:
             G = XK @ XK.T
             if np.linalg.cond(G) > 1e10:
                 raise _Degenerate("ill-conditioned sliding set")
-            Pi = self.eye - XK.T @ np.linalg.solve(G, XK)
+            Pi = phase.eye - XK.T @ np.linalg.solve(G, XK)
         else:
             XK = G = None
-            Pi = self.eye
+            Pi = phase.eye
         self._memo = (key, (M, Pi, XK, G))
         return M, Pi, XK, G
 

@@ -116,3 +116,19 @@ def test_agf_says_when_it_ends_on_copies_of_one_direction():
     wide = ss.TwoLayer(3, 6, 1, "relu", key=jax.random.PRNGKey(2), init_scale=1e-4)
     assert agf.predict(wide, task).extra["copies"] is None
 
+
+
+def test_new_seed_and_init_scale_reuse_the_compiled_cost_phase():
+    """The exact ReLU phase is data of the AGF problem, not a static part of it: a prediction for
+    another seed and init scale (same shapes) traces nothing again (it retraced the cost phase,
+    0.5 s, for every run of a sweep)."""
+    from saddlestep.agf.engine import TRACE_COUNT
+
+    task = ss.relu_teacher(jax.random.PRNGKey(0), 4, [3.0, -2.0], inputs="gaussian", n=64)
+    make = lambda seed, alpha: ss.TwoLayer(4, 3, 1, "relu", key=jax.random.PRNGKey(seed), init_scale=alpha)
+    first = agf.predict(make(0, 1e-6), task)
+    assert first.extra["phases"]["exact"] > 0
+    before = dict(TRACE_COUNT)
+    other = agf.predict(make(1, 1e-8), task)
+    assert other.num_steps > 0
+    assert dict(TRACE_COUNT) == before

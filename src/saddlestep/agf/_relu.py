@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import numpy as np
 import scipy.optimize
 
@@ -45,12 +46,25 @@ class _Degenerate(Exception):
     """A configuration the exact phase does not resolve; the phase goes to the ODE solve."""
 
 
-class ReluPhase:
+class ReluPhase(eqx.Module):
     """The exact utility phase of `TwoLayer(..., "relu")` neurons (see the module docstring).
+
+    A module of arrays, so that an AGF problem holding it passes through `jax.jit` as data: a new
+    sample, seed or init scale reuses the cost phase's compilation.
 
     **Arguments:** `X`, the inputs (N, d); `bias`, whether neurons carry a bias (then inputs get
     a column of ones); `cols_w`, `cols_a`, the flattened neuron's columns of (w[, b]) and of a.
     """
+
+    keep: np.ndarray
+    X: np.ndarray
+    normals: np.ndarray
+    group: np.ndarray
+    sign: np.ndarray
+    xnorm: np.ndarray
+    cols: np.ndarray
+    eye: np.ndarray
+    q: int = eqx.field(static=True)
 
     def __init__(self, X, *, bias: bool, cols_w, cols_a):
         X = np.asarray(X, dtype=float)

@@ -20,7 +20,8 @@ from .problem import AbstractAGFProblem, make_problem
 from ..clock import log_inv
 from .. import progress as _progress
 
-# Traces of the utility-phase solve; tests use it to check that phases reuse one compilation.
+# Traces of AGF's compiled pieces (the utility-phase solve, the cost phase); tests use it to check
+# that phases, seeds and init scales reuse one compilation.
 TRACE_COUNT: collections.Counter = collections.Counter()
 
 _BIG = 1e300

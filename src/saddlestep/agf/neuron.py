@@ -18,6 +18,7 @@ from . import _numerics as nx
 from ._relu import ReluPhase
 from ..models.base import AbstractNeuronModel
 from ..tasks.regression import SampleRegression
+from .engine import TRACE_COUNT
 from .problem import AbstractAGFProblem, register_fallback, require_sample
 
 
@@ -44,7 +45,7 @@ class NeuronProblem(AbstractAGFProblem):
     collapse: float = eqx.field(static=True, default=1e-3)
     align: float = eqx.field(static=True, default=1e-4)
     factors: tuple = eqx.field(static=True, default=())
-    exact: ReluPhase | None = eqx.field(static=True, default=None)
+    exact: ReluPhase | None = None
     atol: ClassVar[float] = 1e-12
     rtol: ClassVar[float] = 1e-8
     min_step: ClassVar[float] = 1e-5
@@ -230,11 +231,13 @@ def neuron_label(indices, *, shown: int = 4) -> str:
 
 @eqx.filter_jit
 def _outputs_jit(problem: NeuronProblem, flat):
+    TRACE_COUNT["outputs"] += 1
     return problem._outputs(flat)
 
 
 @eqx.filter_jit
 def _residual(problem: NeuronProblem, params, mask):
+    TRACE_COUNT["residual"] += 1
     f = jnp.sum(problem._outputs(params * mask[:, None]), axis=1)
     r = problem.task.Y - f
     return r, 0.5 * jnp.mean(jnp.sum(r**2, axis=-1))
@@ -242,6 +245,8 @@ def _residual(problem: NeuronProblem, params, mask):
 
 @eqx.filter_jit
 def _minimize(problem: NeuronProblem, params, mask):
+    TRACE_COUNT["cost"] += 1
+
     def loss(p, m):
         f = jnp.sum(problem._outputs(p * m[:, None]), axis=1)
         value = 0.5 * jnp.mean(jnp.sum((problem.task.Y - f) ** 2, axis=-1))

@@ -99,3 +99,23 @@ def test_every_preset_shares_solver_rtol_and_horizon(name):
     assert trained.simulate_kwargs["method"] == Discrete(0.1, "adam")
     with pytest.raises(ValueError, match="solver: expected one of explicit, implicit, auto"):
         preset.parameters({"solver": "rk4"})
+
+
+def test_deep_relu_escape_on_one_output_data(tmp_path):
+    """A one-output last layer has a single singular value, so its s₁/s₂ is undefined: escape.json
+    records null there (the run crashed on it, after the flow, writing nothing)."""
+    import json
+
+    from saddlestep.runs import run_preset
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    Y = np.maximum(X @ np.array([1.0, -0.5, 0.3]), 0.0)[:, None]
+    np.savez(tmp_path / "data.npz", X=X, Y=Y - Y.mean(axis=0))
+    run_preset("deep-relu-escape", init_scale=0.05, data=str(tmp_path / "data.npz"),
+               overrides={"width": "4", "restarts": "2"}, out=str(tmp_path / "run"), progress=False)
+    report = json.loads((tmp_path / "run" / "escape.json").read_text())
+    for key in ("flow_singular_value_ratios", "escape_singular_value_ratios"):
+        assert report[key][-1] is None
+        assert all(r >= 1.0 for r in report[key][:-1])
+    assert (tmp_path / "run" / "singular_values.png").exists()

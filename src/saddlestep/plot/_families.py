@@ -107,8 +107,10 @@ def layer_spectra(escape_values: list[np.ndarray], escape_ratios: np.ndarray, fl
     axes[0].legend(fontsize=7)
     ax = axes[-1]
     layers = np.arange(1, L + 1)
-    ax.loglog(layers, escape_ratios, "o-", label="u*")
-    ax.loglog(layers, [s[0] / s[1] for s in flow_values], "s--", label="flow")
+    # A layer with one singular value (a one-output last layer) has no gap to draw.
+    gap = lambda s: s[0] / s[1] if len(s) > 1 and s[1] > 0 else np.nan
+    ax.loglog(layers, np.where(np.isfinite(escape_ratios), escape_ratios, np.nan), "o-", label="u*")
+    ax.loglog(layers, [gap(s) for s in flow_values], "s--", label="flow")
     ax.loglog(layers, layers**0.25, "k:", label="ℓ^{1/4}")
     ax.set_xlabel("layer ℓ")
     ax.set_ylabel("s_1 / s_2")

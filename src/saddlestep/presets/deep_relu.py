@@ -4,6 +4,7 @@ Jacot 2025) and `richness` (the γ-parameterized μP network, Atanasov et al. 20
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -77,13 +78,14 @@ def _build_escape(params, *, init_scale, seed, data):
 
     def summarize(traj):
         flow = _pre_drop(traj, task)
-        from ..theory.deep_relu import direction_cosine
+        from ..theory.deep_relu import direction_cosine, gap_ratio
 
         return {
             "escape_speed": escape.speed,
             "basin_speed": basin.speed,
-            "escape_singular_value_ratios": escape.singular_value_ratios().tolist(),
-            "flow_singular_value_ratios": [float(s[0] / s[1]) for s in _svals(flow)],
+            # null where a layer has no second singular value (a one-output last layer): JSON has no inf.
+            "escape_singular_value_ratios": _finite(escape.singular_value_ratios()),
+            "flow_singular_value_ratios": _finite([gap_ratio(s) for s in _svals(flow)]),
             "cosine_flow_basin": direction_cosine(flow, basin),
             "cosine_flow_optimal": direction_cosine(flow, escape),
         }
@@ -113,6 +115,10 @@ def _pre_drop(traj, task):
     losses = [float(task.loss(traj.snapshot(i))) for i in valid]
     before = [i for i, v in zip(valid, losses) if v >= 0.99 * losses[0]]
     return traj.snapshot(before[-1])
+
+
+def _finite(values) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in values]
 
 
 def _svals(model):

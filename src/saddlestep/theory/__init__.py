@@ -18,6 +18,7 @@ from .deep_relu import (
     escape_direction as escape_direction,
     escape_time as escape_time,
     EscapeDirection as EscapeDirection,
+    gap_ratio as gap_ratio,
     predict_escape as predict_escape,
 )
 from .saxe import saxe as saxe, saxe_mode as saxe_mode, saxe_time as saxe_time

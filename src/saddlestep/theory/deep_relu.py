@@ -164,6 +164,13 @@ def _stationarity(model, task, u, geometry):
 
 
 # ----------------------------------------------------------------------------- results
+def gap_ratio(singular_values: Float[np.ndarray, " k"]) -> float:
+    """s₁/s₂ of one layer's singular values (descending); inf where the layer is exactly rank one
+    or has a single singular value (a one-output last layer), where the gap is unbounded."""
+    s = np.asarray(singular_values, dtype=float)
+    return float(s[0] / s[1]) if s.size > 1 and s[1] > 0 else math.inf
+
+
 @dataclasses.dataclass(frozen=True)
 class EscapeDirection:
     """An escape direction u* (a critical point of G on the unit sphere, ‖u*‖ = 1) and its speed.
@@ -202,10 +209,7 @@ class EscapeDirection:
     def singular_value_ratios(self) -> np.ndarray:
         """s₁(W_ℓ)/s₂(W_ℓ) per layer (inf for an exactly rank-one layer). Bantzis, Simon & Jacot
         prove that the ℓ-th layer's gap grows at least like ℓ^{1/4}."""
-        out = []
-        for s in self.singular_values:
-            out.append(s[0] / s[1] if len(s) > 1 and s[1] > 0 else math.inf)
-        return np.array(out)
+        return np.array([gap_ratio(s) for s in self.singular_values])
 
     def escape_time(self, init_norm: float) -> float:
         """The first escape time from radius ‖θ(0)‖ = `init_norm` along u* (see `escape_time`)."""

@@ -230,3 +230,35 @@ def test_a_noise_frequency_sets_neither_the_horizon_nor_the_first_save(tmp_path)
     assert setup.t_max < 1e-3 * times["ξ=3"]
     kw = setup.simulate_kwargs
     assert kw["save_spacing"] == "log" and kw["save_start"] * setup.t_max <= 0.1 * min(times.values())
+
+
+def test_agf_warns_where_a_cost_phase_stops_short_of_a_critical_point():
+    """A cost phase that BFGS converges onto slowly (thousands of steps: modular addition's
+    restricted loss is degenerate) is flagged, from the first such activation on; the plateau it
+    returns is not a critical point of the loss (the oracle: the gradient, computed here). Where
+    every phase converges (attention), nothing is flagged and every plateau is critical."""
+    import warnings
+
+    def run(name, overrides, alpha):
+        preset = get_preset(name)
+        params = {**preset.parameters(), "predictor": "agf", **overrides}
+        setup = preset.setup(params, init_scale=alpha, seed=0, data=None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = setup.predict()
+        told = [str(w.message) for w in caught if "cost phase" in str(w.message)]
+        grads = [float(jnp.linalg.norm(jax.flatten_util.ravel_pytree(
+            jax.grad(lambda m: setup.task.loss(m))(model))[0])) for model in pred.plateau_parameters]
+        return pred, told, grads
+
+    import jax.flatten_util
+
+    pred, told, grads = run("modular", {"p": 7, "width": 4, "magnitudes": (2.0, 1.0), "frequencies": (1, 2)}, 1e-2)
+    steps, events = pred.extra["cost_steps"], pred.extra["events"]
+    assert len(steps) == len(events) and all(isinstance(n, int) and n > 0 for n in steps)
+    first = next(i for i, n in enumerate(steps) if n > 500)
+    assert len(told) == 1 and f"t = {events[first][0]:.4g}" in told[0]
+    assert max(grads) > 1e-6
+    pred, told, grads = run("attention", {"heads": 2, "N": 8}, 1e-3)
+    assert told == [] and max(pred.extra["cost_steps"]) < 500
+    assert max(grads) < 1e-7

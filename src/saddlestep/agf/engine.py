@@ -225,7 +225,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
         start = before.copy()
         start[crossed] = calls.to_params(x[crossed], rstate)
         start = calls.enter(start, crossed, active, rstate)
-        new_params, still = calls.cost(start, active | crossed, order)
+        new_params, still, *cost_steps = calls.cost(start, active | crossed, order)
         left = (active | crossed) & ~still
         # A neuron that leaves returns to dormant just below its threshold, keeping its
         # accumulated utility and the direction it activated with (Kunin et al. 2025, §1.7).
@@ -244,6 +244,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             record["stopped"] = "cycling"
             break
         record["events"].append(event)
+        record["cost_steps"].append(int(cost_steps[0]) if cost_steps else None)
         bar.update(1, t=t, loss=float(loss))
         small = bool(record["times"]) and record["losses"][-1] - loss < min_drop * scale
         if small and t <= (1.0 + _MERGE_WINDOW) * record["last"][-1]:
@@ -279,6 +280,12 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
     bar.close(f"{len(record['times'])} steps")
     record["copies"] = _copies(params, active, loss - stop_floor, loss0 - stop_floor) if record["stopped"] is None else None
     return record, loss0, c, solver_steps
+
+
+# A cost phase that takes more minimizer iterations than this is converging onto a degenerate set
+# of minima (BFGS: 50–110 steps a phase on attention and ReLU, 800–3,700 on modular addition,
+# where the point it returns changes the later jump times).
+_DEGENERATE_STEPS = 500
 
 
 # A small activation joins the step before it when it comes within this fraction of that step's
@@ -369,7 +376,10 @@ def predict(
     `stopped`: None, or why the prediction ended early (`"max_steps"`, `"cycling"`,
     `"utility_solve"`; also warned), and `copies`: where AGF ended with every neuron active but
     on fewer directions than neurons, the loss still above its floor, {"neurons", "directions"}
-    (warned: the flow may go on by splitting copies; else None).
+    (warned: the flow may go on by splitting copies; else None), and `cost_steps`: for each
+    activation in `events`, the cost phase's minimizer iterations (None where it is closed form;
+    over 500 means a degenerate restricted loss, and the prediction warns that later times are
+    approximate).
     """
     problem = make_problem(model, task)
     if rtol is not None and not (rtol > 0):
@@ -387,7 +397,7 @@ def predict(
         record, loss0, c, steps = _run(problem, 0.0, **kw)
         stopped, copies = record["stopped"], record["copies"]
         phases = dict(record["phases"])
-        events, minor = list(record["events"]), list(record["minor"])
+        events, minor, cost_steps = list(record["events"]), list(record["minor"]), list(record["cost_steps"])
         record = {k: record[k] for k in _KEYS}
         times = np.asarray(record["times"])
         rescaled = times / L
@@ -405,7 +415,7 @@ def predict(
         if rec1["order"][:n] != record["order"][:n]:
             raise ValueError("limit: AGF learns features in a different order at the two tiny scales")
         rescaled = (np.asarray(record["times"][:n]) - np.asarray(rec1["times"][:n])) / (hi - lo)
-        events, minor = list(record["events"]), list(record["minor"])
+        events, minor, cost_steps = list(record["events"]), list(record["minor"]), list(record["cost_steps"])
         record = {k: record[k][:n] for k in _KEYS}
         times = rescaled * L
     if copies is not None:
@@ -414,6 +424,16 @@ def predict(
             f"agf.predict ended with every neuron active but on only {copies[1]} distinct directions "
             f"({copies[0]} neurons: copies activated together) and the loss {loss_end:.4g} still above its "
             f"floor; gradient flow can split copies and drop further, which AGF does not follow",
+            stacklevel=2,
+        )
+    slow = [i for i, n in enumerate(cost_steps) if n is not None and n > _DEGENERATE_STEPS]
+    if slow:
+        t_slow, loss_slow = events[slow[0]][:2]
+        warnings.warn(
+            f"agf.predict: the cost phase after the activation at t = {t_slow:.4g} (loss {loss_slow:.4g}) took "
+            f"{cost_steps[slow[0]]} BFGS steps: the restricted loss is degenerate there (a set of minima), and "
+            "which of them the cost phase returns moves the later jump times, which are approximate from "
+            "there on (on modular addition, κ = 3: off by up to 2× against the flow; docs/performance.md)",
             stacklevel=2,
         )
     if stopped is not None:
@@ -440,6 +460,7 @@ def predict(
             "solver_steps": int(steps),
             "phases": {"exact": int(phases.get("exact", 0)), "ode": int(phases.get("ode", 0))},
             "events": events,
+            "cost_steps": cost_steps,
             "minor": [{"time": float(t), "loss": float(loss), "activated": list(a), "deactivated": list(d)}
                       for t, loss, a, d in minor],
             "stopped": stopped,

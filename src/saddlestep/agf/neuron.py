@@ -125,8 +125,10 @@ class NeuronProblem(AbstractAGFProblem):
         share = np.where(members, share / np.maximum(weight[lead], 1e-300), 0.0)
         active = active & (lead == np.arange(params.shape[0]))
         entry = active.copy()
+        steps = 0
         for _ in range(params.shape[0] + 1):
-            out = np.asarray(_minimize(self, jnp.asarray(params), jnp.asarray(active, dtype=float)))
+            out, n = _minimize(self, jnp.asarray(params), jnp.asarray(active, dtype=float))
+            out, steps = np.asarray(out), max(steps, int(n))
             out = self.balanced(out) * active[:, None]
             # As AGF defines it, a neuron returns to dormant only when the cost phase shrinks it
             # to ~0. (A sign test on its output also dropped neurons whose output turned against
@@ -142,13 +144,14 @@ class NeuronProblem(AbstractAGFProblem):
             mask = jnp.asarray(entry, dtype=float)
             bar = float(_residual(self, jnp.asarray(params), mask)[1])
             if float(_residual(self, jnp.asarray(out), jnp.asarray(active, dtype=float))[1]) > bar * (1 + 1e-6):
-                out = self.balanced(np.asarray(_minimize(self, jnp.asarray(params), mask))) * entry[:, None]
+                out, n = _minimize(self, jnp.asarray(params), mask)
+                out, steps = self.balanced(np.asarray(out)) * entry[:, None], max(steps, int(n))
                 if float(_residual(self, jnp.asarray(out), mask)[1]) > bar:
                     out = params * entry[:, None]
                 active = entry
         # Each merged neuron's solution back to its members, in their shares of f (κ-homogeneity).
         still = members & active[lead]
-        return out[lead] * (share ** (1.0 / self.kappa))[:, None] * still[:, None], still
+        return out[lead] * (share ** (1.0 / self.kappa))[:, None] * still[:, None], still, steps
 
     def balanced(self, params):
         """Each neuron moved along its rescaling orbit (f unchanged) to where ‖θ_g‖²/k_g is the
@@ -261,7 +264,7 @@ def _minimize(problem: NeuronProblem, params, mask):
         loss, optx.BFGS(rtol=1e-12, atol=1e-14), params * mask[:, None], args=mask,
         max_steps=20_000, throw=False,
     )
-    return sol.value
+    return sol.value, sol.stats["num_steps"]
 
 
 

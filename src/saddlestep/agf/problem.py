@@ -65,10 +65,11 @@ class AbstractAGFProblem(eqx.Module):
         along their directions; returns where the cost phase starts from."""
 
     @abc.abstractmethod
-    def cost(self, params: np.ndarray, active: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def cost(self, params: np.ndarray, active: np.ndarray, order: np.ndarray) -> tuple:
         """Minimize the restricted loss over the active neurons from `params`, as gradient flow
         would (a local minimization). `order` ranks neurons by activation.
-        **Returns:** (parameters, still active)."""
+        **Returns:** (parameters, still active), or (parameters, still active, steps) where an
+        iterative minimizer reports its longest solve's iterations (`extra["cost_steps"]`)."""
 
     @abc.abstractmethod
     def to_params(self, x: np.ndarray, rstate) -> np.ndarray:

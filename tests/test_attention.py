@@ -124,3 +124,16 @@ def test_agf_follows_every_component_to_the_last_and_never_stops_silently():
     assert pred.num_steps == len(levels) == 4 and pred.extra["stopped"] is None
     np.testing.assert_allclose(pred.losses, levels, rtol=1e-6)
     assert np.all(pred.times >= np.asarray(pred.extra["lower_bounds"]))  # a bound is a bound
+
+
+def test_horizon_covers_agf_steps_beyond_the_population_bounds():
+    """On drawn contexts AGF's last step can come after the population bounds' horizon (6× the
+    last bound): the run's horizon then covers it (the flow ended before PC 3 and the comparison
+    paired a sub-drop of PC 2 with it, at −83%)."""
+    from saddlestep.runs import prepare
+
+    overrides = {"samples": "400", "heads": "3", "N": "10", "eigenvalues": "1,0.7,0.3"}
+    _, params, setup, alpha, _ = prepare("attention", init_scale=1e-3, overrides=overrides)
+    pred = setup.predict()
+    assert max(pred.times) > 6.0 * max(pred.extra["lower_bounds"]) + 20.0  # the case this is about
+    assert setup.t_max >= 2.0 * max(pred.times)

@@ -65,6 +65,8 @@ class DiagonalProblem(AbstractAGFProblem):
         X, y = np.asarray(self.X), np.asarray(self.y)
         r = y - X @ np.where(active, self._beta(params), 0.0)
         g = X.T @ r / X.shape[0]
+        # U_i = g_i u_i v_i = ½θᵀKθ has K's eigenvalues ±g_i; U_i = g_i(u_i² − v_i²) has ±2g_i.
+        g = g if self.template.variant == "uv" else 2.0 * g
         return quad.QuadraticState(np.stack([g, -g], axis=1), np.asarray(self.Q)), 0.5 * float(np.mean(r**2))
 
     def enter(self, params, new, active, rstate):

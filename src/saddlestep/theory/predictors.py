@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+import numpy as np
+
 from ..models.base import AbstractModel
 from ..prediction import Prediction
 from .attention import attention_prediction
@@ -56,8 +58,14 @@ def predict_saxe(model, task, *, u0: float | None = None) -> Prediction:
 
 
 def predict_pesme_flammarion(model, task, *, max_steps: int = 100) -> Prediction:
-    """Pesme & Flammarion's Algorithm 1 (`pesme_flammarion`) for a `DiagonalLinear` model."""
-    return pesme_flammarion(task, init_scale=_alpha(model), max_steps=max_steps)
+    """Pesme & Flammarion's Algorithm 1 (`pesme_flammarion`) for a `DiagonalLinear` model.
+
+    β = u² − v² (`variant="squares"`, u = v = α at init) is β = 2ab in the rotated a, b = (u ± v)/√2,
+    which start as u ⊙ v does (a = √2α, b = 0): the u ⊙ v network on 2X, so every time is halved."""
+    pred = pesme_flammarion(task, init_scale=_alpha(model), max_steps=max_steps)
+    if getattr(model, "variant", "uv") == "squares":
+        pred = dataclasses.replace(pred, times=np.asarray(pred.times) / 2, rescaled_times=np.asarray(pred.rescaled_times) / 2)
+    return pred
 
 
 def _data_level(name: str, instead: str) -> None:

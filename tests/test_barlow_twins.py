@@ -137,9 +137,27 @@ def test_bad_input():
         ss.BarlowTwins(gamma=np.eye(3), loss="original")
     with pytest.raises(ValueError, match=r"^gamma: .*symmetric"):
         ss.BarlowTwins(gamma=np.arange(9.0).reshape(3, 3))
+    # The simplified loss has no λ and no prefactor: setting one is refused, not ignored.
+    with pytest.raises(ValueError, match=r"^off_diagonal: applies to loss='original' only"):
+        ss.BarlowTwins(gamma=np.eye(3), off_diagonal=0.05)
+    with pytest.raises(ValueError, match=r"^scale: applies to loss='original' only"):
+        ss.BarlowTwins(np.ones((10, 3)), np.ones((10, 3)), scale=2.0)
     with pytest.raises(ValueError, match=r"^model: "):
         ss.simulate(ss.LinearEncoder(4, 2, key=jax.random.PRNGKey(0)), ss.BarlowTwins(gamma=np.eye(3)), t_max=1.0)
     with pytest.raises(ValueError, match=r"^n: "):
         ss.digit_pairs(5000)
     with pytest.raises(ValueError, match=r"^m: "):
         ss.latent_pairs(GAM, 10, 3)
+
+
+def test_preset_refuses_original_loss_settings_with_the_simplified_loss():
+    """`--set off_diagonal=…` or `scale=…` with the default simplified loss changed nothing (the run
+    was the default's, number for number): it is refused, naming the setting that would apply it."""
+    from saddlestep.presets import get_preset
+
+    preset = get_preset("barlow-twins-synthetic")
+    for name, value in (("off_diagonal", "0.05"), ("scale", "3")):
+        with pytest.raises(ValueError, match=rf"^overrides {name}: applies to loss=original only"):
+            preset.setup(preset.parameters({name: value, "n": "200"}), init_scale=1e-3, seed=0)
+    task = preset.setup(preset.parameters({"scale": "3", "loss": "original", "n": "200"}), init_scale=1e-3, seed=0).task
+    assert task.scale == 3.0 and task.kind == "original"

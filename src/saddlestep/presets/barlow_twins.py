@@ -51,7 +51,14 @@ def _bt_task(xa, xb, params):
     from ..tasks.barlow_twins import BarlowTwins
 
     kind = check_choice(params, ("simplified", "original"))
-    return BarlowTwins(xa, xb, loss=kind, off_diagonal=params["off_diagonal"], scale=params["scale"])
+    if kind == "original":
+        return BarlowTwins(xa, xb, loss=kind, off_diagonal=params["off_diagonal"], scale=params["scale"])
+    # The simplified loss has no λ and no prefactor: a changed one would do nothing, so it is refused.
+    for name in ("off_diagonal", "scale"):
+        if params[name] != _BT_LOSS[name]:
+            raise ValueError(f"overrides {name}: applies to loss=original only (the simplified loss ‖C − I‖²_F "
+                             f"has none); add --set loss=original, got {params[name]}")
+    return BarlowTwins(xa, xb, loss=kind)
 
 
 def _build_barlow_twins(params, *, init_scale, seed, data):

@@ -187,8 +187,8 @@ class BarlowTwins(AbstractTask):
         *,
         gamma=None,
         loss: Literal["simplified", "original"] = "simplified",
-        off_diagonal: float = 0.0051,
-        scale: float = 1.0,
+        off_diagonal: float | None = None,
+        scale: float | None = None,
     ):
         """**Arguments:**
 
@@ -197,11 +197,20 @@ class BarlowTwins(AbstractTask):
         - `gamma`: instead of pairs, the p×p cross-correlation Γ itself (population form;
           simplified loss only).
         - `loss`: `"simplified"` or `"original"`.
-        - `off_diagonal`: λ of the original loss.
-        - `scale`: the prefactor of the original loss.
+        - `off_diagonal`: λ of the original loss (default 0.0051, the paper's code).
+        - `scale`: the prefactor of the original loss (default 1).
+
+        The simplified loss has neither: giving `off_diagonal` or `scale` with it is an error,
+        not a setting silently ignored.
         """
         if loss not in ("simplified", "original"):
             raise ValueError(f"loss: expected 'simplified' or 'original', got {loss!r}")
+        for name, value in (("off_diagonal", off_diagonal), ("scale", scale)):
+            if loss == "simplified" and value is not None:
+                raise ValueError(f"{name}: applies to loss='original' only (the simplified loss ‖C − I‖²_F has no "
+                                 f"{'off-diagonal weight' if name == 'off_diagonal' else 'prefactor'}), got {value!r}")
+        off_diagonal = 0.0051 if off_diagonal is None else off_diagonal
+        scale = 1.0 if scale is None else scale
         if gamma is not None:
             if xa is not None or xb is not None:
                 raise ValueError("gamma: give either the pairs xa, xb or gamma, not both")

@@ -151,6 +151,22 @@ def test_a_drop_cut_off_by_the_horizon_is_not_a_step():
     assert len(detect_steps(done)) == 3
 
 
+def test_a_plateau_with_rounding_noise_has_no_step():
+    """A run stopped on its first plateau (its step budget spent chattering on ReLU kinks) has a
+    loss that moves only in its last digits: 1.8423905484852843 → …2818. That is not six steps
+    (the detector found six there, one of them at t = NaN)."""
+    t = np.linspace(0, 2.44, 64)
+    noise = np.random.default_rng(0).integers(-8, 2, t.size).cumsum() * 2.2e-16
+    plateau = ss.Trajectory(times=t, loss=1.8423905484852843 * (1 + noise), observables={}, init_scale=1e-9,
+                            status="max_steps", t_final=2.44, stats={}, method="synthetic")
+    assert detect_steps(plateau) == []
+    # A real drop of 1e-9 of the loss is still one.
+    t = np.linspace(0, 10, 1001)
+    small = ss.Trajectory(times=t, loss=1.0 - 1e-9 / (1 + np.exp(-8 * (t - 5))), observables={}, init_scale=1e-6,
+                          status="converged", t_final=10.0, stats={}, method="synthetic")
+    assert len(detect_steps(small)) == 1
+
+
 def test_flat_curve_with_a_solver_record_has_no_step():
     t = np.linspace(0, 10, 11)
     st = np.linspace(0.1, 10, 57)

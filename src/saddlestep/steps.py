@@ -67,6 +67,11 @@ def feature_change(before: dict, after: dict) -> np.ndarray:
     return np.abs(np.asarray(after["features"], dtype=float) - np.asarray(before["features"], dtype=float))
 
 
+# Changes of the loss below this fraction of its size are rounding (float64 sums over samples,
+# ~1e-16 per term, with a wide margin), never a drop.
+_ROUNDING = 1e-12
+
+
 # A feature "dominates" a stretch of the save grid when no other changed by more than this
 # fraction of its change.
 _DOMINANT = 0.1
@@ -147,7 +152,9 @@ def detect_steps(
         return []
     L_end = float(np.min(L))
     total = float(max(L0, np.max(L)) - L_end)
-    if not total > 0:
+    # A decrease within rounding of the loss is no drop: a run stopped on its first plateau (its
+    # step budget spent, a short horizon) otherwise reads its last-digit noise as steps.
+    if not total > _ROUNDING * max(abs(L0), abs(L_end), np.finfo(float).tiny):
         return []
     eps = 1e-9 * total
     y = np.log(np.maximum(L - L_end, 0.0) + eps)

@@ -233,3 +233,18 @@ def test_list_names_first_what_the_default_predictor_predicts():
         head = preset.predictor.split("(")[0]
         assert ("AGF" in head) == (default == "agf"), (preset.name, preset.predictor)
         assert f"predictor={'lower-bound' if default == 'agf' else 'agf'}" in preset.predictor
+
+
+def test_converge_names_the_clock_its_slopes_were_taken_against():
+    """κ = 3 presets take their slopes against 1/α, not ln(1/α): the printed title said ln(1/α)."""
+    import math
+
+    import pandas as pd
+
+    from saddlestep.cli import _clock_name
+
+    alpha = 0.01
+    frame = lambda clock: pd.DataFrame({"init_scale": [alpha], "clock": [clock]})
+    assert _clock_name(frame(math.log(1 / alpha))) == "ln(1/α)"
+    assert _clock_name(frame(1 / alpha)) == "(1/α)"
+    assert _clock_name(frame(alpha**-2)) == "(α^-2)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import json
+import math
 import os
 import re
 import signal
@@ -234,10 +235,19 @@ def _cmd_converge(args) -> int:
     df = converge_preset(args.preset, alphas, seed=args.seed, data=args.data, overrides=overrides, out=out,
                          overwrite=args.overwrite)
     per_step = df.groupby("step").first()[["feature", "predicted", "slope", "slope_error"]]
-    print(f"{args.preset}: slopes dt_k/dln(1/α) over α = {', '.join(f'{a:g}' for a in sorted(set(df['init_scale'])))}")
+    print(f"{args.preset}: slopes dt_k/d{_clock_name(df)} over α = {', '.join(f'{a:g}' for a in sorted(set(df['init_scale'])))}")
     print(per_step.to_string(float_format=lambda v: f"{v:.5g}"))
     print(f"\nwrote {os.path.abspath(out)}")
     return 0
+
+
+def _clock_name(df) -> str:
+    """The clock `converge` took its slopes against: ln(1/α), or α^{2−κ} for degree κ > 2 (1/α at κ = 3)."""
+    alpha, clock = float(df["init_scale"].iloc[0]), float(df["clock"].iloc[0])
+    if math.isclose(clock, math.log(1.0 / alpha), rel_tol=1e-9):
+        return "ln(1/α)"
+    power = round(math.log(clock) / math.log(alpha))  # 2 − κ
+    return "(1/α)" if power == -1 else f"(α^{power})"
 
 
 def _cmd_sweep(args) -> int:

@@ -355,7 +355,8 @@ def converge_preset(
 ):
     """`saddlestep converge`: the preset's flow at several α against its prediction.
 
-    Writes `convergence.csv` (one row per step and α, with slopes dt_k/d ln(1/α)) and
+    Writes `convergence.csv` (one row per step and α, with slopes dt_k/d ln(1/α), or against
+    α^{2−κ} for degree κ > 2: `convergence.converge`) and
     `convergence.png` into `out`, whole or not at all.
 
     **Returns:** the DataFrame of `saddlestep.convergence.converge`.

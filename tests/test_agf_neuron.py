@@ -93,3 +93,52 @@ def test_cost_phase_reaches_the_unbalanced_minimum_at_a_balanced_point(name):
     assert loss <= ref_loss * (1 + 1e-8) + 1e-12
     kept = _conserved(problem.model(out))
     assert np.abs(kept).max() <= 1e-8 * max(np.sum(out**2), 1.0)
+
+
+@pytest.mark.parametrize("name", ["relu", "attention"])
+def test_cost_phase_on_the_active_rows_equals_the_masked_one(name, monkeypatch):
+    # Large problems run BFGS on the active rows only (padded to a power of two); masked rows have
+    # zero gradient, so the iterates are the same up to rounding. Forced here on small problems
+    # (κ = 2 and 3, whose cost phases converge cleanly), against the masked run over all rows.
+    model, problem = _problem(name, seed=5)
+    rng = np.random.default_rng(6)
+    start = np.zeros(agf_neuron.nx.flatten(model.neurons())[0].shape)
+    active = np.zeros(start.shape[0], bool)
+    active[[1, 3, 4]] = True
+    start[active] = 0.5 * rng.standard_normal((3, start.shape[1]))
+    full, _ = agf_neuron._minimize_rows(problem, start, active)
+    shapes = []
+    minimize = agf_neuron._minimize
+    monkeypatch.setattr(agf_neuron, "_minimize", lambda p, x, m: (shapes.append(x.shape), minimize(p, x, m))[1])
+    monkeypatch.setattr(agf_neuron, "_RESTRICT_SIZE", 0)
+    rows, _ = agf_neuron._minimize_rows(problem, start, active)
+    assert shapes == [(4, start.shape[1])]  # three active rows, one padding row
+    assert np.all(rows[~active] == 0.0)
+    loss = lambda x: float(agf_neuron._residual(problem, x, active.astype(float))[1])
+    np.testing.assert_allclose(loss(rows), loss(full), rtol=1e-9)
+    # The network's function (the neurons may share it differently: the minimum is degenerate).
+    f = lambda x: np.sum(problem._outputs(x * active[:, None]), axis=1)
+    np.testing.assert_allclose(f(rows), f(full), rtol=1e-4, atol=1e-6)
+
+
+def test_a_model_that_ignores_the_rows_it_is_given_keeps_all_rows(monkeypatch):
+    class Fixed(ss.TwoLayer):
+        def neuron_outputs(self, neurons, x):
+            # Always one row per neuron of the model, whatever rows it is given.
+            out = super().neuron_outputs(neurons, x)
+            return jax.numpy.zeros((self.width, out.shape[1])).at[: out.shape[0]].set(out)
+
+    model = Fixed(4, 5, 1, "relu", key=KEY, init_scale=1e-3)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((30, 4))
+    problem = agf_neuron.NeuronProblem(model, ss.SampleRegression(X, rng.standard_normal((30, 1))))
+    start = np.zeros(agf_neuron.nx.flatten(model.neurons())[0].shape)
+    active = np.zeros(start.shape[0], bool)
+    active[0] = True
+    start[0] = rng.standard_normal(start.shape[1])
+    shapes = []
+    minimize = agf_neuron._minimize
+    monkeypatch.setattr(agf_neuron, "_minimize", lambda p, x, m: (shapes.append(x.shape), minimize(p, x, m))[1])
+    monkeypatch.setattr(agf_neuron, "_RESTRICT_SIZE", 0)
+    agf_neuron._minimize_rows(problem, start, active)
+    assert shapes == [start.shape]

@@ -1,6 +1,8 @@
 import types
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
@@ -168,3 +170,42 @@ def test_a_drop_shorter_than_the_save_spacing_is_timed_on_the_solver_steps():
     df = ss.converge(make, [1e-4, 1e-8], prediction=cf)
     slopes = df.groupby("step")["slope"].first().to_numpy()
     np.testing.assert_allclose(slopes, cf.rescaled_times, rtol=0.003)
+
+
+def test_a_deep_network_is_timed_against_its_depth():
+    # A depth-3 linear network started balanced and aligned with the teacher's mode s keeps one
+    # strength per layer, ȧ = a²(s − a³) (whitened inputs), so the drop comes at
+    # t = ∫ da / (a²(s − a³)) = 1/(sα) + O(1): linear in 1/α with slope 1/s, not in ln(1/α).
+    s = 2.0
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 3, 3, [s])
+    u, v = np.asarray(task.left)[:, 0], np.asarray(task.right)[:, 0]
+    r = np.array([0.0, 0.6, 0.8])
+
+    def make(a):
+        model = ss.DeepLinear([3, 3, 3, 3], key=jax.random.PRNGKey(0), init_scale=a)
+        layers = tuple(a * np.outer(left, right) for left, right in ((r, v), (r, r), (u, r)))
+        model = eqx.tree_at(lambda m: m.layers, model, tuple(jnp.asarray(w) for w in layers))
+        return types.SimpleNamespace(model=model, task=task, t_max=3.0 / (s * a), predict=None,
+                                     simulate_kwargs={"rtol": 1e-10, "max_steps": 400_000})
+
+    assert ss.DeepLinear([3, 3, 3, 3], key=jax.random.PRNGKey(0)).kappa == 3
+    alphas = [1e-2, 1e-3, 1e-4]
+    limit = ss.Prediction("oracle", [1.0 / (s * alphas[-1])], [np.nan], [0.0], ["mode 1"],
+                          initial_loss=float(task.loss(make(1e-4).model)), init_scale=alphas[-1])
+    df = ss.converge(make, alphas, prediction=limit)
+    assert df.attrs["kappa"] == 3
+    np.testing.assert_allclose(df["clock"], 1.0 / df["init_scale"])
+    np.testing.assert_allclose(df["predicted"], 1.0 / s)
+    assert abs(df["slope_error"].iloc[0]) < 1e-3
+
+
+def test_a_run_that_misses_a_step_says_why():
+    task = r1_task()
+    pf = theory.pesme_flammarion(task)
+    # A horizon that ends between the steps: the second step's time is NaN, and a warning names
+    # the cause (runs share the longest horizon, so both α miss it).
+    make = lambda a: _setup(ss.DiagonalLinear(2, init_scale=a), task, 0.2 * np.log(1 / a), 1e-8)
+    with pytest.warns(UserWarning, match=r"α = 0.0001 reached its horizon t = 1.842.* before crossing step 2's level"):
+        df = ss.converge(make, [1e-3, 1e-4], prediction=pf)
+    times = df.pivot(index="init_scale", columns="step", values="time")
+    assert np.isfinite(times[1]).all() and times[2].isna().all()

@@ -5,6 +5,7 @@ rescaled times extrapolate to the prediction."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -124,6 +125,9 @@ def converge(
         t_fine, loss_fine = finest_record(traj)
         times = np.array([first_crossing(t_fine, loss_fine, level, falling=True, interpolation="log")
                           for level in np.atleast_1d(levels)])
+        missing = [k for k, t in enumerate(times) if not np.isfinite(t)]
+        if missing:
+            warnings.warn(_uncrossed(a, traj, missing[0], np.atleast_1d(levels), prediction.order), stacklevel=2)
         L, C = log_inv(a), unit(a, kappa)
         for k, t in enumerate(times):
             rows.append({
@@ -149,6 +153,22 @@ def converge(
         fig.savefig(figure, dpi=120)
         plt.close(fig)
     return df
+
+
+def _uncrossed(alpha: float, traj, k: int, levels, order) -> str:
+    """Why the flow at `alpha` has no time for step k + 1 (its slope is then NaN): one line."""
+    where = f"converge: the flow at α = {alpha:g}"
+    step = f"step {k + 1}'s level {float(levels[k]):.4g} ({order[k]})"
+    t_end = float(traj.t_final)
+    if traj.status == "max_steps":
+        return (f"{where} used its whole step budget at t = {t_end:.6g} before crossing {step}; its time is "
+                f"NaN: raise max_steps (--set max_steps=…) or loosen rtol")
+    if traj.status == "t_max":
+        return f"{where} reached its horizon t = {t_end:.6g} before crossing {step}; its time is NaN: raise t_max (--set t_max=…)"
+    if traj.status == "diverged":
+        return f"{where} diverged at t = {t_end:.6g} before crossing {step}; its time is NaN"
+    return (f"{where} settled at loss {float(np.asarray(traj.loss)[-1]):.4g}, above {step}: it does not take that "
+            f"step at this α; its time is NaN")
 
 
 def convergence_figure(df: pd.DataFrame, ax=None):

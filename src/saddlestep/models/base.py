@@ -92,14 +92,17 @@ class AbstractNeuronModel(AbstractModel):
 
 
 def degree(model) -> int | None:
-    """κ of a neuron model whose neurons share one integer degree of homogeneity, else None."""
-    if not isinstance(model, AbstractNeuronModel):
+    """κ, the degree of homogeneity that sets the α clock (`clock.unit`): of a neuron model's
+    neurons when they share one integer degree, or of a deep network in its parameters (its
+    depth L, `DeepLinear.kappa`, `DeepReLU.kappa`); None for other models."""
+    if not isinstance(model, AbstractModel):
         return None
     try:
-        kappa = model.kappa
+        kappa = getattr(model, "kappa")
     except (AttributeError, TypeError, ValueError):  # a custom kappa that needs more than the model
         return None
-    return kappa if isinstance(kappa, (int, float)) and not isinstance(kappa, bool) else None
+    # An integer as a rule; a float κ of one's own model is passed on as it is.
+    return kappa if isinstance(kappa, (int, float)) and not isinstance(kappa, bool) else None  # type: ignore[return-value]
 
 
 def parameters(model: AbstractModel) -> AbstractModel:

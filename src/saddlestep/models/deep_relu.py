@@ -35,6 +35,12 @@ class DeepReLU(AbstractModel):
     def depth(self) -> int:
         return len(self.layers)
 
+    @property
+    def kappa(self) -> int:
+        """The degree of homogeneity in the parameters, L: plateaus from scale α last ∝ α^{2−L}
+        for L ≥ 3, ∝ ln(1/α) for L = 2 (Saxe et al. 2014; Bantzis, Simon & Jacot)."""
+        return len(self.layers)
+
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " out"]:
         for w in self.layers[:-1]:
             x = jax.nn.relu(w @ x)

@@ -32,6 +32,12 @@ class DeepLinear(AbstractLinearModel):
     def depth(self) -> int:
         return len(self.layers)
 
+    @property
+    def kappa(self) -> int:
+        """The degree of homogeneity in the parameters, L: plateaus from scale α last ∝ α^{2−L}
+        for L ≥ 3, ∝ ln(1/α) for L = 2 (Saxe et al. 2014; Bantzis, Simon & Jacot)."""
+        return len(self.layers)
+
     def matrix(self) -> Float[Array, "out d"]:
         out = self.layers[0]
         for w in self.layers[1:]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..clock import unit
-from ..models.base import AbstractNeuronModel, degree as model_degree
+from ..models.base import AbstractModel, degree as model_degree
 from ..prediction import Prediction
 from ..trajectory import Trajectory
 
@@ -25,9 +25,10 @@ def check_time(time: str) -> str:
 
 
 def degree(trajectory: Trajectory) -> int | None:
-    """κ, the degree of homogeneity of one neuron, when the trajectory's model exposes it."""
+    """κ (`models.base.degree`: a neuron's degree, or a deep network's depth), when the
+    trajectory's model exposes it."""
     for model in (trajectory.final, trajectory.snapshots):
-        if isinstance(model, AbstractNeuronModel):
+        if isinstance(model, AbstractModel):
             return model_degree(model)
     return None
 

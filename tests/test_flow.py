@@ -286,6 +286,8 @@ def test_bad_simulate_arguments(task):
         ss.simulate(model, task, t_max=float("nan"))
     with pytest.raises(ValueError, match="rtol"):
         ss.simulate(model, task, t_max=1.0, rtol=-1.0)
+    with pytest.raises(ValueError, match=r"rtol: expected a relative tolerance in \(0, 1\)"):
+        ss.simulate(model, task, t_max=1.0, rtol=2.0)
     with pytest.raises(ValueError, match="model"):
         ss.simulate(ss.TwoLayer(3, H, D, "linear", key=jax.random.PRNGKey(0)), task, t_max=1.0)
     with pytest.raises(ValueError, match="learning_rate"):

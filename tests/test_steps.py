@@ -55,6 +55,8 @@ def test_compare_matches_steps_in_order():
     )
     table = compare(traj, pred)
     assert list(table["feature_simulated"]) == ["f0", "f1"]
+    with pytest.raises(TypeError, match=r"compare: expected \(a trajectory or its steps, a Prediction\), got \(Prediction, Trajectory\)"):
+        compare(pred, traj)
     np.testing.assert_allclose(table["time_rel_error"], [(5 - 5.5) / 5.5, (20 - 19) / 19], atol=2e-3)
     np.testing.assert_allclose(table["loss_simulated"], [1.0, 0.0], atol=1e-6)
 

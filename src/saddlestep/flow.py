@@ -172,6 +172,8 @@ def simulate(
     if init_scale.ndim > 1 or not np.all((init_scale > 0) & np.isfinite(init_scale)):
         raise ValueError(f"init_scale: expected positive finite values, got {init_scale}")
     t_max, rtol = _positive("t_max", t_max), _positive("rtol", rtol)
+    if not rtol < 1.0:
+        raise ValueError(f"rtol: expected a relative tolerance in (0, 1), e.g. 1e-6, got {rtol:g}")
     n_save, n_snapshots, converge_tol = int(save.n), int(save.snapshots), float(stop.converge_tol)
     if mesh is not None and not batched:
         raise ValueError("mesh: sharding needs a batch of models (a leading batch axis)")

@@ -559,6 +559,9 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     predicted at ~0 gives an error in units of its drop; it is absolute when both are below
     1e-12 × the initial loss scale.
     """
+    if not isinstance(prediction, Prediction):
+        got = f"({type(steps).__name__}, {type(prediction).__name__})"
+        raise TypeError(f"compare: expected (a trajectory or its steps, a Prediction), got {got}")
     if isinstance(steps, Trajectory):
         if steps.batch_size is not None:
             raise ValueError("steps: expected a single trajectory, got a batch (index it first)")

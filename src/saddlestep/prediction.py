@@ -86,6 +86,40 @@ class Prediction:
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
 
+    @classmethod
+    def from_json(cls, doc: dict) -> Prediction:
+        """The inverse of `to_json`. The file keeps no α and no first plateau: α comes back from
+        the times, t_k / τ_k = ln(1/α) (NaN where no step has both); `initial_loss` is NaN, so
+        `compare` takes the first plateau from the flow.
+
+        **Arguments:** `doc`, a `prediction.json` document (a dict).
+
+        **Returns:** the `Prediction`.
+        """
+        missing = [key for key in ("method", "times", "rescaled_times", "losses", "order") if key not in doc]
+        if missing:
+            raise ValueError(f"prediction: missing key(s) {', '.join(missing)} (expected a prediction.json document)")
+        t = np.asarray(doc["times"], dtype=float)
+        tau = np.asarray(doc["rescaled_times"], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = t / tau
+        logs = logs[np.isfinite(logs) & (logs > 0)]
+        alpha = float(np.exp(-np.median(logs))) if logs.size else math.nan
+        return cls(str(doc["method"]), t, tau, doc["losses"], doc["order"], init_scale=alpha,
+                   extra=dict(doc.get("extra", {})))
+
+    @classmethod
+    def load(cls, path: str) -> Prediction:
+        """A `prediction.json` file written by `saddlestep run` or `predict` (`from_json`)."""
+        with open(path, encoding="utf-8") as f:
+            try:
+                doc = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"path: {path!r} is not a JSON file ({err.msg})") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"path: {path!r} does not hold a prediction (expected a JSON object)")
+        return cls.from_json(doc)
+
 
 def _plain(value):
     """NumPy scalars and arrays as JSON numbers and lists."""

@@ -209,3 +209,14 @@ def test_a_run_that_misses_a_step_says_why():
         df = ss.converge(make, [1e-3, 1e-4], prediction=pf)
     times = df.pivot(index="init_scale", columns="step", values="time")
     assert np.isfinite(times[1]).all() and times[2].isna().all()
+
+
+def test_converge_says_which_flow_is_running_only_when_asked(capsys):
+    task = r1_task()
+    pf = theory.pesme_flammarion(task)
+    make = lambda a: _setup(ss.DiagonalLinear(2, init_scale=a), task, 3.7 * np.log(1 / a) + 10, 1e-8)
+    ss.converge(make, [1e-3, 1e-4], prediction=pf)
+    assert capsys.readouterr().err == ""
+    ss.converge(make, [1e-3, 1e-4], prediction=pf, progress=True)
+    err = capsys.readouterr().err
+    assert "converge: the flow at α = 0.001 (1 of 2)" in err and "converge: the flow at α = 0.0001 (2 of 2)" in err

@@ -16,6 +16,7 @@ from .models.base import degree
 from .prediction import Prediction
 from .clock import log_inv, unit
 from .crossings import first_crossing
+from .progress import phase
 from .steps import finest_record
 
 
@@ -40,6 +41,7 @@ def converge(
     prediction: Prediction | None = None,
     simulate_kwargs: dict | None = None,
     figure: str | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Run the flow at several init scales α and measure how its step times approach theory.
 
@@ -62,6 +64,8 @@ def converge(
       for κ > 2).
     - `simulate_kwargs`: extra arguments for `simulate` (override the setup's).
     - `figure`: a path to save the convergence plot to (see `convergence_figure`).
+    - `progress`: say on stderr which α's flow is running, and the flow's own progress
+      (`saddlestep.progress`); off by default, as for every library call.
 
     **Returns:** a DataFrame with one row per (step, α): `step`, `feature`, `init_scale`,
     `log_inv` (ln(1/α)), `clock` (the unit: ln(1/α), or α^{2−κ}), `time`, `rescaled_time`
@@ -116,10 +120,12 @@ def converge(
     levels = step_levels(prediction, floor)
     t_max = max(float(s.t_max) for s in setups)
     rows = []
-    for a, setup in zip(scales, setups):
+    for i, (a, setup) in enumerate(zip(scales, setups)):
         kw = dict(getattr(setup, "simulate_kwargs", None) or {})
         kw.update(simulate_kwargs or {})
-        traj = simulate(setup.model, setup.task, t_max=t_max, **kw)
+        kw.setdefault("progress", None if progress else False)
+        with phase(f"converge: the flow at α = {a:g} ({i + 1} of {len(scales)})", enabled=progress):
+            traj = simulate(setup.model, setup.task, t_max=t_max, **kw)
         # The save grid merged with the solver steps: a drop much shorter than the grid's spacing
         # (all runs share the smallest α's horizon) was read 9% late off the grid alone.
         t_fine, loss_fine = finest_record(traj)

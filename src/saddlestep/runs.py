@@ -351,13 +351,15 @@ def _jsonable(obj):
 
 
 def converge_preset(
-    preset_name: str, init_scales, *, seed=0, data=None, overrides=None, out: str | None = None, overwrite: bool = False
+    preset_name: str, init_scales, *, seed=0, data=None, overrides=None, out: str | None = None, overwrite: bool = False,
+    progress: bool | None = None,
 ):
     """`saddlestep converge`: the preset's flow at several α against its prediction.
 
     Writes `convergence.csv` (one row per step and α, with slopes dt_k/d ln(1/α), or against
     α^{2−κ} for degree κ > 2: `convergence.converge`) and
-    `convergence.png` into `out`, whole or not at all.
+    `convergence.png` into `out`, whole or not at all. With `progress` (on unless False), says
+    on stderr which α's flow is running.
 
     **Returns:** the DataFrame of `saddlestep.convergence.converge`.
     """
@@ -376,7 +378,9 @@ def converge_preset(
     def make_setup(alpha):
         return prepare(preset_name, init_scale=alpha, seed=seed, data=data, overrides=overrides)[2]
 
-    df = converge(make_setup, scales)
+    show = progress is not False
+    with reporting(show):
+        df = converge(make_setup, scales, progress=show)
     if out is not None:
         with output_folder(out, kind="converge", overwrite=overwrite) as tmp:
             df.to_csv(os.path.join(tmp, "convergence.csv"), index=False)

@@ -130,10 +130,10 @@ def converge(
         # (all runs share the smallest α's horizon) was read 9% late off the grid alone.
         t_fine, loss_fine = finest_record(traj)
         times = np.array([first_crossing(t_fine, loss_fine, level, falling=True, interpolation="log")
-                          for level in np.atleast_1d(levels)])
+                          for level in levels])
         missing = [k for k, t in enumerate(times) if not np.isfinite(t)]
         if missing:
-            warnings.warn(_uncrossed(a, traj, missing[0], np.atleast_1d(levels), prediction.order), stacklevel=2)
+            warnings.warn(_uncrossed(a, traj, missing[0], levels, prediction.order), stacklevel=2)
         L, C = log_inv(a), unit(a, kappa)
         for k, t in enumerate(times):
             rows.append({

@@ -258,7 +258,7 @@ def _minimize_rows(problem: NeuronProblem, params: np.ndarray, active: np.ndarra
     """`_minimize` over the rows `active` (the rest held at zero): (parameters, BFGS steps)."""
     width = params.shape[0]
     idx = np.flatnonzero(active)
-    size = 1 << max(0, int(idx.size - 1).bit_length())
+    size = 1 << max(0, (idx.size - 1).bit_length())
     rows = None
     if params.size > _RESTRICT_SIZE and 0 < idx.size and size < width:
         rows = np.concatenate([idx, np.setdiff1d(np.arange(width), idx)[: size - idx.size]])

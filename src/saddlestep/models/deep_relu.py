@@ -39,7 +39,7 @@ class DeepReLU(AbstractModel):
     def kappa(self) -> int:
         """The degree of homogeneity in the parameters, L: plateaus from scale α last ∝ α^{2−L}
         for L ≥ 3, ∝ ln(1/α) for L = 2 (Saxe et al. 2014; Bantzis, Simon & Jacot)."""
-        return len(self.layers)
+        return self.depth
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " out"]:
         for w in self.layers[:-1]:

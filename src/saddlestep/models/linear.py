@@ -36,7 +36,7 @@ class DeepLinear(AbstractLinearModel):
     def kappa(self) -> int:
         """The degree of homogeneity in the parameters, L: plateaus from scale α last ∝ α^{2−L}
         for L ≥ 3, ∝ ln(1/α) for L = 2 (Saxe et al. 2014; Bantzis, Simon & Jacot)."""
-        return len(self.layers)
+        return self.depth
 
     def matrix(self) -> Float[Array, "out d"]:
         out = self.layers[0]

@@ -275,6 +275,51 @@ def test_features_learned_in_another_order_pair_by_label():
     assert list(matched["feature_predicted"]) == list(matched["feature_simulated"])
 
 
+def test_a_repeated_label_pairs_within_its_gap_when_the_levels_moved():
+    # The prediction learns feature a twice; the flow's second a-step comes where predicted, after
+    # b, but on plateaus shifted by more than its drop (an earlier step went differently), so by
+    # level the two would stay unmatched. Between the same matched neighbours, the label pairs them.
+    pred = _pred([2.0, 1.3, 1.1], [10.0, 20.0, 30.0], order=["a", "b", "a"])
+    sim = _steps([2.0, 1.6, 1.35], [10.0, 20.0, 31.0], features=["a", "b", "a"])
+    table = compare(sim, pred)
+    assert list(table["kind"]) == ["prediction"] * 3, table
+    assert list(table["feature_simulated"]) == list(table["feature_predicted"]) == ["a", "b", "a"]
+    # Another label does not pair.
+    other = compare(_steps([2.0, 1.6, 1.35], [10.0, 20.0, 31.0], features=["a", "b", "c"]), pred)
+    assert list(other.loc[other["time_predicted"] == pred.times[2], "kind"]) == ["unmatched-predicted"], other
+    # Nor does the same label across a matched step: the flow's second a-step came before b.
+    early = compare(_steps([2.0, 1.7, 1.05], [10.0, 15.0, 20.0], features=["a", "a", "b"]), pred)
+    assert list(early["kind"]) == ["prediction", "unmatched-simulated", "prediction", "unmatched-predicted"], early
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_repeated_labels_pair_in_order_on_random_staircases_with_shifted_levels(seed):
+    """A random staircase whose steps learn features from a small alphabet (labels repeat, never
+    twice in a row), and a flow that takes every predicted step in order but settles one plateau
+    above its predicted level, every later plateau with it (by 0.2–0.4 of the loss, or by more
+    than half of every later drop): every simulated step pairs with the predicted step it was
+    made from, though by level many would pair with nothing, or be read as a pause inside an
+    earlier drop. (With the same label twice in a row and only levels and times to go by, a
+    shifted pair can still be read as one drop with a pause, or the pairs shifted by one.)"""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 8))
+    at = int(rng.integers(0, n - 1))
+    drops = np.where(np.arange(n) <= at, rng.uniform(0.5, 1.0, n), rng.uniform(0.05, 1.0, n))
+    levels = np.concatenate([[0.0], np.cumsum(drops[::-1])])[::-1] + 0.05
+    times = np.cumsum(rng.uniform(1.0, 3.0, n)) * 10
+    order = [str(f) for f in np.array(["a", "b", "c"])[np.cumsum(rng.integers(1, 3, n)) % 3]]
+    pred = ss.Prediction("agf", times, times / math.log(1e4), levels[1:], order, initial_loss=float(levels[0]),
+                         init_scale=1e-4)
+    simulated = levels.copy()
+    simulated[at + 1:] += rng.uniform(0.2, 0.4) if seed % 2 else rng.uniform(0.6, 0.9) * drops[at + 1:].min()
+    steps = [ss.Step(float(t * (1 + rng.uniform(-0.02, 0.02))), 0.0, float(b), float(a), f, 0.0, 0.0)
+             for t, b, a, f in zip(times, simulated[:-1], simulated[1:], order)]
+    table = compare(steps, pred)
+    assert (table["kind"] == "prediction").all(), table
+    for k, step in enumerate(steps):
+        assert list(table.loc[table["time_simulated"] == step.time, "time_predicted"]) == [times[k]], table
+
+
 def test_compare_marks_lower_bounds():
     sim = _steps([1.0], [9.0])
     bound = _pred([1.0], [1.0], extra={"lower_bound": True})

@@ -389,6 +389,20 @@ def _inside(member: tuple[float, float], whole: tuple[float, float]) -> bool:
     return size > 0 and (min(hi, hi_m) - max(lo, lo_m)) >= _INSIDE * size
 
 
+def _nearer_beside(label, time: float, own: float, at: int, other: list[tuple]) -> bool:
+    """Whether a member of a merged group (its label and time) belongs rather to the step beside
+    the group on the other side (`other[at ± 1]`, as (label, time)): the same label, and nearer in
+    log-time than the group's own step at `own`. Levels alone cannot tell a pause inside one drop
+    from the next step of the same feature on a shifted plateau; its time can."""
+    if label is None or not (time > 0 and own > 0):
+        return False
+    for b in (at - 1, at + 1):
+        if 0 <= b < len(other) and other[b][0] == label and other[b][1] > 0:
+            if abs(math.log(time / other[b][1])) < abs(math.log(time / own)):
+                return True
+    return False
+
+
 def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tuple[float, list[_Group]]:
     """Order-preserving alignment of predicted and simulated steps (edit-distance DP).
 
@@ -419,6 +433,8 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
     # attention are exact, and pair as any other's).
     estimated = prediction.method == "closed-form:escape"
 
+    predicted = list(zip(prediction.order, prediction.times))
+
     def comparable(fp, fs):
         # Both labels are known to the other side, so they must agree.
         return fs is not None and fs in pred_labels and fp in sim_labels
@@ -433,21 +449,30 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
             whole = (steps[js[0]].loss_before, steps[js[0]].loss_after)
             if not all(_inside((before[k], after[k]), whole) for k in ks):
                 return math.inf
+            if any(_nearer_beside(prediction.order[k], prediction.times[k], steps[js[0]].time, js[0],
+                                  [(s.feature, s.time) for s in steps]) for k in ks):
+                return math.inf
         if len(js) > 1:
             whole = (before[ks[0]], after[ks[0]])
             if not all(_inside((steps[j].loss_before, steps[j].loss_after), whole) for j in js):
                 return math.inf
+            if any(_nearer_beside(steps[j].feature, steps[j].time, prediction.times[ks[0]], ks[0], predicted)
+                   for j in js):
+                return math.inf
         fp, fs = prediction.order[ks[0]], steps[js[0]].feature
-        named = len(ks) == len(js) == 1 and comparable(fp, fs) and once[fp]
+        pair = len(ks) == len(js) == 1 and comparable(fp, fs)
+        named = pair and once[fp]
         # Each end of the group in units of the predicted drop at that end: a group is no cheaper
         # than a pair for missing a whole predicted step.
         c_after = abs(steps[js[-1]].loss_after - after[ks[-1]]) / drops[ks[-1]]
         c = abs(steps[js[0]].loss_before - before[ks[0]]) / drops[ks[0]] + c_after
         if not math.isfinite(c):
             c = c_after  # no predicted level before the first step: the level after decides
-        if estimated:
-            # A predicted level that is only an estimate: the step pairs with a drop rather than
-            # both being left unmatched (two gaps); the time term picks which.
+        if estimated or pair:
+            # A level that is only an estimate, or a label both sides share: the step pairs
+            # rather than both being left unmatched (two gaps); levels and times pick which.
+            # (Once the flow settles a plateau away from the predicted one, every later level
+            # is off by that much, though the same features are learned in the same order.)
             c = min(c, _BOUND_LEVEL_CAP) if math.isfinite(c) else _BOUND_LEVEL_CAP
         r = _primary(ks, js, steps, before, after)
         k, j = (ks[r], js[0]) if len(ks) > 1 else (ks[0], js[r])
@@ -495,21 +520,47 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
 
 
 def _pair_swapped_labels(groups: list[_Group], steps: list[Step], prediction: Prediction) -> list[_Group]:
-    """Pair a predicted step left unmatched with an unmatched simulated step of the same label,
-    when the prediction uses that label once: the flow learned that feature, in another order.
+    """Pair predicted and simulated steps left unmatched on both sides that carry the same label.
 
     The alignment keeps time order, so when two features swap places (nearly equal strengths;
     lower bounds, which need not come in the flow's order) one of them was left unmatched on
-    both sides, though its label names it. The pair's row takes the simulated step's place.
+    both sides, though its label names it: a label the prediction uses once pairs wherever the
+    two steps are. A label used several times pairs within one gap between matched steps (in
+    time order there, as many as both sides hold): the flow learned that feature there, on
+    plateaus other than the predicted ones (levels shifted by an earlier step that went
+    differently), so the level cost left both alone. The pair's row takes the simulated step's
+    place.
     """
     order = list(prediction.order)
-    alone_k = {order[g.ks[0]]: i for i, g in enumerate(groups) if g.ks and not g.js and order.count(order[g.ks[0]]) == 1}
+
+    def label(g):
+        if g.ks and not g.js:
+            return order[g.ks[0]]
+        if g.js and not g.ks:
+            return steps[g.js[0]].feature
+        return None
+
+    alone_k = {label(g): i for i, g in enumerate(groups) if g.ks and not g.js and order.count(label(g)) == 1}
     out, used = list(groups), set()
     for i, g in enumerate(groups):
-        label = steps[g.js[0]].feature if g.js and not g.ks else None
-        if label is not None and label in alone_k and alone_k[label] not in used:
-            used.add(alone_k[label])
-            out[i] = _Group(groups[alone_k[label]].ks, g.js)
+        f = label(g) if g.js and not g.ks else None
+        if f is not None and f in alone_k and alone_k[f] not in used:
+            used.add(alone_k[f])
+            out[i] = _Group(groups[alone_k[f]].ks, g.js)
+    # Within each gap (a run of groups with no matched pair), the steps of one label in order.
+    gap: list[int] = []
+    for i in range(len(groups) + 1):
+        if i < len(groups) and out[i] is groups[i] and not (groups[i].ks and groups[i].js):
+            if i not in used and label(groups[i]) is not None:
+                gap.append(i)
+            continue
+        for f in {label(groups[m]) for m in gap}:
+            ks = [m for m in gap if groups[m].ks and label(groups[m]) == f]
+            js = [m for m in gap if groups[m].js and label(groups[m]) == f]
+            for mk, mj in zip(ks, js):
+                used.add(mk)
+                out[mj] = _Group(groups[mk].ks, groups[mj].js)
+        gap = []
     return [g for i, g in enumerate(out) if i not in used]
 
 

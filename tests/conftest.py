@@ -1,6 +1,9 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The command line keeps compiled programs in ~/.cache between runs; the tests' own runs of it
+# (subprocesses inherit this) stay hermetic, and the one test of the cache names its folder.
+os.environ["SADDLESTEP_CACHE_DIR"] = "off"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

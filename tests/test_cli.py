@@ -248,3 +248,45 @@ def test_converge_names_the_clock_its_slopes_were_taken_against():
     assert _clock_name(frame(math.log(1 / alpha))) == "ln(1/α)"
     assert _clock_name(frame(1 / alpha)) == "(1/α)"
     assert _clock_name(frame(alpha**-2)) == "(α^-2)"
+
+
+def test_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    from saddlestep.cli import compilation_cache_dir
+
+    for name in ("SADDLESTEP_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert compilation_cache_dir() == str(tmp_path / ".cache" / "saddlestep" / "jax")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compilation_cache_dir() == str(tmp_path / "xdg" / "saddlestep" / "jax")
+    monkeypatch.setenv("SADDLESTEP_CACHE_DIR", str(tmp_path / "mine"))
+    assert compilation_cache_dir() == str(tmp_path / "mine" / "jax")  # a folder of its own there
+    for off in ("off", "", "0", "none"):
+        monkeypatch.setenv("SADDLESTEP_CACHE_DIR", off)
+        assert compilation_cache_dir() is None
+    monkeypatch.setenv("SADDLESTEP_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))
+    assert compilation_cache_dir() is None  # JAX's own setting: JAX uses it
+
+
+def test_a_second_run_reuses_the_compiled_programs_and_gives_the_same_result(tmp_path):
+    """The command line keeps compiled programs in its cache folder; a second process reads them
+    back instead of compiling (XLA's own count of cache hits), and writes the same steps."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "SADDLESTEP_CACHE_DIR": str(cache), "JAX_PLATFORMS": "cpu"}
+    code = ("import sys, jax\nfrom jax._src import monitoring\nfrom saddlestep.cli import main\nhits = []\n"
+            "monitoring.register_event_listener(lambda e, **kw: hits.append(e) if e.endswith('cache_hits') else None)\n"
+            "sys.argv = ['saddlestep'] + sys.argv[1:]\nstatus = main()\nprint('HITS', len(hits))\nsys.exit(status)")
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        argv = ["run", "linear", "--set", "t_max=30", "--out", str(out)]
+        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        outs.append((out / "steps.csv").read_text())
+        hits = int(proc.stdout.rsplit("HITS", 1)[1].split()[0])
+        if k == 0:
+            assert hits == 0 and any(cache.iterdir())
+        else:
+            assert hits > 10, proc.stdout
+    assert outs[0] == outs[1]

@@ -72,6 +72,27 @@ def test_overwrite_replaces_only_our_files_beside_the_users(tmp_path):
     assert (out / "a.txt").read_text() == "new" and (out / "analysis.py").read_text() == "print('mine')"
 
 
+@pytest.mark.parametrize("entry", ["../victim.txt", "VICTIM", "sub/../../victim.txt", "..", "."])
+def test_a_marker_that_names_a_file_outside_its_folder_is_not_ours(tmp_path, entry):
+    # A marker edited by hand (or corrupted) listing a path outside its folder: nothing it lists
+    # is replaced or removed, and the folder is refused like any folder of someone else's files.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "run"
+    with output_folder(out, kind="run") as tmp:
+        _fill(tmp, "a.txt", "old")
+    (out / "notes.txt").write_text("mine")  # the user's file beside ours: files are replaced one by one
+    marker = json.loads((out / MARKER).read_text())
+    marker["files"].append(str(victim) if entry == "VICTIM" else entry)
+    (out / MARKER).write_text(json.dumps(marker))
+    with pytest.raises(ValueError, match="did not write"):
+        check_out(out, kind="run", overwrite=True)
+    with pytest.raises(ValueError, match="did not write"), output_folder(out, kind="run", overwrite=True) as tmp:
+        _fill(tmp, "b.txt", "new")
+    assert victim.read_text() == "precious" and (out / "a.txt").read_text() == "old"
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_another_kind_of_output_is_not_replaced(tmp_path):
     out = tmp_path / "o"
     with output_folder(out, kind="converge") as tmp:

@@ -151,7 +151,17 @@ def _read_marker(folder: str) -> dict | None:
         return None
     if not isinstance(marker, dict) or marker.get("format") != _FORMAT or not isinstance(marker.get("files"), list):
         return None
+    if not all(_plain_name(e) for e in marker["files"]):
+        # A marker only ever lists names in its own folder: one that reaches elsewhere ("../x",
+        # "/x", "a/b") was not written by us, and nothing it lists is ours to replace.
+        return None
     return marker
+
+
+def _plain_name(entry) -> bool:
+    """Whether `entry` names a file directly inside a folder (no separator, not `.` or `..`)."""
+    return (isinstance(entry, str) and entry not in ("", ".", "..") and os.sep not in entry
+            and (os.altsep is None or os.altsep not in entry) and "\0" not in entry)
 
 
 def _legacy_marker(folder: str, kind: str) -> dict | None:

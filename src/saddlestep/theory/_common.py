@@ -40,6 +40,32 @@ def whitened(task) -> tuple[np.ndarray, np.ndarray, float]:
     return np.asarray(pop.target), np.asarray(pop.sqrt_cov), float(pop.loss_min)
 
 
+def mode_labels(task, maps) -> list[str]:
+    """The task's name ("mode k", k the rank of the whitened target's singular value) of each
+    rank-one map β = u vᵀ a network learns: the whitened mode it projects on most.
+
+    The flow learns decoupled modes in the order of their growth rates σ (commuting Σxx), the
+    task names them in the order of their whitened strengths σ/√λ, so the two differ whenever an
+    input direction of large variance carries a weaker mode.
+
+    **Arguments:** `task` (population or sample regression); `maps`, (out, d) arrays.
+
+    **Returns:** one label per map.
+    """
+    T, C, _ = whitened(task)
+    if isinstance(task, PopulationRegression):
+        left, right = np.asarray(task.left), np.asarray(task.right)
+    else:
+        u, s, vt = np.linalg.svd(T, full_matrices=False)
+        r = int(np.sum(s > 1e-12 * max(1.0, s.max(initial=0.0))))
+        left, right = u[:, :r], vt[:r].T
+    labels = []
+    for beta in maps:
+        strengths = np.einsum("ik,ij,jk->k", left, np.asarray(beta) @ C, right)
+        labels.append(f"mode {int(np.argmax(np.abs(strengths))) + 1}")
+    return labels
+
+
 def alignment_time(utility, init_norm, kappa: int = 3):
     """Time for a perfectly aligned dormant neuron, on a frozen residual with normalized utility
     Ū, to grow from ‖θ₀‖ to norm 1 (AGF reference R9): (‖θ₀‖^{2−κ} − 1)/((κ−2)κŪ) for κ > 2,

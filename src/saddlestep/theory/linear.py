@@ -9,7 +9,7 @@ from jaxtyping import Float
 from ..prediction import Prediction
 from ..tasks.base import check_finite
 from ..tasks.regression import PopulationRegression
-from ._common import log_inv, moments, whitened
+from ._common import log_inv, mode_labels, moments, whitened
 
 _RANK_TOL = 1e-12
 
@@ -24,6 +24,12 @@ def commuting_modes(Sxx, Syx) -> tuple[np.ndarray, np.ndarray] | None:
 
     Each mode's right singular vector v_k of Σyx is an eigenvector of Σxx, λ_k = v_kᵀΣxx v_k.
     """
+    modes = _commuting_basis(Sxx, Syx)
+    return None if modes is None else modes[:2]
+
+
+def _commuting_basis(Sxx, Syx) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """`commuting_modes` and each mode's right singular vector v_k (the columns, (d, r))."""
     Sxx, Syx = np.asarray(Sxx, float), np.asarray(Syx, float)
     G = Syx.T @ Syx
     scale = max(np.abs(Sxx).max(), 1e-300) * max(np.abs(G).max(), 1e-300)
@@ -35,9 +41,9 @@ def commuting_modes(Sxx, Syx) -> tuple[np.ndarray, np.ndarray] | None:
     sig = np.linalg.norm(Syx @ V, axis=0)
     lam = np.einsum("ik,ij,jk->k", V, Sxx, V)
     keep = sig > _RANK_TOL * max(1.0, sig.max(initial=0.0))
-    sig, lam = sig[keep], lam[keep]
+    sig, lam, V = sig[keep], lam[keep], V[:, keep]
     order = np.argsort(-sig, kind="stable")
-    return sig[order], lam[order]
+    return sig[order], lam[order], V[:, order]
 
 
 def reduced_rank_regression(task, rank: int) -> tuple[Float[np.ndarray, "out d"], float]:
@@ -123,10 +129,14 @@ def linear_network(task, *, init_scale=None, num_steps: int | None = None) -> Pr
     tau = conjecture_jump_times(Sxx, Syx, num_steps)
     T, _, _ = whitened(task)
     s = np.linalg.svd(T, compute_uv=False)
-    modes = commuting_modes(Sxx, Syx)
+    modes = _commuting_basis(Sxx, Syx)
+    labels = [f"mode {k + 1}" for k in range(len(tau))]
     if modes is not None:
-        # Decoupled modes in the flow's order (σ): each drop is its own ½σ_k²/λ_k.
-        mu = modes[0][: len(tau)] ** 2 / modes[1][: len(tau)]
+        # Decoupled modes in the flow's order (σ): each drop is its own ½σ_k²/λ_k, and each
+        # step is named by the whitened mode it learns (the task's names).
+        sig, lam, V = (m[..., : len(tau)] for m in modes)
+        labels = mode_labels(task, [np.outer(Syx @ v, v) / l for v, l in zip(V.T, lam)])
+        mu = sig**2 / lam
         total = float(np.sum(s**2))
         levels = np.concatenate([[0.5 * total], 0.5 * (total - np.cumsum(mu))]) + loss_min
         levels = np.maximum(levels, loss_min)
@@ -139,7 +149,7 @@ def linear_network(task, *, init_scale=None, num_steps: int | None = None) -> Pr
         tau * L,
         tau,
         levels[1:],
-        [f"mode {k + 1}" for k in range(len(tau))],
+        labels,
         initial_loss=float(levels[0]),
         init_scale=float("nan") if init_scale is None else float(init_scale),
         extra={"singular_values": s[: len(tau)].tolist(), "mu": (s[: len(tau)] ** 2).tolist()},

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.integrate
 
 from ..prediction import Prediction
-from ._common import log_inv, moments, whitened
+from ._common import log_inv, mode_labels, moments, whitened
 
 
 def _check_depth(depth) -> int:
@@ -90,7 +90,7 @@ def saxe(task, *, init_scale, depth: int = 2, u0: float | None = None) -> Predic
         times,
         times / L,
         np.maximum(levels, loss_min),
-        [f"mode {k + 1}" for k in order],
+        mode_labels(task, [np.outer(U[:, k], V[:, k]) for k in order]),
         initial_loss=0.5 * total + loss_min,
         init_scale=float(init_scale),
         extra={"depth": depth, "u0": u0},

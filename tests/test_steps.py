@@ -320,6 +320,19 @@ def test_repeated_labels_pair_in_order_on_random_staircases_with_shifted_levels(
         assert list(table.loc[table["time_simulated"] == step.time, "time_predicted"]) == [times[k]], table
 
 
+def test_a_small_steps_label_on_a_large_drop_does_not_take_it_from_the_step_it_is():
+    # Diagonal network on correlated inputs: AGF predicts a tiny step c (0.02 of the loss) just
+    # before the large step d; the flow takes c in passing and d in one drop, which its largest
+    # coordinate change labels c. The drop is d's (same levels), not c's (40× its size).
+    pred = _pred([2.0, 1.0, 0.98, 0.1], [5.0, 10.0, 20.0, 22.0], order=["a", "b", "c", "d"])
+    sim = _steps([2.0, 0.985, 0.1], [5.0, 10.0, 21.0], features=["a", "b", "c"])
+    table = compare(sim, pred)
+    row = table[table["feature_predicted"] == "d"].iloc[0]
+    assert row["kind"] == "prediction" and row["time_simulated"] == 21.0, table
+    assert abs(row["loss_rel_error"]) < 1e-9
+    assert list(table.loc[table["feature_predicted"] == "c", "kind"]) != ["prediction"], table
+
+
 def test_compare_marks_lower_bounds():
     sim = _steps([1.0], [9.0])
     bound = _pred([1.0], [1.0], extra={"lower_bound": True})

@@ -333,6 +333,8 @@ _GROUP = 0.05
 _MAX_GROUP = 8
 # Weight of the level cost between two steps a label already pairs (a tie-break only).
 _LABEL_TIE = 1e-3
+# A shared label names a pair of steps only when their drops are within this factor of each other.
+_NAMED_RATIO = 10.0
 # The most an estimated level's mismatch costs: with the time term (≤ 0.1) and a group's extra
 # (0.05), a pair stays cheaper than two gaps.
 _BOUND_LEVEL_CAP = 2 * _GAP - 2 * 10.0 * _TIME_TIE - _GROUP
@@ -461,7 +463,12 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
                 return math.inf
         fp, fs = prediction.order[ks[0]], steps[js[0]].feature
         pair = len(ks) == len(js) == 1 and comparable(fp, fs)
-        named = pair and once[fp]
+        # A label the prediction uses once names the step, unless the drops differ in size by
+        # more than `_NAMED_RATIO`: a flow's drop is labelled by the feature that changes most,
+        # and a drop that mostly learns another feature can carry a small one's label.
+        sizes = (steps[js[0]].loss_before - steps[js[0]].loss_after, before[ks[0]] - after[ks[0]])
+        comparable_size = min(sizes) > 0 and max(sizes) <= _NAMED_RATIO * min(sizes)
+        named = pair and once[fp] and (comparable_size or not all(map(math.isfinite, sizes)))
         # Each end of the group in units of the predicted drop at that end: a group is no cheaper
         # than a pair for missing a whole predicted step.
         c_after = abs(steps[js[-1]].loss_after - after[ks[-1]]) / drops[ks[-1]]

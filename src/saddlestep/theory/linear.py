@@ -3,6 +3,9 @@ recursion of Conjecture 4.1 (Kunin et al., *Alternating Gradient Flows*, 2025, �
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 from jaxtyping import Float
 
@@ -44,6 +47,84 @@ def _commuting_basis(Sxx, Syx) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
     sig, lam, V = sig[keep], lam[keep], V[:, keep]
     order = np.argsort(-sig, kind="stable")
     return sig[order], lam[order], V[:, order]
+
+
+def _escape_rate(sig_i: float, lam_i: float, r_j: float, lam_j: float) -> float:
+    """Growth rate of mode j's component on a hidden unit that carries mode i (fitted, balanced:
+    a² = w² = σ_i/λ_i), with residual r_j along mode j: the top eigenvalue of the linearized flow
+    [[−σ_i, r_j], [r_j, −σ_i λ_j/λ_i]] (σ_i = 0: a free unit, rate r_j)."""
+    b = sig_i * lam_j / lam_i if sig_i > 0 else 0.0
+    return 0.5 * (-(sig_i + b) + math.sqrt((sig_i - b) ** 2 + 4.0 * r_j**2))
+
+
+def narrow_commuting_steps(sig, lam, width: int, max_steps: int = 100
+                           ) -> tuple[list[tuple[float, int, int | None]], bool]:
+    """The steps of a two-layer linear network with fewer hidden units than decoupled modes
+    (Σxx commuting with ΣyxᵀΣyx), in the small-α limit: every mode's component on every hidden
+    unit grows or decays exponentially, and its size α^{−ℓ} is followed by its exponent ℓ ≤ 0 in
+    rescaled time τ = t/ln(1/α), as Pesme–Flammarion follow a diagonal network's coordinates.
+
+    A free unit takes up the first mode whose component reaches ℓ = 0 (rate σ_j: the modes are
+    learned at τ = 1/σ_j while units are free). Once every unit carries a mode, the state is a
+    saddle when a mode j left out fits better (σ_j²/λ_j > σ_i²/λ_i): its component on the unit
+    carrying i grows at the rate μ_ij of the linearized flow there (`_escape_rate`), from the size
+    it had reached, and on reaching ℓ = 0 it takes the unit: mode i is given up (a swap; the
+    loss falls by ½(σ_j²/λ_j − σ_i²/λ_i)). A mode fitted on one unit has no residual, so its
+    components elsewhere decay or stay. With as many units as modes this is τ_k = 1/σ_k.
+
+    **Arguments:** `sig`, `lam`: the modes' σ_k and λ_k (`commuting_modes`); `width`: the hidden
+    units; `max_steps`: the most events.
+
+    Measured against the flow (slopes dt_k/d ln(1/α), random commuting problems with 3–4 modes):
+    a swap is exact (slope errors ≤ 1e-3) while one mode left out grows on the occupied units
+    (on one or several), but where two modes left out grow on occupied units at once, the flow's
+    swaps come 5–20% later than this bookkeeping says (the competing components interact during
+    the transitions). Swaps are therefore predicted only while at most one mode grows there; from
+    then on only free units learn (`competing` is then True).
+
+    **Returns:** (the steps as (τ, the mode learned, the mode given up or None) in time order,
+    `competing`: whether a later swap was left out).
+    """
+    sig, lam = np.asarray(sig, float), np.asarray(lam, float)
+    r, w = len(sig), int(width)
+    ell = np.full((w, r), -1.0)  # exponents: mode j's component on unit h is ~ α^{−ℓ}
+    carry: list[int | None] = [None] * w
+    tau, steps, competing = 0.0, [], False
+    for _ in range(max_steps):
+        learned = {c for c in carry if c is not None}
+        rate = np.zeros((w, r))
+        for h in range(w):
+            si, li = (sig[carry[h]], lam[carry[h]]) if carry[h] is not None else (0.0, 1.0)
+            for j in range(r):
+                if j != carry[h]:
+                    rate[h, j] = _escape_rate(si, li, 0.0 if j in learned else sig[j], lam[j])
+        grow = (rate > 1e-12) & (ell < 0)
+        occupied = np.array([c is not None for c in carry])
+        competing = competing or int(grow[occupied].any(axis=0).sum()) > 1
+        if competing:
+            grow[occupied] = False  # learning on free units goes on; no more swaps
+        if not grow.any():
+            break
+        wait = np.where(grow, -ell / np.where(grow, rate, 1.0), np.inf)
+        h, j = np.unravel_index(int(np.argmin(wait)), wait.shape)
+        dt = float(wait[h, j])
+        mask = np.zeros_like(ell, dtype=bool)
+        for k in range(w):
+            if carry[k] is not None:
+                mask[k, carry[k]] = True
+        ell = np.where(mask, 0.0, np.minimum(ell + rate * dt, 0.0))
+        tau += dt
+        given_up = carry[h]
+        carry[h] = int(j)
+        ell[h, j] = 0.0
+        steps.append((tau, int(j), given_up))
+    return steps, competing
+
+
+def _best_fit_level(sig, lam, width, s, loss_min) -> float:
+    """The loss with the `width` best-fitting decoupled modes learned (the reduced-rank optimum)."""
+    fit = np.sort(np.asarray(sig) ** 2 / np.asarray(lam))[::-1]
+    return 0.5 * float(np.sum(np.asarray(s) ** 2) - np.sum(fit[:width])) + loss_min
 
 
 def reduced_rank_regression(task, rank: int) -> tuple[Float[np.ndarray, "out d"], float]:
@@ -112,36 +193,59 @@ def conjecture_jump_times(Sxx, Syx, num_steps: int | None = None) -> Float[np.nd
     return tau[1:]
 
 
-def linear_network(task, *, init_scale=None, num_steps: int | None = None) -> Prediction:
+def linear_network(task, *, init_scale=None, num_steps: int | None = None, width: int | None = None) -> Prediction:
     """Closed-form staircase of a two-layer linear network from small init: plateaus at the
     reduced-rank-regression losses ½Σ_{j>k} μ_j + L_min, learned in order of the whitened
     target's singular modes, at the rescaled times of Conjecture 4.1 (Kunin et al. 2025).
+
+    With Σxx commuting with ΣyxᵀΣyx the modes decouple and are learned in the order of σ_k at
+    τ_k = 1/σ_k; a network with fewer hidden units than modes then fills its units and, where a
+    mode left out fits better than one learned, swaps them (`narrow_commuting_steps`).
 
     **Arguments:**
 
     - `task`: a `PopulationRegression` (or `SampleRegression`, through its sample moments).
     - `init_scale`: α, for physical times τ_k·ln(1/α) (NaN without it).
-    - `num_steps`: how many steps to predict (default: the rank of the target).
+    - `num_steps`: how many steps to predict (default: all).
+    - `width`: the network's hidden units (default: as many as the target's rank).
 
-    **Returns:** a `Prediction` with `method="closed-form:conjecture-4.1"`.
+    **Returns:** a `Prediction` with `method="closed-form:conjecture-4.1"`; `extra["given_up"]`
+    names, per step, a mode the step gives up (a swap), else None.
     """
     Sxx, Syx, loss_min = moments(task)
-    tau = conjecture_jump_times(Sxx, Syx, num_steps)
     T, _, _ = whitened(task)
     s = np.linalg.svd(T, compute_uv=False)
     modes = _commuting_basis(Sxx, Syx)
-    labels = [f"mode {k + 1}" for k in range(len(tau))]
+    given_up = None
     if modes is not None:
         # Decoupled modes in the flow's order (σ): each drop is its own ½σ_k²/λ_k, and each
         # step is named by the whitened mode it learns (the task's names).
-        sig, lam, V = (m[..., : len(tau)] for m in modes)
-        labels = mode_labels(task, [np.outer(Syx @ v, v) / l for v, l in zip(V.T, lam)])
-        mu = sig**2 / lam
+        sig, lam, V = modes
+        names = mode_labels(task, [np.outer(Syx @ v, v) / l for v, l in zip(V.T, lam)])
+        fit = sig**2 / lam
+        events, competing = narrow_commuting_steps(sig, lam, len(sig) if width is None else width)
+        if competing:
+            warnings.warn(
+                f"width: a network of {width} hidden unit{'' if width == 1 else 's'} on {len(sig)} decoupled modes "
+                "gives up a learned mode for a "
+                "better-fitting one where several compete for its units; those later swaps are not predicted "
+                f"(the last plateau, the best rank-{width} fit, is {_best_fit_level(sig, lam, width, s, loss_min):.6g})",
+                stacklevel=2,
+            )
+        events = events[:num_steps]
+        tau = np.array([e[0] for e in events])
+        labels = [names[e[1]] for e in events]
+        given_up = [None if e[2] is None else names[e[2]] for e in events]
+        mu = np.array([fit[e[1]] - (0.0 if e[2] is None else fit[e[2]]) for e in events])
         total = float(np.sum(s**2))
         levels = np.concatenate([[0.5 * total], 0.5 * (total - np.cumsum(mu))]) + loss_min
         levels = np.maximum(levels, loss_min)
-        s = np.sqrt(mu)
+        s = np.sqrt(fit[[e[1] for e in events]])
     else:
+        K = num_steps if width is None else (width if num_steps is None else min(num_steps, width))
+        tau = conjecture_jump_times(Sxx, Syx, K)
+        labels = [f"mode {k + 1}" for k in range(len(tau))]
+        mu = s[: len(tau)] ** 2
         levels = np.array([0.5 * np.sum(s[k:] ** 2) + loss_min for k in range(len(tau) + 1)])
     L = log_inv(init_scale)
     return Prediction(
@@ -152,5 +256,6 @@ def linear_network(task, *, init_scale=None, num_steps: int | None = None) -> Pr
         labels,
         initial_loss=float(levels[0]),
         init_scale=float("nan") if init_scale is None else float(init_scale),
-        extra={"singular_values": s[: len(tau)].tolist(), "mu": (s[: len(tau)] ** 2).tolist()},
+        extra={"singular_values": s[: len(tau)].tolist(), "mu": np.asarray(mu).tolist(),
+               **({"given_up": given_up} if given_up and any(g is not None for g in given_up) else {})},
     )

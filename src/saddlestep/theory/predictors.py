@@ -45,10 +45,9 @@ def _first_steps(prediction: Prediction, k: int | None) -> Prediction:
 def predict_linear(model, task, *, num_steps: int | None = None) -> Prediction:
     """A two-layer linear network's staircase (`linear_network`: exact for commuting Σxx, Σyx;
     else reduced-rank plateaus at Conjecture 4.1's times, Kunin et al. 2025), at the model's α.
-    A network narrower than the target's rank learns as many modes as it has hidden units."""
-    cap = _bottleneck(model)
-    num_steps = cap if num_steps is None else (num_steps if cap is None else min(num_steps, cap))
-    return linear_network(task, init_scale=_alpha(model), num_steps=num_steps)
+    A network narrower than the target's rank learns as many modes as it has hidden units (with
+    decoupled modes, then swaps a learned mode for a better one left out)."""
+    return linear_network(task, init_scale=_alpha(model), num_steps=num_steps, width=_bottleneck(model))
 
 
 def predict_saxe(model, task, *, u0: float | None = None) -> Prediction:

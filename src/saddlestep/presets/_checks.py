@@ -8,7 +8,8 @@ def check_dimension(params, limit: int, what: str) -> int:
     if d < 1:
         raise ValueError(f"overrides d: expected a positive embedding dimension, got {d}")
     if d > limit:
-        raise ValueError(f"overrides d: expected at most {what}, got {d}")
+        # The default d can be the one too large (a small vocabulary in --data): say what to pass.
+        raise ValueError(f"overrides d: the embedding dimension d = {d} exceeds {what}; pass d={limit} or less")
     return d
 
 

@@ -30,7 +30,13 @@ def _population_from_data(path: str) -> PopulationRegression:
         raise ValueError(f"data: Y has {Y.shape[0]} rows but X has {X.shape[0]}")
     n = X.shape[0]
     # ½E‖y − βx‖² over the sample equals the population loss with the sample moments.
-    return PopulationRegression(X.T @ X / n, Y.T @ X / n, Y.T @ Y / n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        moments = {"X": X.T @ X / n, "Y": Y.T @ Y / n, "X, Y": Y.T @ X / n}
+    for name, m in moments.items():
+        if not np.all(np.isfinite(m)):
+            raise ValueError(f"data: the second moments of {name} overflow float64 (|X| up to {np.abs(X).max():.3g}, "
+                             f"|Y| up to {np.abs(Y).max():.3g}); rescale the data")
+    return PopulationRegression(moments["X"], moments["X, Y"], moments["Y"])
 
 
 def _linear_task(params, data) -> PopulationRegression:

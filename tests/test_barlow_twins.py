@@ -161,3 +161,16 @@ def test_preset_refuses_original_loss_settings_with_the_simplified_loss():
             preset.setup(preset.parameters({name: value, "n": "200"}), init_scale=1e-3, seed=0)
     task = preset.setup(preset.parameters({"scale": "3", "loss": "original", "n": "200"}), init_scale=1e-3, seed=0).task
     assert task.scale == 3.0 and task.kind == "original"
+
+
+def test_a_weak_mode_far_out_leaves_the_first_steps_named(tmp_path):
+    # Γ spectrum (1, 0.5, −0.3), 4 latent dimensions: the third mode is learned from noise ~10⁴×
+    # after the first two, and sets the horizon; on a uniform grid the first two drops fell
+    # between two records and went unnamed; the record is now geometric in t.
+    ss.run_preset("barlow-twins-synthetic", overrides={"spectrum": "1,0.5,-0.3", "d": "3", "m": "4", "n": "400"},
+                  out=str(tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    times = summary["prediction"]["times"]
+    assert times[-1] > 50 * times[0]
+    assert [s["feature"] for s in summary["steps"]] == ["mode 1", "mode 2", "mode 3"]
+    np.testing.assert_allclose([s["time"] for s in summary["steps"]], times, rtol=0.06)

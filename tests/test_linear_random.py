@@ -180,6 +180,8 @@ def test_a_one_unit_network_swaps_its_mode_for_a_better_fitting_one():
     np.testing.assert_allclose(pred.losses, [2.0, 1.125], rtol=1e-12)
     assert list(pred.order) == ["mode 2", "mode 1"] and pred.extra["given_up"] == [None, "mode 2"]
     assert _flow_slopes(task, 1, pred, 2).max() < 1e-3
+    with pytest.warns(UserWarning, match="predict_linear predicts it"):
+        assert theory.predict_saxe(model, task).num_steps == 1  # Saxe's per-mode solution has no swap
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -15,7 +15,8 @@ from ..models.base import AbstractModel
 from ..prediction import Prediction
 from .attention import attention_prediction
 from .modular import modular_prediction
-from .linear import linear_network
+from ._common import moments
+from .linear import _commuting_basis, linear_network, narrow_commuting_steps
 from .diagonal import pesme_flammarion
 from .saxe import saxe
 
@@ -53,7 +54,17 @@ def predict_linear(model, task, *, num_steps: int | None = None) -> Prediction:
 def predict_saxe(model, task, *, u0: float | None = None) -> Prediction:
     """Saxe et al.'s mode-by-mode staircase (`saxe`) at the model's α and depth (layers)."""
     depth = len(model.layers) if hasattr(model, "layers") else 2
-    return _first_steps(saxe(task, init_scale=_alpha(model), depth=depth, u0=u0), _bottleneck(model))
+    width = _bottleneck(model)
+    pred = saxe(task, init_scale=_alpha(model), depth=depth, u0=u0)
+    if depth == 2 and width is not None and width < pred.num_steps:
+        Sxx, Syx, _ = moments(task)
+        sig, lam, _ = _commuting_basis(Sxx, Syx)
+        (steps, _) = narrow_commuting_steps(sig, lam, width)
+        if any(given is not None for _, _, given in steps):
+            warnings.warn(f"model: {width} hidden unit{'' if width == 1 else 's'} for {pred.num_steps} modes: after the "
+                          "first steps the flow gives up a learned mode for a better-fitting one, which Saxe's per-mode "
+                          "solution does not see (predict_linear predicts it)", stacklevel=2)
+    return _first_steps(pred, width)
 
 
 def predict_pesme_flammarion(model, task, *, max_steps: int = 100) -> Prediction:

@@ -174,3 +174,22 @@ def test_a_weak_mode_far_out_leaves_the_first_steps_named(tmp_path):
     assert times[-1] > 50 * times[0]
     assert [s["feature"] for s in summary["steps"]] == ["mode 1", "mode 2", "mode 3"]
     np.testing.assert_allclose([s["time"] for s in summary["steps"]], times, rtol=0.06)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_fewer_pairs_than_dimensions_learn_only_the_modes_they_have(n):
+    # n pairs of 8-dimensional views: Γ (symmetrized cross-covariance) has rank ≤ 2n, its other
+    # eigenvalues rounding noise (~1e-16 of the largest, of either sign). Only its positive
+    # eigenvalues are steps; the floor is d minus their count.
+    rng = np.random.default_rng(n)
+    xa = rng.standard_normal((n, 8))
+    xb = xa + 0.1 * rng.standard_normal((n, 8))
+    task = ss.BarlowTwins(xa, xb)
+    gamma = np.asarray(task.gamma)
+    eigs = np.linalg.eigvalsh((gamma + gamma.T) / 2)
+    positive = int(np.sum(eigs > 1e-10 * np.abs(eigs).max()))
+    assert positive < 8 and np.sum(np.abs(eigs) < 1e-10 * np.abs(eigs).max()) >= 8 - 2 * n  # rank ≤ 2n
+    model = ss.LinearEncoder(8, 8, key=jax.random.PRNGKey(0), init_scale=1e-3)
+    pred = predict_barlow_twins(model, task)
+    assert pred.num_steps == positive and pred.losses[-1] == 8 - positive
+    assert np.all(np.isfinite(pred.times)) and pred.times[-1] < 1e6

@@ -13,13 +13,13 @@ from .base import Preset, register, Setup
 
 
 def _bt_setup(task, model, params):
-    from ..theory.barlow_twins import barlow_twins_aligned, predict_barlow_twins
+    from ..theory.barlow_twins import barlow_twins_aligned, learnable, predict_barlow_twins
 
     d = model.W.shape[0]
     simplified = task.kind == "simplified"
     pred = predict_barlow_twins(model, task) if simplified else None
     gam = np.asarray(task.gamma_eigenvalues)
-    pos = gam[gam > 0]
+    pos = gam[learnable(gam)]
     if pos.size == 0:
         raise ValueError("Γ has no positive eigenvalue: the pairs are not positively correlated; nothing is learned")
     if pred is not None and pred.num_steps:

@@ -61,6 +61,17 @@ def barlow_twins_final(gamma, d: int) -> Float[np.ndarray, "d p"]:
     return W
 
 
+# An eigenvalue of Γ below this fraction of the largest is zero up to rounding (a Γ of rank n from
+# n pairs has its other eigenvalues at ~1e-16 of the largest): no mode grows there.
+_GAMMA_TOL = 1e-10
+
+
+def learnable(gamma) -> np.ndarray:
+    """Which eigenvalues γ_j of Γ are modes Barlow Twins learns: positive beyond rounding."""
+    gamma = np.asarray(gamma, dtype=float)
+    return gamma > _GAMMA_TOL * max(float(np.max(np.abs(gamma), initial=0.0)), 1e-300)
+
+
 def predict_barlow_twins(model: AbstractEncoder, task: BarlowTwins) -> Prediction:
     """The Barlow Twins staircase (Simon et al. 2023): eigenmodes of Γ are learned one at a
     time in the order of γ_j; mode j's embedding eigenvalue c_j rises from
@@ -91,7 +102,7 @@ def predict_barlow_twins(model: AbstractEncoder, task: BarlowTwins) -> Predictio
     # Mode j grows from the part of W(0)v_j orthogonal (in embedding space) to the modes
     # learned before it, which saturate their directions: c_j(0) = γ_j R_jj², W(0)V = QR.
     c0 = gam * np.diag(np.linalg.qr(W0 @ vec, mode="r"))[:k] ** 2
-    modes = [j for j in range(k) if gam[j] > 0]
+    modes = np.flatnonzero(learnable(np.asarray(task.gamma_eigenvalues))[:k]).tolist()
     times = np.array([
         math.log(1.0 / c0[j] - 1.0) / (8 * gam[j]) if c0[j] < 0.5 else 0.0 for j in modes
     ])

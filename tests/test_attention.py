@@ -137,3 +137,17 @@ def test_horizon_covers_agf_steps_beyond_the_population_bounds():
     pred = setup.predict()
     assert max(pred.times) > 6.0 * max(pred.extra["lower_bounds"]) + 20.0  # the case this is about
     assert setup.t_max >= 2.0 * max(pred.times)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3])
+def test_fewer_heads_than_components_learn_the_largest_ones(heads):
+    # H rank-one heads fit the H largest principal components: the prediction stops at the
+    # H-th closed-form level, and the flow settles there (D = 4 components).
+    task = _task(N=32)
+    model = LinearAttention(4, heads, key=jax.random.PRNGKey(heads), init_scale=1e-2)
+    pred = theory.predict_attention(model, task)
+    assert pred.num_steps == heads and list(pred.order) == [f"PC {k + 1}" for k in range(heads)]
+    assert pred.losses[-1] == pytest.approx(LEVELS[heads - 1], abs=1e-6)
+    if heads == 2:
+        traj = ss.simulate(model, task, t_max=400.0, rtol=1e-7)
+        assert float(traj.loss[-1]) == pytest.approx(LEVELS[1], rel=1e-3)

@@ -95,10 +95,13 @@ def predict_modular(model, task, *, init_norm: float | None = None) -> Predictio
 
 def predict_attention(model, task, *legacy, init_norm: float | None = None) -> Prediction:
     """In-context regression's closed-form levels and lower-bound times (`attention_prediction`),
-    from the task's input spectrum and context length; `init_norm` defaults to the largest head
-    norm of the model at init."""
+    from the task's input spectrum and context length, one component per head (as many steps as
+    the model has heads); `init_norm` defaults to the largest head norm of the model at init."""
     if not isinstance(model, AbstractModel):  # the older call (eigenvalues, N, init_scale)
         _data_level("predict_attention", "attention_prediction")
         return attention_prediction(model, task, *legacy, init_norm=init_norm)
-    n0 = float(model.neuron_norms().max()) if init_norm is None else init_norm
-    return attention_prediction(task.eigenvalues, task.N, _alpha(model), init_norm=n0)
+    norms = model.neuron_norms()
+    n0 = float(norms.max()) if init_norm is None else init_norm
+    # Each rank-one head learns one principal component: H heads learn the H largest, and the
+    # loss stays at the level of the rest.
+    return _first_steps(attention_prediction(task.eigenvalues, task.N, _alpha(model), init_norm=n0), len(norms))

@@ -220,3 +220,23 @@ def test_converge_says_which_flow_is_running_only_when_asked(capsys):
     ss.converge(make, [1e-3, 1e-4], prediction=pf, progress=True)
     err = capsys.readouterr().err
     assert "converge: the flow at α = 0.001 (1 of 2)" in err and "converge: the flow at α = 0.0001 (2 of 2)" in err
+
+
+def test_a_feature_learned_by_neurons_joining_one_by_one_is_timed_by_the_first(tmp_path):
+    """Modular addition (κ = 3) on a random p = 5 template: AGF's first feature is three
+    activations merged into one step timed by the first, and the flow's is a cascade of
+    sub-drops. The flow's time is then its first sub-drop (the crossing between the plateau
+    before and the one after AGF's first activation), not the middle of the whole cascade,
+    which read 78% slow."""
+    from saddlestep.presets import get_preset
+
+    path = tmp_path / "t.npz"
+    np.savez(path, template=np.random.default_rng(5).normal(size=5))
+    preset = get_preset("modular")
+    params = preset.parameters({"width": "6", "predictor": "agf"}, data=str(path))
+    make = lambda a: preset.setup(params, init_scale=a, seed=0, data=str(path))
+    pred = make(0.025).predict()
+    assert len(pred.extra["activation_times"]) > pred.num_steps  # some step merges activations
+    df = ss.converge(make, [0.1, 0.05, 0.025], prediction=pred)
+    first = df[df["step"] == 1].iloc[0]
+    assert abs(first["slope_error"]) < 0.1, df

@@ -22,9 +22,16 @@ from .steps import finest_record
 
 def step_levels(prediction: Prediction, floor: float | None = None) -> np.ndarray:
     """Loss levels that mark each predicted step: the geometric mean (above the floor) of the
-    plateaus on either side; a last plateau at the floor counts as 10⁻³ of the one before."""
+    plateaus on either side; a last plateau at the floor counts as 10⁻³ of the one before.
+
+    A step merged from several activations (κ = 3 neurons joining a feature one after another,
+    `extra["first_activation_losses"]`) is timed by its first, as the flow's merged drop is: its
+    level is then the one between the plateau before and the plateau after that first activation.
+    """
     before = np.concatenate([[prediction.initial_loss], prediction.losses[:-1]])
-    after = prediction.losses
+    first = prediction.extra.get("first_activation_losses")
+    after = np.asarray(first if first is not None and len(first) == prediction.num_steps else prediction.losses,
+                       dtype=float)
     if not np.all(np.isfinite(before)):
         raise ValueError("prediction: needs an initial_loss and finite plateau losses")
     if floor is None:

@@ -24,19 +24,21 @@ def label_and_merge(pred: Prediction, task, model) -> Prediction:
     records = [task.observables(m) for m in [model, *pred.plateau_parameters]]
     labels = task.feature_labels(pred.plateau_parameters[0])
     order = [labels[int(np.argmax(feature_change(a, b)))] for a, b in zip(records[:-1], records[1:])]
-    keep_t, keep_l, keep_o, keep_p = [], [], [], []
+    keep_t, keep_l, keep_o, keep_p, first_l = [], [], [], [], []
     k = 0
     while k < len(order):
         j = k
         while j + 1 < len(order) and order[j + 1] == order[k]:
             j += 1
         keep_t.append(pred.times[k])  # its first activation, as `feature_steps` times the flow's
+        first_l.append(float(pred.losses[k]))
         keep_l.append(pred.losses[j])
         keep_o.append(order[k])
         keep_p.append(pred.plateau_parameters[j])
         k = j + 1
     alpha = pred.init_scale
-    extra = dict(pred.extra, activation_times=[float(t) for t in pred.times], activation_features=order)
+    extra = dict(pred.extra, activation_times=[float(t) for t in pred.times], activation_features=order,
+                 first_activation_losses=first_l)
     return Prediction(pred.method, keep_t, rescale(keep_t, alpha), keep_l, keep_o,
                       initial_loss=pred.initial_loss, init_scale=alpha, plateau_parameters=keep_p, extra=extra)
 

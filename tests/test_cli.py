@@ -139,6 +139,8 @@ def bad_cases(tmp):
         "P not a probability matrix": (["run", "qwem", "--data", _npz(tmp / "P.npz", P=-np.ones((4, 4)))], "P"),
         "a vocabulary below the default d": (["run", "qwem", "--data", _npz(tmp / "P2.npz", P=np.full((2, 2), 0.25))],
                                              "pass d=2 or less"),
+        "moments of mismatched shapes": (["run", "deep-linear", "--data", _npz(tmp / "mom.npz", Sxx=np.eye(3),
+                                                                               Syx=np.ones((2, 4)))], "--data: Syx"),
         "samples whose moments overflow": (["run", "linear", "--data", _npz(tmp / "huge.npz", X=X * 1e200, Y=X * 1e200)],
                                            "second moments of X overflow"),
         "empty corpus": (["run", "word2vec", "--data", str(empty)], "tokens"),

@@ -22,7 +22,10 @@ def _population_from_data(path: str) -> PopulationRegression:
         raise ValueError(f"data: {path!r} holds both moments (Sxx, Syx) and samples (X, Y); keep one of the two, "
                          f"so it is clear which the run learns")
     if "Sxx" in data:
-        return PopulationRegression(data["Sxx"], data["Syx"], data.get("Syy"))
+        try:
+            return PopulationRegression(data["Sxx"], data["Syx"], data.get("Syy"))
+        except ValueError as err:  # name the file the moments came from
+            raise ValueError(f"data: {err}") from None
     X = check_finite("X", data["X"], 2)
     Y = check_finite("Y", data["Y"], (1, 2))
     Y = Y[:, None] if Y.ndim == 1 else Y

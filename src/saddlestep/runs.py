@@ -160,6 +160,10 @@ def _run_preset(preset_name, init_scale, seed, data, overrides, out, overwrite, 
             traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=None if show else False,
                             **setup.simulate_kwargs)
         wall = time.perf_counter() - start
+        if not np.isfinite(np.asarray(traj.loss, dtype=float)).any():
+            where = "the data's scale (--data)" if data is not None else "the problem's scale"
+            raise ValueError(f"the flow's loss overflowed float64 from its start ({traj.status} at t = "
+                             f"{float(traj.t_final):.3g}): {where} is too large; rescale it")
         predicting = setup.predict is not None and not getattr(setup.predict, "done", False)
         with phase(f"{preset.name}: detecting steps" + (" and predicting" if predicting else ""), enabled=show):
             summary, steps, prediction = summarize(preset.name, params, setup, init_scale, seed, traj, wall, data=data)

@@ -138,6 +138,8 @@ def detect_steps(
     features = trajectory.observables.get("features")
     keep = np.isfinite(grid_t) & np.isfinite(np.asarray(trajectory.loss, dtype=float))
     grid_t = grid_t[keep]
+    if len(grid_t) == 0:
+        return []  # no finite record at all (a loss that overflowed from the start): no steps
     F = None if features is None else np.asarray(features)[keep].reshape(len(grid_t), -1)
     G = trajectory.observables.get("feature_losses")
     G = None if G is None else np.asarray(G)[keep].reshape(len(grid_t), -1)

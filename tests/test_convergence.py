@@ -240,3 +240,8 @@ def test_a_feature_learned_by_neurons_joining_one_by_one_is_timed_by_the_first(t
     df = ss.converge(make, [0.1, 0.05, 0.025], prediction=pred)
     first = df[df["step"] == 1].iloc[0]
     assert abs(first["slope_error"]) < 0.1, df
+    assert set(df["kind"]) == {"prediction"}
+    bound = preset.setup(preset.parameters({"width": "6"}, data=str(path)), init_scale=0.025, seed=0,
+                         data=str(path)).predict()
+    assert bound.is_lower_bound
+    assert set(ss.converge(make, [0.1, 0.05], prediction=bound)["kind"]) == {"lower-bound"}

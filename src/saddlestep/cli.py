@@ -235,7 +235,9 @@ def _cmd_converge(args) -> int:
     df = converge_preset(args.preset, alphas, seed=args.seed, data=args.data, overrides=overrides, out=out,
                          overwrite=args.overwrite)
     per_step = df.groupby("step").first()[["feature", "predicted", "slope", "slope_error"]]
-    print(f"{args.preset}: slopes dt_k/d{_clock_name(df)} over α = {', '.join(f'{a:g}' for a in sorted(set(df['init_scale'])))}")
+    bound = " (the predicted slopes are lower bounds)" if "kind" in df and (df["kind"] == "lower-bound").all() else ""
+    print(f"{args.preset}: slopes dt_k/d{_clock_name(df)} over α = {', '.join(f'{a:g}' for a in sorted(set(df['init_scale'])))}"
+          f"{bound}")
     print(per_step.to_string(float_format=lambda v: f"{v:.5g}"))
     print(f"\nwrote {os.path.abspath(out)}")
     return 0

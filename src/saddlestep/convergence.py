@@ -77,7 +77,8 @@ def converge(
     **Returns:** a DataFrame with one row per (step, α): `step`, `feature`, `init_scale`,
     `log_inv` (ln(1/α)), `clock` (the unit: ln(1/α), or α^{2−κ}), `time`, `rescaled_time`
     (time/clock), `predicted`, `ratio` (single-α rescaled_time/predicted), `slope` (dt/dclock),
-    `slope_error` ((slope − predicted)/predicted); `df.attrs["kappa"]` is the model's κ.
+    `slope_error` ((slope − predicted)/predicted), `kind` (`"prediction"`, or `"lower-bound"` when
+    the predicted times are lower bounds); `df.attrs["kappa"]` is the model's κ.
     """
     if not callable(make_setup):
         raise ValueError(f"make_setup: expected a function of the init scale, got {type(make_setup).__name__}")
@@ -158,6 +159,8 @@ def converge(
             slopes[k] = math.nan
     df["slope"] = df["step"].map(slopes)
     df["slope_error"] = (df["slope"] - df["predicted"]) / df["predicted"]
+    # A lower bound is met by any slope above it: say so beside the number.
+    df["kind"] = "lower-bound" if prediction.is_lower_bound else "prediction"
     df.attrs["kappa"] = kappa
     if figure is not None:
         import matplotlib.pyplot as plt

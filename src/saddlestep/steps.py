@@ -424,7 +424,11 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
     paused on the way). Such a group matches as one drop (the plateau before its first step and
     after its last, each in units of the predicted drop at that end), at `_GROUP` per extra step,
     when most of each step of the group lies inside the drop on the other side (`_inside`). A step with no counterpart is left unmatched, at
-    cost `_GAP`, so one missing or extra step never shifts the pairs after it.
+    cost `_GAP`, so one missing or extra step never shifts the pairs after it. Two steps that
+    share a label pair rather than both staying alone (their level cost is capped below two
+    gaps: once the flow settles a plateau off the predicted one, every later level is off too),
+    and a group never takes a member that has the label of the step beside it and is nearer
+    to it in time (`_nearer_beside`).
 
     **Returns:** (the alignment's total cost, the groups in time order).
     """
@@ -438,6 +442,7 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
     estimated = prediction.method == "closed-form:escape"
 
     predicted = list(zip(prediction.order, prediction.times))
+    simulated = [(s.feature, s.time) for s in steps]
 
     def comparable(fp, fs):
         # Both labels are known to the other side, so they must agree.
@@ -453,8 +458,8 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
             whole = (steps[js[0]].loss_before, steps[js[0]].loss_after)
             if not all(_inside((before[k], after[k]), whole) for k in ks):
                 return math.inf
-            if any(_nearer_beside(prediction.order[k], prediction.times[k], steps[js[0]].time, js[0],
-                                  [(s.feature, s.time) for s in steps]) for k in ks):
+            if any(_nearer_beside(prediction.order[k], prediction.times[k], steps[js[0]].time, js[0], simulated)
+                   for k in ks):
                 return math.inf
         if len(js) > 1:
             whole = (before[ks[0]], after[ks[0]])

@@ -72,15 +72,15 @@ def narrow_commuting_steps(sig, lam, width: int, max_steps: int = 100
     loss falls by ½(σ_j²/λ_j − σ_i²/λ_i)). A mode fitted on one unit has no residual, so its
     components elsewhere decay or stay. With as many units as modes this is τ_k = 1/σ_k.
 
-    **Arguments:** `sig`, `lam`: the modes' σ_k and λ_k (`commuting_modes`); `width`: the hidden
-    units; `max_steps`: the most events.
-
     Measured against the flow (slopes dt_k/d ln(1/α), random commuting problems with 3–4 modes):
     a swap is exact (slope errors ≤ 1e-3) while one mode left out grows on the occupied units
     (on one or several), but where two modes left out grow on occupied units at once, the flow's
     swaps come 5–20% later than this bookkeeping says (the competing components interact during
     the transitions). Swaps are therefore predicted only while at most one mode grows there; from
     then on only free units learn (`competing` is then True).
+
+    **Arguments:** `sig`, `lam`: the modes' σ_k and λ_k (`commuting_modes`); `width`: the hidden
+    units; `max_steps`: the most events.
 
     **Returns:** (the steps as (τ, the mode learned, the mode given up or None) in time order,
     `competing`: whether a later swap was left out).

@@ -72,7 +72,9 @@ def _build_modular(params, *, init_scale, seed, data):
     # κ = 3 jumps scale like 1/|x̂_ξ|, so a template's weak frequencies (noise, on a user's data)
     # put the horizon decades past the first jumps: save on a log grid from a decade before the
     # first bound, where every jump has its own grid points and its features their label.
-    start = min(0.1, 0.1 * float(np.min(bound.times)) / t_max)
+    # (Kept within (0, 0.1]: on a template scaled far up the bounds fall to rounding beside the
+    # horizon's +20.)
+    start = min(0.1, max(0.1 * float(np.min(bound.times)) / t_max, 1e-12))
 
     cache: dict = {}
 

@@ -276,7 +276,7 @@ def test_bad_input(tmp_path):
         ss.corpus_statistics(str(empty))
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("the cat sat on the mat " * 30)
-    with pytest.raises(ValueError, match=r"^vocab_size: .*5 distinct words"):
+    with pytest.raises(ValueError, match=r"^vocab_size: .*5 distinct words.*pass vocab_size=5 or less"):
         ss.corpus_statistics(str(tiny), vocab_size=10)
     with pytest.raises(ValueError, match=r"^d: "):
         ss.Embedding(5, 10, key=jax.random.PRNGKey(0))

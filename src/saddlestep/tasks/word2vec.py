@@ -153,7 +153,7 @@ def corpus_statistics(
     if len(freq) < vocab_size:
         raise ValueError(
             f"vocab_size: {source} has only {len(freq)} distinct words (words are runs of letters; digits and "
-            f"punctuation split them); expected at least vocab_size = {vocab_size}"
+            f"punctuation split them), fewer than vocab_size = {vocab_size}; pass vocab_size={len(freq)} or less"
         )
     # Most frequent first; ties broken alphabetically so the vocabulary is reproducible.
     top = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:vocab_size]

@@ -30,13 +30,18 @@ def moments(task) -> tuple[np.ndarray, np.ndarray, float]:
     )
 
 
-def whitened(task) -> tuple[np.ndarray, np.ndarray, float]:
-    """(T, C, L_min): the whitened target T and the square root C of Σxx (Σxx = C Cᵀ, Σyx = T Cᵀ)."""
+def _population(task) -> PopulationRegression:
+    """The task as a population regression (a sample one through its sample moments)."""
     if isinstance(task, PopulationRegression):
-        return np.asarray(task.target), np.asarray(task.sqrt_cov), float(task.loss_min)
+        return task
     Sxx, Syx, _ = moments(task)
     X, Y = np.asarray(task.X), np.asarray(task.Y)
-    pop = PopulationRegression(Sxx, Syx, Y.T @ Y / X.shape[0])
+    return PopulationRegression(Sxx, Syx, Y.T @ Y / X.shape[0])
+
+
+def whitened(task) -> tuple[np.ndarray, np.ndarray, float]:
+    """(T, C, L_min): the whitened target T and the square root C of Σxx (Σxx = C Cᵀ, Σyx = T Cᵀ)."""
+    pop = _population(task)
     return np.asarray(pop.target), np.asarray(pop.sqrt_cov), float(pop.loss_min)
 
 
@@ -52,13 +57,8 @@ def mode_labels(task, maps) -> list[str]:
 
     **Returns:** one label per map.
     """
-    T, C, _ = whitened(task)
-    if isinstance(task, PopulationRegression):
-        left, right = np.asarray(task.left), np.asarray(task.right)
-    else:
-        u, s, vt = np.linalg.svd(T, full_matrices=False)
-        r = int(np.sum(s > 1e-12 * max(1.0, s.max(initial=0.0))))
-        left, right = u[:, :r], vt[:r].T
+    pop = _population(task)
+    left, right, C = np.asarray(pop.left), np.asarray(pop.right), np.asarray(pop.sqrt_cov)
     labels = []
     for beta in maps:
         strengths = np.einsum("ik,ij,jk->k", left, np.asarray(beta) @ C, right)

@@ -57,9 +57,8 @@ def predict_saxe(model, task, *, u0: float | None = None) -> Prediction:
     width = _bottleneck(model)
     pred = saxe(task, init_scale=_alpha(model), depth=depth, u0=u0)
     if depth == 2 and width is not None and width < pred.num_steps:
-        Sxx, Syx, _ = moments(task)
-        sig, lam, _ = _commuting_basis(Sxx, Syx)
-        (steps, _) = narrow_commuting_steps(sig, lam, width)
+        modes = _commuting_basis(*moments(task)[:2])
+        steps = narrow_commuting_steps(*modes[:2], width)[0] if modes is not None else []
         if any(given is not None for _, _, given in steps):
             warnings.warn(f"model: {width} hidden unit{'' if width == 1 else 's'} for {pred.num_steps} modes: after the "
                           "first steps the flow gives up a learned mode for a better-fitting one, which Saxe's per-mode "

@@ -87,7 +87,7 @@ assert np.all(loss_err <= loss_tol), loss_err
 eigs = np.sort(np.asarray(flow.observables["eigs_C"]), axis=1)[:, ::-1]
 half = np.array([np.asarray(flow.times)[np.argmax(eigs[:, k] >= 0.5)] for k in range(6)])
 assert np.all(np.diff(half) > 0), half
-rel_half = np.abs(half / pred.times - 1)
+rel_half = np.abs(half / np.asarray(pred.extra["half_rise_times"]) - 1)
 assert np.all(rel_half <= 1 / np.log(1 / alpha)), rel_half
 assert np.all(np.abs(eigs[-1] - 1) <= 1e-3), eigs[-1]
 overlap = float(np.linalg.norm(Q @ V) ** 2 / 6)

@@ -32,6 +32,22 @@ def test_r5_closed_forms():
     assert _task().loss_floor(None) == pytest.approx(levels[-1], rel=1e-12)
 
 
+@pytest.mark.parametrize("heads", [1, 2, 3, 4, 5])
+def test_fewer_heads_than_components_stop_at_their_level(heads, getkey):
+    # Rank-one heads give Γ rank ≤ H: H heads fit the H largest components (reference R5 levels),
+    # so the floor, the closed form and the `lower-bound` preset stop there.
+    model = LinearAttention(4, heads, key=getkey(), init_scale=1e-3)
+    k = min(heads, 4)
+    assert _task().loss_floor(model) == pytest.approx(LEVELS[k - 1], abs=1e-6)
+    pred = theory.predict_attention(model, _task())
+    assert pred.order == [f"PC {i + 1}" for i in range(k)] and pred.losses[-1] == pytest.approx(LEVELS[k - 1], abs=1e-6)
+    preset = get_preset("attention")
+    params = {**preset.parameters(), "heads": heads, "predictor": "lower-bound"}
+    setup = preset.setup(params, init_scale=1e-3, seed=0, data=None)
+    assert setup.predict().num_steps == k
+    assert setup.task.loss_floor(setup.model) == pytest.approx(LEVELS[k - 1], abs=1e-6)
+
+
 def test_population_loss(getkey):
     task = _task(N=8)
     model = LinearAttention(4, 5, key=getkey(), init_scale=0.4)

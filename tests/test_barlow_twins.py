@@ -34,8 +34,13 @@ def test_r6_aligned_closed_form(r6):
     np.testing.assert_allclose(traj.observables["eigs_C"], np.sort(theory, axis=1)[:, ::-1], atol=5e-9)
     pred = predict_barlow_twins(model, task)
     c0 = GAM[:3] * 1e-8  # γ_j s_j(0)², s_j(0) = 1e-4
-    np.testing.assert_allclose(pred.times, np.log(1 / c0 - 1) / (8 * GAM[:3]), rtol=1e-12)
-    np.testing.assert_allclose(_half_rise(traj.times, traj.observables["features"]), pred.times, atol=6e-3)
+    # c_j reaches ½ at ln(1/c_j(0) − 1)/(8γ_j); the loss (1 − c_j)² has fallen halfway
+    # ln(1 + √2)/(8γ_j) earlier (c_j = 1 − 1/√2): the step's time, where `detect_steps` puts the drop.
+    half = np.log(1 / c0 - 1) / (8 * GAM[:3])
+    np.testing.assert_allclose(pred.extra["half_rise_times"], half, rtol=1e-12)
+    np.testing.assert_allclose(pred.times, half - np.log(1 + np.sqrt(2)) / (8 * GAM[:3]), rtol=1e-12)
+    np.testing.assert_allclose(_half_rise(traj.times, traj.observables["features"]), half, atol=6e-3)
+    np.testing.assert_allclose([s.time for s in ss.detect_steps(traj)], pred.times, rtol=3e-3)
     assert pred.initial_loss == pytest.approx(3.0, abs=1e-7)
     np.testing.assert_array_equal(pred.losses, [2.0, 1.0, 0.0])
     for t, level in [(1.0, 3.0), (3.5, 1.988), (7.0, 0.994), (15.0, 0.0)]:
@@ -192,4 +197,6 @@ def test_fewer_pairs_than_dimensions_learn_only_the_modes_they_have(n):
     model = ss.LinearEncoder(8, 8, key=jax.random.PRNGKey(0), init_scale=1e-3)
     pred = predict_barlow_twins(model, task)
     assert pred.num_steps == positive and pred.losses[-1] == 8 - positive
+    # The task's floor counts the same modes, so a run that settles there is `converged`.
+    assert task.loss_floor(model) == 8 - positive
     assert np.all(np.isfinite(pred.times)) and pred.times[-1] < 1e6

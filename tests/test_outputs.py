@@ -72,6 +72,37 @@ def test_overwrite_replaces_only_our_files_beside_the_users(tmp_path):
     assert (out / "a.txt").read_text() == "new" and (out / "analysis.py").read_text() == "print('mine')"
 
 
+def test_overwrite_refuses_a_users_file_by_a_name_the_new_output_writes(tmp_path):
+    # The earlier output did not write prediction.json (a preset without a predictor); the user
+    # put one of theirs there. Neither the up-front check nor the commit may replace it.
+    out = tmp_path / "run"
+    with output_folder(out, kind="run") as tmp:
+        _fill(tmp, "summary.json", "old")
+    (out / "prediction.json").write_text("mine")
+    with pytest.raises(ValueError, match="prediction.json, which saddlestep did not write"):
+        check_out(out, kind="run", overwrite=True)
+    (out / "notes.csv").write_text("mine too")  # a name no output has: only the commit sees it
+    (out / "prediction.json").rename(out / "kept.json")
+    with pytest.raises(ValueError, match="notes.csv, which saddlestep did not write"):
+        with output_folder(out, kind="run", overwrite=True) as tmp:
+            _fill(tmp, "summary.json", "new")
+            _fill(tmp, "notes.csv", "ours")
+    assert (out / "notes.csv").read_text() == "mine too" and (out / "summary.json").read_text() == "old"
+    assert (out / "kept.json").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporaries left
+
+
+def test_an_out_that_is_a_link_writes_into_the_folder_it_names(tmp_path):
+    real = tmp_path / "real"
+    with output_folder(real, kind="run") as tmp:
+        _fill(tmp, "summary.json", "old")
+    (tmp_path / "link").symlink_to(real)
+    with output_folder(tmp_path / "link", kind="run", overwrite=True) as tmp:
+        _fill(tmp, "summary.json", "new")
+    assert (tmp_path / "link").is_symlink() and (real / "summary.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]  # nothing hidden left
+
+
 @pytest.mark.parametrize("entry", ["../victim.txt", "VICTIM", "sub/../../victim.txt", "..", "."])
 def test_a_marker_that_names_a_file_outside_its_folder_is_not_ours(tmp_path, entry):
     # A marker edited by hand (or corrupted) listing a path outside its folder: nothing it lists
@@ -143,7 +174,7 @@ def test_cli_refuses_an_out_holding_user_files_before_simulating(tmp_path, monke
     start = time.perf_counter()
     assert main(["run", "linear", "--out", "."]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--out" in err[0] and "did not write" in err[0]
+    assert len(err) == 1 and "--out" in err[0] and "did not write" in err[0] and err[0].endswith("choose a new --out")
     assert sorted(os.listdir(tmp_path)) == ["mydata.txt"]
     assert time.perf_counter() - start < 60  # refused before any simulation, not after
 

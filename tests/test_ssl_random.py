@@ -105,17 +105,22 @@ def test_qwem_aligned_prediction_matches_flow_on_random_spectra():
         model = eqx.tree_at(lambda m: m.W, ss.Embedding(6, 3, key=jax.random.PRNGKey(0), init_scale=1e-3),
                             jnp.asarray(Q[:, :3] * s))
         p = predict_qwem(model, task)
-        # Oracle: half-rise of s_k² = λ_k/(1 + (λ_k/s_k² − 1)e^{−λ_k t}), in time order.
+        # Oracle: s_k² = λ_k/(1 + (λ_k/s_k² − 1)e^{−λ_k t}) reaches λ_k/2 (half-rise), and
+        # (1 − 1/√2)λ_k, where its loss ⅛(λ_k − s_k²)² has fallen halfway (the step's time).
         t_half = np.log(lam[:3] / s**2 - 1) / lam[:3]
-        order = np.argsort(t_half)
-        np.testing.assert_allclose(p.times, t_half[order], rtol=1e-10)
+        c_mid = 1 - 1 / np.sqrt(2)
+        t_mid = (np.log(lam[:3] / s**2 - 1) - np.log(1 / c_mid - 1)) / lam[:3]
+        order = np.argsort(t_mid)
+        np.testing.assert_allclose(p.times, t_mid[order], rtol=1e-10)
+        np.testing.assert_allclose(p.extra["half_rise_times"], t_half[order], rtol=1e-10)
         assert p.order == [f"mode {k + 1}" for k in order]
         # Loss ⅛‖WWᵀ − M*‖² (SGNS normalisation): ⅛ Σ of the unlearned λ².
         unlearned = lambda k: np.sum(lam**2) - np.sum(lam[order[:k]] ** 2)
         np.testing.assert_allclose(p.losses, [unlearned(k + 1) / 8 for k in range(3)], rtol=1e-9, atol=1e-12)
         assert np.all(np.diff(np.r_[p.initial_loss, p.losses]) < 0) and np.all(np.diff(p.times) > 0)
-        sim, _ = _qwem_flow(M, np.asarray(model.W), 1.5 * t_half.max() + 5, Q[:, :3], lam[:3] / 2)
-        worst = max(worst, float(np.max(np.abs(sim / t_half - 1))))
+        for level, oracle in ((0.5, t_half), (c_mid, t_mid)):
+            sim, _ = _qwem_flow(M, np.asarray(model.W), 1.5 * t_half.max() + 5, Q[:, :3], level * lam[:3])
+            worst = max(worst, float(np.max(np.abs(sim / oracle - 1))))
     print(f"aligned: worst flow vs closed-form time error {worst:.1e}")
     assert worst < 1e-7, worst
 
@@ -154,11 +159,11 @@ def _bt_problem(seed):
     return gam, R, (R * gam) @ R.T
 
 
-def _bt_flow(G, W0, t_max, vecs, gam):
+def _bt_flow(G, W0, t_max, vecs, gam, level=0.5):
     d, p = W0.shape
     rhs = lambda t, y: (-4 * (y.reshape(d, p) @ G @ y.reshape(d, p).T - np.eye(d)) @ y.reshape(d, p) @ G).ravel()
     amp = lambda y: gam * np.sum((y.reshape(d, p) @ vecs) ** 2, axis=0)  # c_j = γ_j‖Wv_j‖²
-    return _half_rises(rhs, W0.ravel(), t_max, amp, np.full(len(gam), 0.5))
+    return _half_rises(rhs, W0.ravel(), t_max, amp, np.full(len(gam), level))
 
 
 def test_barlow_twins_aligned_law_matches_scalar_ode():
@@ -182,13 +187,19 @@ def test_barlow_twins_aligned_prediction_matches_flow_on_random_spectra():
         model = eqx.tree_at(lambda m: m.init_scale, model, jnp.asarray(1e-3))
         p = predict_barlow_twins(model, task)
         c0 = gam[:3] * s**2
+        # Oracle: c_j = 1/(1 + (1/c_j(0) − 1)e^{−8γ_j t}) reaches ½ (half-rise), and 1 − 1/√2,
+        # where its loss (1 − c_j)² has fallen halfway (the step's time).
         t_half = np.log(1 / c0 - 1) / (8 * gam[:3])
-        order = np.argsort(t_half)
-        np.testing.assert_allclose(p.times, t_half[order], rtol=1e-10)
+        c_mid = 1 - 1 / np.sqrt(2)
+        t_mid = (np.log(1 / c0 - 1) - np.log(1 / c_mid - 1)) / (8 * gam[:3])
+        order = np.argsort(t_mid)
+        np.testing.assert_allclose(p.times, t_mid[order], rtol=1e-10)
+        np.testing.assert_allclose(p.extra["half_rise_times"], t_half[order], rtol=1e-10)
         np.testing.assert_array_equal(p.losses, [2.0, 1.0, 0.0])
         np.testing.assert_allclose(p.initial_loss, np.sum((1 - c0) ** 2), rtol=1e-9)
-        sim, _ = _bt_flow(G, np.asarray(model.W), 1.5 * t_half.max() + 3, R[:, :3], gam[:3])
-        worst = max(worst, float(np.max(np.abs(sim / t_half - 1))))
+        for level, oracle in ((0.5, t_half), (c_mid, t_mid)):
+            sim, _ = _bt_flow(G, np.asarray(model.W), 1.5 * t_half.max() + 3, R[:, :3], gam[:3], level)
+            worst = max(worst, float(np.max(np.abs(sim / oracle - 1))))
     print(f"aligned: worst flow vs closed-form time error {worst:.1e}")
     assert worst < 1e-7, worst
 

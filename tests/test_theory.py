@@ -117,7 +117,11 @@ def test_saxe_prediction_whitened():
     task = r3_task()
     p = theory.saxe(task, init_scale=1e-3)
     s = np.array([3.0, 2.0, 1.0, 0.5])
-    np.testing.assert_allclose(p.times, np.log(s / 1e-6 - 1) / (2 * s), rtol=1e-12)
+    # u = s e^{2st}/(e^{2st} − 1 + s/u₀) reaches s/2 at ln(s/u₀ − 1)/(2s), and c·s, where the
+    # loss ½(s − u)² has fallen halfway (c = 1 − 1/√2), ln(1/c − 1)/(2s) earlier.
+    half = np.log(s / 1e-6 - 1) / (2 * s)
+    np.testing.assert_allclose(p.extra["half_rise_times"], half, rtol=1e-12)
+    np.testing.assert_allclose(p.times, half - np.log(np.sqrt(2) + 1) / (2 * s), rtol=1e-12)
     np.testing.assert_allclose(p.losses, [2.625, 0.625, 0.125, 0.0], atol=1e-12)
 
 

@@ -423,6 +423,8 @@ def in_flags(message: str) -> str:
     first, space, more = head.partition(" ")
     if colon and first in FLAGS:
         message = f"{FLAGS[first]}{space}{more}{colon}{rest}"
+        # "… choose a new out" names the same argument again.
+        message = re.sub(rf"(new|another) {re.escape(first)}$", rf"\1 {FLAGS[first]}", message)
     return message.replace("overwrite=True", "--overwrite")
 
 

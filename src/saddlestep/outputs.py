@@ -41,6 +41,14 @@ _LEGACY = {
                                "comparison.csv", "top_words.txt", "analogy.csv", "escape.json", "richness.json"}),
     "sweep": ({"sweep.json"}, None),
 }
+# Every name a whole output (`run`, `predict`, `converge`, `bench`) may hold: a file of the user's
+# by one of these names, beside an earlier output, would be replaced by the next one, so
+# `--overwrite` refuses it up front (and `_commit` again for any other name that collides).
+WRITTEN = frozenset(_LEGACY["run"][1] | {
+    "lower_bounds.png", "eigenvalues.png", "singular_values.png", "richness_collapse.png", "pc_coefficients.png",
+    "function_power.png", "fourier_power.png", "feature_comparison.csv", "analogy.png", "convergence.png",
+    "convergence.csv", "bench.json", "bench.md",
+})
 _TEMP = re.compile(r"^\.(?P<base>.+)\.(?:tmp|old)-(?P<pid>\d+)-[^.]+$")
 _LEGACY_TEMP = re.compile(r"^\.(?P<base>.+)\.(?:tmp|old)-[A-Za-z0-9_]+$")
 _LEGACY_TEMP_AGE_S = 3600.0
@@ -223,7 +231,9 @@ def check_out(path: str | os.PathLike, *, kind: str, overwrite: bool = False, ar
 
     **Returns:** the absolute path.
     """
-    out = os.path.abspath(os.fspath(path))
+    # A link to a folder stands for that folder: the output goes there (renaming the link itself
+    # would put a folder in its place and leave the link behind).
+    out = os.path.realpath(os.fspath(path)) if os.path.islink(os.fspath(path)) else os.path.abspath(os.fspath(path))
     if os.path.lexists(out) and not os.path.isdir(out):
         raise ValueError(f"{argument}: {out} exists and is not a folder; choose a new {argument}")
     existing = _nearest_existing(out)
@@ -252,7 +262,17 @@ def check_out(path: str | os.PathLike, *, kind: str, overwrite: bool = False, ar
             f"{argument}: {out} holds an earlier saddlestep {kind} output; pass overwrite=True to replace it, "
             f"or choose a new {argument}"
         )
+    if kind not in UPDATABLE:
+        _refuse_clash(out, sorted(set(_foreign(out, marker)) & WRITTEN), argument)
     return out
+
+
+def _refuse_clash(out: str, clash: list[str], argument: str) -> None:
+    if clash:
+        raise ValueError(
+            f"{argument}: {out} holds {', '.join(clash)}, which saddlestep did not write and would replace; "
+            f"move {'them' if len(clash) > 1 else 'it'} or choose a new {argument}"
+        )
 
 
 def clean_stale(out: str) -> list[str]:
@@ -346,6 +366,8 @@ def _commit(tmp: str, out: str, kind: str, overwrite: bool) -> None:
         return
     # The user keeps files of their own beside ours: replace ours one by one, leave theirs alone.
     new_files = [e for e in os.listdir(tmp) if e != MARKER]
+    _refuse_clash(out, sorted(e for e in new_files if e not in marker["files"] and os.path.lexists(os.path.join(out, e))),
+                  "out")
     for entry in set(marker["files"]) - set(new_files):
         target = os.path.join(out, entry)
         if os.path.isdir(target) and not os.path.islink(target):

@@ -125,7 +125,11 @@ class InContextRegression(AbstractTask):
         lam = np.asarray(self.eigenvalues)
         lam = lam[lam > 0]
         N, tr = self.N, float(lam.sum())
-        return float(0.5 * (tr - np.sum(lam / (1 + (1 + tr / lam) / N))))
+        drops = lam / (1 + (1 + tr / lam) / N)  # = Nλ²/(Nλ + λ + tr), increasing in λ
+        # Rank-one heads give Γ a rank of at most H: H heads fit the H components that drop most.
+        if model is not None and hasattr(model, "neuron_norms"):
+            drops = np.sort(drops)[::-1][: len(model.neuron_norms())]
+        return float(0.5 * (tr - np.sum(drops)))
 
     def as_regression(self) -> SampleRegression:
         """A `SampleRegression` whose loss equals this task's for every linear-attention model.

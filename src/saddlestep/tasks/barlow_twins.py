@@ -158,6 +158,17 @@ def cross_correlation_matrix(xa, xb) -> np.ndarray:
     return 0.5 * (g + g.T)
 
 
+# An eigenvalue of Γ below this fraction of the largest is zero up to rounding (a Γ of rank n from
+# n pairs has its other eigenvalues at ~1e-16 of the largest): no mode grows there.
+_GAMMA_TOL = 1e-10
+
+
+def learnable(gamma) -> np.ndarray:
+    """Which eigenvalues γ_j of Γ are modes Barlow Twins learns: positive beyond rounding."""
+    gamma = np.asarray(gamma, dtype=float)
+    return gamma > _GAMMA_TOL * max(float(np.max(np.abs(gamma), initial=0.0)), 1e-300)
+
+
 class BarlowTwins(AbstractTask):
     """Barlow Twins on positive pairs, for an encoder linear in its parameters, f(x) = Wφ(x).
 
@@ -283,5 +294,5 @@ class BarlowTwins(AbstractTask):
         if self.kind != "simplified":
             return None
         d = model.W.shape[0]
-        positive = int(np.sum(np.asarray(self.gamma_eigenvalues) > 0))
+        positive = int(np.sum(learnable(self.gamma_eigenvalues)))
         return float(max(0, d - positive))

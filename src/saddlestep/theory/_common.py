@@ -13,6 +13,24 @@ from ..tasks.base import check_positive as _positive
 from ..tasks.regression import PopulationRegression, SampleRegression
 
 
+# Where a mode's loss (1 − y)² has fallen halfway, y being its fraction learned: a closed form's
+# step is timed there, as `detect_steps` times the flow's drops (at the loss's midpoint crossing),
+# not at the feature's half-rise y = ½, which comes ln(1 + √2)/rate later on a logistic rise.
+LOSS_MIDPOINT = 1.0 - 1.0 / math.sqrt(2.0)
+
+
+def logistic_time(y0: float, y: float, rate: float) -> float:
+    """When the logistic y(t) = 1/(1 + (1/y₀ − 1)e^{−rate·t}) reaches `y` (0 if it starts past it).
+
+    **Arguments:** `y0` ∈ (0, 1), the start; `y` ∈ (0, 1), the level; `rate` > 0.
+
+    **Returns:** (ln(1/y₀ − 1) − ln(1/y − 1))/rate, at least 0.
+    """
+    if y0 >= y:
+        return 0.0
+    return (math.log(1.0 / y0 - 1.0) - math.log(1.0 / y - 1.0)) / rate
+
+
 def moments(task) -> tuple[np.ndarray, np.ndarray, float]:
     """(Σxx, Σyx, L_min) of a population or sample regression task."""
     if isinstance(task, PopulationRegression):

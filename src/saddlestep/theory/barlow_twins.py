@@ -12,10 +12,11 @@ from jaxtyping import Float
 
 from ..models.barlow_twins import AbstractEncoder
 from ..prediction import Prediction
-from ..tasks.barlow_twins import BarlowTwins
+from ..tasks.barlow_twins import BarlowTwins, learnable
 from ..tasks.base import AbstractTask
+from ._common import LOSS_MIDPOINT, logistic_time
 
-__all__ = ["barlow_twins_aligned", "barlow_twins_final", "predict_barlow_twins"]
+__all__ = ["barlow_twins_aligned", "barlow_twins_final", "learnable", "predict_barlow_twins"]
 
 
 def barlow_twins_aligned(gamma, c0, t) -> Float[np.ndarray, "t k"]:
@@ -61,23 +62,15 @@ def barlow_twins_final(gamma, d: int) -> Float[np.ndarray, "d p"]:
     return W
 
 
-# An eigenvalue of Γ below this fraction of the largest is zero up to rounding (a Γ of rank n from
-# n pairs has its other eigenvalues at ~1e-16 of the largest): no mode grows there.
-_GAMMA_TOL = 1e-10
-
-
-def learnable(gamma) -> np.ndarray:
-    """Which eigenvalues γ_j of Γ are modes Barlow Twins learns: positive beyond rounding."""
-    gamma = np.asarray(gamma, dtype=float)
-    return gamma > _GAMMA_TOL * max(float(np.max(np.abs(gamma), initial=0.0)), 1e-300)
-
-
 def predict_barlow_twins(model: AbstractEncoder, task: BarlowTwins) -> Prediction:
     """The Barlow Twins staircase (Simon et al. 2023): eigenmodes of Γ are learned one at a
     time in the order of γ_j; mode j's embedding eigenvalue c_j rises from
-    c_j(0) = γ_j‖W(0)v_j‖² to 1 with half-rise time t_j = ln(1/c_j(0) − 1)/(8γ_j); each step
-    drops the loss by one, so the plateaus are d, d − 1, …, max(0, d − #{γ > 0}). Exact for
-    an aligned initialisation; from small random init, the silent-alignment approximation.
+    c_j(0) = γ_j‖W(0)v_j‖² to 1; each step drops the loss (1 − c_j)² by one, so the plateaus are
+    d, d − 1, …, max(0, d − #{γ > 0}). A step's time is when its loss crosses the middle of its
+    drop, as `detect_steps` times the flow's: c_j = 1 − 1/√2, at
+    t_j = (ln(1/c_j(0) − 1) − ln(1 + √2))/(8γ_j); the half-rise times (c_j = ½) are kept in
+    `extra["half_rise_times"]`. Exact for an aligned initialisation; from small random init, the
+    silent-alignment approximation.
 
     **Arguments:**
 
@@ -103,9 +96,8 @@ def predict_barlow_twins(model: AbstractEncoder, task: BarlowTwins) -> Predictio
     # learned before it, which saturate their directions: c_j(0) = γ_j R_jj², W(0)V = QR.
     c0 = gam * np.diag(np.linalg.qr(W0 @ vec, mode="r"))[:k] ** 2
     modes = np.flatnonzero(learnable(np.asarray(task.gamma_eigenvalues))[:k]).tolist()
-    times = np.array([
-        math.log(1.0 / c0[j] - 1.0) / (8 * gam[j]) if c0[j] < 0.5 else 0.0 for j in modes
-    ])
+    half = np.array([logistic_time(c0[j], 0.5, 8 * gam[j]) for j in modes])
+    times = np.array([logistic_time(c0[j], LOSS_MIDPOINT, 8 * gam[j]) for j in modes])
     order = np.argsort(times, kind="stable")
     initial = float(task.loss(model))
     alpha = float(model.init_scale)
@@ -120,5 +112,6 @@ def predict_barlow_twins(model: AbstractEncoder, task: BarlowTwins) -> Predictio
         extra={
             "gamma": [float(gam[modes[j]]) for j in order],
             "c0": [float(c0[modes[j]]) for j in order],
+            "half_rise_times": [float(half[j]) for j in order],
         },
     )

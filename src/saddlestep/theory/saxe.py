@@ -9,7 +9,7 @@ import numpy as np
 import scipy.integrate
 
 from ..prediction import Prediction
-from ._common import log_inv, mode_labels, moments, whitened
+from ._common import LOSS_MIDPOINT, log_inv, mode_labels, moments, whitened
 
 
 def _check_depth(depth) -> int:
@@ -51,9 +51,11 @@ def saxe_time(s: float, u0: float, u: float, *, depth: int = 2, lam: float = 1.0
 
 
 def saxe(task, *, init_scale, depth: int = 2, u0: float | None = None) -> Prediction:
-    """Saxe's staircase: mode k rises at its half-height time t_{1/2} = ln(s/(λu₀) − 1)/(2s)
-    (depth 2) from u₀ = α^depth (aligned, balanced init with every layer's factor α), and the loss
-    falls to ½Σ_{j>k} s_j²/λ_j + L_min.
+    """Saxe's staircase: mode k rises from u₀ = α^depth (aligned, balanced init with every layer's
+    factor α) to s/λ, and the loss falls to ½Σ_{j>k} s_j²/λ_j + L_min. A step's time is when its
+    loss ½λ(s/λ − u)² has fallen halfway, u = (1 − 1/√2)s/λ, as `detect_steps` times the flow's
+    drops; the half-height times (u = s/(2λ); ln(s/(λu₀) − 1)/(2s) at depth 2) are kept in
+    `extra["half_rise_times"]`.
 
     Needs inputs whose covariance commutes with the teacher (whitened inputs are the usual case).
 
@@ -73,15 +75,18 @@ def saxe(task, *, init_scale, depth: int = 2, u0: float | None = None) -> Predic
     u0 = float(init_scale) ** depth if u0 is None else float(u0)
     T, _, _ = whitened(task)
     sw = np.linalg.svd(T, compute_uv=False)
-    # Modes decouple, so each drops at its own half-height time; sorted by it, which is the
-    # order of the growth rates σ_k (not of the drops σ_k²/λ_k).
-    times = []
-    for k in range(r):
-        s, lk = sig[k], lam[k]
-        target = s / (2 * lk)
-        times.append(saxe_time(s, u0, target, depth=depth, lam=lk) if u0 < target else 0.0)
+    # Modes decouple, so each drops at its own time; sorted by it, which is the order of the
+    # growth rates σ_k (not of the drops σ_k²/λ_k).
+    def reach(fraction):
+        return np.array([
+            saxe_time(sig[k], u0, fraction * sig[k] / lam[k], depth=depth, lam=lam[k])
+            if u0 < fraction * sig[k] / lam[k] else 0.0
+            for k in range(r)
+        ])
+
+    times, half = reach(LOSS_MIDPOINT), reach(0.5)
     order = np.argsort(times, kind="stable")
-    times = np.asarray(times)[order]
+    times, half = times[order], half[order]
     drops = sig[order] ** 2 / lam[order]
     total = float(np.sum(sw**2))
     levels = 0.5 * (total - np.cumsum(drops)) + loss_min
@@ -93,5 +98,5 @@ def saxe(task, *, init_scale, depth: int = 2, u0: float | None = None) -> Predic
         mode_labels(task, [np.outer(U[:, k], V[:, k]) for k in order]),
         initial_loss=0.5 * total + loss_min,
         init_scale=float(init_scale),
-        extra={"depth": depth, "u0": u0},
+        extra={"depth": depth, "u0": u0, "half_rise_times": half.tolist()},
     )

@@ -17,6 +17,7 @@ from ..models.word2vec import Embedding
 from ..prediction import Prediction
 from ..tasks.word2vec import AbstractCooccurrenceTask
 from ..tasks.base import AbstractTask
+from ._common import LOSS_MIDPOINT, logistic_time
 
 __all__ = ["predict_qwem", "qwem_aligned", "qwem_closed_form", "qwem_final"]
 
@@ -120,8 +121,10 @@ def predict_qwem(model: Embedding, task: AbstractCooccurrenceTask) -> Prediction
     """The QWEM staircase (Karkada et al. 2025, Lemma 3.1 and Result 3).
 
     Mode k (the k-th eigenvector v_k of M*, λ_k > 0, k ≤ d) rises sigmoidally from s_k²(0)
-    to λ_k; its half-rise time is t_k = ln(λ_k/s_k²(0) − 1)/λ_k (≈ the paper's
-    τ_k = ln(λ_k/s_k²(0))/λ_k). Here s_k(0) = |R_kk| with W(0)ᵀV*[:, :d] = QR: exact for the
+    to λ_k, and its loss ⅛(λ_k − s_k²)² falls halfway at s_k² = (1 − 1/√2)λ_k, at
+    t_k = (ln(λ_k/s_k²(0) − 1) − ln(1 + √2))/λ_k: the step's time, as `detect_steps` times the
+    flow's drops. The half-rise times ln(λ_k/s_k²(0) − 1)/λ_k (s_k² = λ_k/2; ≈ the paper's
+    τ_k = ln(λ_k/s_k²(0))/λ_k) are kept in `extra["half_rise_times"]`. Here s_k(0) = |R_kk| with W(0)ᵀV*[:, :d] = QR: exact for the
     aligned initialisation (s_k(0)² = ‖W(0)ᵀv_k‖²); from a small random one, the
     silent-alignment approximation of Result 3, in which mode k grows from the part of its
     amplitude orthogonal to the modes already learned. After step k the
@@ -151,8 +154,9 @@ def predict_qwem(model: Embedding, task: AbstractCooccurrenceTask) -> Prediction
     s0 = np.diag(np.linalg.qr(W0.T @ vec, mode="r")) ** 2
     alpha = float(model.init_scale)
     modes = [k for k in range(d) if lam[k] > 0]
-    ratio = np.array([lam[k] / max(s0[k], 1e-300) - 1.0 for k in modes])
-    times = np.array([math.log(r) / lam[k] if r > 1 else 0.0 for r, k in zip(ratio, modes)])
+    start = [min(max(s0[k], 1e-300) / lam[k], 1.0) for k in modes]  # s_k²(0)/λ_k
+    half = np.array([logistic_time(y0, 0.5, lam[k]) for y0, k in zip(start, modes)])
+    times = np.array([logistic_time(y0, LOSS_MIDPOINT, lam[k]) for y0, k in zip(start, modes)])
     order = np.argsort(times, kind="stable")
     learned, losses, plateaus = [], [], []
     for j in order:
@@ -176,5 +180,6 @@ def predict_qwem(model: Embedding, task: AbstractCooccurrenceTask) -> Prediction
             "eigenvalues": [float(lam[modes[j]]) for j in order],
             "s0_squared": [float(s0[modes[j]]) for j in order],
             "tau": [float(math.log(lam[modes[j]] / s0[modes[j]]) / lam[modes[j]]) for j in order],
+            "half_rise_times": [float(half[j]) for j in order],
         },
     )

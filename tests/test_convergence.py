@@ -45,6 +45,11 @@ def test_linear_r3_slopes():
     # Single-α ratios are off by O(1/ln(1/α)), and shrink toward 1.
     ratio = df.pivot(index="init_scale", columns="step", values="ratio")
     assert np.all(np.abs(ratio.loc[1e-12] - 1) < np.abs(ratio.loc[1e-6] - 1))
+    # Its times are the crossings `detect_steps` times (the plateaus' midpoints; the predicted
+    # plateaus are the flow's here), so convergence.csv and steps.csv agree at one α.
+    setup = make(1e-6)
+    steps = ss.detect_steps(ss.simulate(setup.model, setup.task, t_max=setup.t_max, rtol=1e-9))
+    np.testing.assert_allclose(df[df["init_scale"] == 1e-6]["time"], [s.time for s in steps], rtol=1e-3)
 
 
 def _ten_by_ten_slopes(commuting):

@@ -559,3 +559,36 @@ def test_a_settled_last_step_stays_while_a_slow_decline_runs_into_the_horizon():
     # A drop the horizon cut in its middle is still no step.
     cut = synthetic(t[t < 191], [8.0, 190.0], [0.5, 3.0], [2.0, 0.0064], floor=0.0009)
     assert [round(s.time) for s in detect_steps(cut)] == [8]
+
+
+@pytest.mark.parametrize("status", ["t_max", "converged"])
+@pytest.mark.parametrize("seed", range(6))
+def test_a_relaxation_tail_after_the_last_drop_is_no_step(status, seed):
+    # Random staircases whose last drop runs on into a slow exponential relaxation to the final
+    # level, with no plateau in between (an ill-conditioned last mode, or a run ending inside its
+    # tail): the tail's log-rate λt rises to the end of the record, but the loss only slows down,
+    # so it belongs to the last drop. Oracle: the logistic drops, and the tail's end level.
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 4))
+    centers = np.cumsum(rng.uniform(4, 10, k))
+    widths = rng.uniform(0.1, 0.4, k)
+    heights = np.sort(rng.uniform(0.5, 10, k))[::-1]
+    tail, lam = rng.uniform(0.5, 0.9) * heights[-1], rng.uniform(0.05, 0.3)
+    t = np.linspace(0, centers[-1] + rng.uniform(3, 12) / lam, 8001)
+    traj = synthetic(t, centers, widths, heights, floor=1e-2)
+    # Part of the last drop relaxes on: it leaves at the drop's pace, then at rate λ.
+    on = 1 / (1 + np.exp(-(t - centers[-1]) / widths[-1]))
+    L = np.asarray(traj.loss) + tail * on * np.exp(-lam * np.maximum(t - centers[-1], 0))
+    traj = dataclasses.replace(traj, loss=L, status=status)
+    steps = detect_steps(traj)
+    assert len(steps) == k, [(s.time, s.loss_before, s.loss_after) for s in steps]
+    assert [s.feature for s in steps] == [f"f{i}" for i in range(k)]
+    np.testing.assert_allclose(steps[-1].loss_after, L[-1], rtol=0.05)
+
+
+def test_a_second_drop_out_of_a_shoulder_stays_a_step():
+    # The check above must not merge a real drop that starts before the last one has settled:
+    # its loss speeds up again after the shoulder.
+    t = np.linspace(0, 40, 8001)
+    steps = detect_steps(synthetic(t, [10.0, 12.5], [0.2, 0.3], [5.0, 2.0], floor=1e-2))
+    assert [s.feature for s in steps] == ["f0", "f1"]

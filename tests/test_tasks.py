@@ -26,6 +26,21 @@ def test_teacher_modes_whitened(getkey):
     np.testing.assert_allclose(task.loss(model), 0.5 * np.sum(np.square(s)), rtol=1e-5)
 
 
+def test_teacher_modes_are_numbered_by_size_in_any_order_given(getkey):
+    # "mode k" is the k-th largest singular value; the teacher S = U diag(s) Vᵀ is the one given.
+    rng = np.random.default_rng(1)
+    U = np.linalg.qr(rng.standard_normal((5, 5)))[0][:, :3]
+    V = np.linalg.qr(rng.standard_normal((6, 6)))[0][:, :3]
+    s = [1.0, 5.0, 2.5]
+    task = ss.teacher_spectrum(getkey(), 6, 5, s, left=U, right=V)
+    np.testing.assert_allclose(task.singular_values, [5.0, 2.5, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(task.target, U @ np.diag(s) @ V.T, atol=1e-12)
+    np.testing.assert_allclose(np.abs(np.sum(np.asarray(task.left) * U[:, [1, 2, 0]], axis=0)), 1.0, rtol=1e-12)
+    for bad in ([1.0, -2.0], [0.0, 1.0]):
+        with pytest.raises(ValueError, match="singular_values: expected positive"):
+            ss.teacher_spectrum(getkey(), 6, 5, bad)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -20,9 +20,10 @@ from .progress import phase
 from .steps import finest_record
 
 
-def step_levels(prediction: Prediction, floor: float | None = None) -> np.ndarray:
-    """Loss levels that mark each predicted step: the geometric mean (above the floor) of the
-    plateaus on either side; a last plateau at the floor counts as 10⁻³ of the one before.
+def step_levels(prediction: Prediction) -> np.ndarray:
+    """Loss levels that mark each predicted step: the midpoint of the plateaus on either side, where
+    `detect_steps` times a drop and the closed forms time a step (so `converge`'s times and
+    `comparison.csv`'s are the same crossing).
 
     A step merged from several activations (κ = 3 neurons joining a feature one after another,
     `extra["first_activation_losses"]`) is timed by its first, as the flow's merged drop is: its
@@ -34,11 +35,7 @@ def step_levels(prediction: Prediction, floor: float | None = None) -> np.ndarra
                        dtype=float)
     if not np.all(np.isfinite(before)):
         raise ValueError("prediction: needs an initial_loss and finite plateau losses")
-    if floor is None:
-        floor = min(0.0, float(np.min(after)))
-    hi = np.maximum(before - floor, 1e-300)
-    lo = np.maximum(after - floor, 1e-3 * hi)
-    return floor + np.sqrt(hi * lo)
+    return 0.5 * (before + after)
 
 
 def converge(
@@ -57,8 +54,8 @@ def converge(
     rescaled times τ_k (reference agf.md §5.1). For neurons of degree κ > 2 (the model's
     `kappa`) jump times grow like α^{2−κ}, so the clock's unit is α^{2−κ} (`clock.unit`): the
     slope is dt_k/dα^{2−κ} and τ_k = t_k α^{κ−2} of the prediction at its own α. Step k's time
-    is when the loss crosses the geometric mean of the predicted plateaus around it. All runs
-    share one compilation.
+    is when the loss crosses the midpoint of the predicted plateaus around it, as `detect_steps`
+    times a drop. All runs share one compilation.
 
     **Arguments:**
 
@@ -124,8 +121,7 @@ def converge(
         clocks = np.array([unit(a, kappa) for a in scales])
         times = np.array([p.times for p in own])
         predicted = np.array([np.polyfit(clocks, times[:, k], 1)[0] for k in range(times.shape[1])])
-    floor = setups[0].task.loss_floor(setups[0].model)
-    levels = step_levels(prediction, floor)
+    levels = step_levels(prediction)
     t_max = max(float(s.t_max) for s in setups)
     rows = []
     for i, (a, setup) in enumerate(zip(scales, setups)):

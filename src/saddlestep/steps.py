@@ -72,6 +72,10 @@ def feature_change(before: dict, after: dict) -> np.ndarray:
 _ROUNDING = 1e-12
 
 
+# A drop out of a valley makes the loss fall at least this much faster than at the valley.
+_SPEEDS_UP = 1.05
+
+
 # A feature "dominates" a stretch of the save grid when no other changed by more than this
 # fraction of its change.
 _DOMINANT = 0.1
@@ -165,13 +169,17 @@ def detect_steps(
     peaks = list(peaks - 1)
     valley = lambda i, j: _valley(rate, i, j)
 
-    # Merge peaks not separated by a deep enough valley (one drop with a noisy top).
+    # Merge peaks not separated by a deep enough valley (one drop with a noisy top), or where the
+    # loss never falls faster after the valley than at it: a drop speeds up out of its plateau,
+    # while a relaxation tail (e^{−λt} into the last level, whose log-rate λt grows until
+    # L − L_end reaches the record's end) only slows down.
+    speed = -np.gradient(L, t)
     merged: list[int] = []
     for p in peaks:
         if merged:
             q = merged[-1]
             v = valley(q, p)
-            if rate[v] > separation * min(rate[q], rate[p]):
+            if rate[v] > separation * min(rate[q], rate[p]) or not np.max(speed[v + 1 : p + 1]) > _SPEEDS_UP * speed[v]:
                 merged[-1] = q if rate[q] >= rate[p] else p
                 continue
         merged.append(p)

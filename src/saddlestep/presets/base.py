@@ -175,7 +175,15 @@ class Preset:
 
         **Returns:** the `Setup` that `saddlestep run`, `sweep` and `converge` integrate.
         """
-        setup = self.build(params, init_scale=init_scale, seed=seed, data=data)
+        try:
+            setup = self.build(params, init_scale=init_scale, seed=seed, data=data)
+        except ValueError as err:
+            # A task checks its arrays by their names (`X: expected a 2-dimensional array…`):
+            # coming from the user's file, the error names the file's flag too.
+            head, colon, _ = str(err).partition(":")
+            if data is not None and colon and head in DATA_KEYS:
+                raise ValueError(f"data: key {err}") from None
+            raise
         kwargs = dict(setup.simulate_kwargs)
         kwargs.setdefault("rtol", params["rtol"])
         if "method" not in kwargs and "solver" not in kwargs:
@@ -303,6 +311,9 @@ def parse_value(key: str, text: str, default: Any) -> Any:
         what = "comma-separated numbers" if isinstance(default, tuple) else type(default).__name__
         raise ValueError(f"overrides {key}: expected {what}, got {text!r}") from None
 
+
+# The arrays a preset's --data file may hold (every preset's keys).
+DATA_KEYS = frozenset({"X", "Y", "y", "Sxx", "Syx", "Syy", "P", "template"})
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"

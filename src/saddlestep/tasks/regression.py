@@ -279,13 +279,17 @@ def teacher_spectrum(
 
     - `key`: PRNG key for the random orthonormal singular vectors (when not given).
     - `d`, `out`: input and output dimensions.
-    - `singular_values`: the teacher's singular values s_k (rank = their number).
+    - `singular_values`: the teacher's singular values s_k > 0 (rank = their number), in any
+      order: mode k is the k-th largest.
     - `input_cov`: Σxx (default: whitened, the identity).
     - `left`, `right`: given singular vectors (out, r) and (d, r), orthonormal columns.
 
     **Returns:** a `PopulationRegression` with Σyx = S Σxx and Σyy = S Σxx Sᵀ.
     """
     s = check_finite("singular_values", singular_values, 1)
+    if np.any(s <= 0):
+        raise ValueError(f"singular_values: expected positive numbers (the teacher's rank is their count), "
+                         f"got {s.tolist()}")
     r = s.size
     if r > min(d, out):
         raise ValueError(f"singular_values: rank {r} exceeds min(d, out) = {min(d, out)}")
@@ -296,6 +300,11 @@ def teacher_spectrum(
         right = np.linalg.qr(np.asarray(jax.random.normal(k2, (d, d))))[0][:, :r]
     left = check_finite("left", left, 2)
     right = check_finite("right", right, 2)
+    if left.shape[1] != r or right.shape[1] != r:
+        raise ValueError(f"left, right: expected {r} columns, one per singular value, got {left.shape} and {right.shape}")
+    # "mode k" is the k-th largest singular value, in whatever order they were given.
+    order = np.argsort(-s, kind="stable")
+    s, left, right = s[order], left[:, order], right[:, order]
     S = left @ np.diag(s) @ right.T
     Sxx = np.eye(d) if input_cov is None else check_finite("input_cov", input_cov, 2)
     if Sxx.shape != (d, d):

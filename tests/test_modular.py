@@ -64,6 +64,24 @@ def test_utility_maximum_nyquist():
     assert theory.modular_utility_max(x) == pytest.approx(numeric, abs=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_frequencies_of_equal_magnitude_are_learned_lowest_first(seed):
+    # |x̂| tied at two frequencies (random phases, p odd or even): the order is the tie-break's
+    # (lower ξ first), not the FFT's last digits, and the levels follow that order.
+    rng = np.random.default_rng(seed)
+    p = int(rng.integers(7, 16))
+    xi = sorted(rng.choice(np.arange(1, (p - 1) // 2 + 1), 2, replace=False))
+    spec = np.zeros(p, complex)
+    for f in xi:
+        spec[f] = 4.0 * np.exp(2j * np.pi * rng.random())
+        spec[-f] = np.conj(spec[f])
+    x = np.fft.ifft(spec).real
+    order, levels, initial = theory.modular_levels(x)
+    assert order == xi
+    power = 2 * 16.0 / p  # (|x̂[ξ]|² + |x̂[−ξ]|²)/p
+    np.testing.assert_allclose([initial, *levels], [power, power / 2, 0.0], atol=1e-12)
+
+
 def test_r6_closed_forms():
     x = fourier_template(20, {1: 10.0, 3: 5.0, 5: 2.5})
     assert np.abs(np.fft.fft(x))[[1, 3, 5]] == pytest.approx([10, 5, 2.5])

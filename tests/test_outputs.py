@@ -205,7 +205,7 @@ def test_sigterm_leaves_no_temporary_behind(tmp_path):
     time.sleep(8)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
-    assert proc.returncode in (0, 130, -signal.SIGTERM)
+    assert proc.returncode in (0, 128 + signal.SIGTERM, -signal.SIGTERM)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []
     assert not out.exists() or (out / "summary.json").exists()
@@ -231,7 +231,7 @@ def test_sigterm_ends_a_run_inside_a_compiled_solve(tmp_path):
         proc.wait(timeout=20)
     finally:
         proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
     assert "interrupted" in proc.stdout.read()
     assert list(tmp_path.iterdir()) == []
 

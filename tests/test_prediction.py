@@ -26,6 +26,9 @@ def test_prediction_json_round_trip_recovers_the_steps_and_alpha(tmp_path):
         # α is not in the file: t_k / τ_k = ln(1/α) gives it back.
         np.testing.assert_allclose(back.init_scale, 1e-6, rtol=1e-10)
         assert back.to_json() == pred.to_json()
+        assert ss.Prediction.load(str(tmp_path)).to_json() == pred.to_json()  # the run's folder
+    with pytest.raises(ValueError, match="no such file"):
+        ss.Prediction.load(str(tmp_path / "elsewhere"))
     # Compared with a flow, the file's prediction pairs the same steps at the same times.
     traj = ss.simulate(model, task, t_max=2.3 * np.log(1e6) + 10, rtol=1e-8)
     a, b = ss.compare(traj, pred), ss.compare(traj, back)

@@ -107,6 +107,8 @@ def test_sweep_dataset_and_folders(small_sweep):
     loaded = sw.load(out)
     np.testing.assert_array_equal(loaded.loss.values, ds.loss.values)
     assert loaded.attrs["preset"] == "linear"
+    # The marker lists what the sweep wrote (and only that: nothing else is its to replace).
+    assert json.loads((out / ".saddlestep").read_text())["files"] == ["runs", "sweep.json", "sweep.nc"]
 
 
 @pytest.mark.parametrize("alpha, seed", [(1e-3, 0), (1e-6, 2)])

@@ -23,6 +23,13 @@ def test_save_load_round_trip(traj, tmp_path):
     np.testing.assert_array_equal(back.final.W, tr.final.W)
     np.testing.assert_allclose(back.rescaled_times, tr.rescaled_times)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    # A run's folder stands for its trajectory.npz; a folder without one says so.
+    (tmp_path / "run").mkdir()
+    tr.save(tmp_path / "run" / "trajectory.npz")
+    np.testing.assert_array_equal(ss.Trajectory.load(tmp_path / "run").loss, tr.loss)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="a folder without trajectory.npz"):
+        ss.Trajectory.load(tmp_path / "empty")
 
 
 def test_truncated_or_foreign_files_are_refused(traj, tmp_path):

@@ -288,8 +288,14 @@ _COMMANDS = {
 }
 
 
+# The signal that ended the command (SIGTERM raises KeyboardInterrupt too): the exit status is
+# 128 + its number, as a shell reports a process it ends (130 for Ctrl-C, 143 for SIGTERM).
+_ENDED_BY = [signal.SIGINT]
+
+
 def _terminate(signum, frame):
     # SIGTERM unwinds like Ctrl-C, so half-written temporaries are removed on the way out.
+    _ENDED_BY[0] = signum
     raise KeyboardInterrupt
 
 
@@ -393,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print("saddlestep: interrupted", file=sys.stderr)
+        status = 128 + int(_ENDED_BY[0])
+        print("saddlestep: interrupted" if _ENDED_BY[0] == signal.SIGINT else "saddlestep: interrupted (terminated)",
+              file=sys.stderr)
         if argv is None:
             # The command's thread cannot be unwound: remove what its writers had half-written, and
             # skip the interpreter's teardown, which can crash while XLA's threads are mid-computation.
@@ -402,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             remove_temporaries()
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(130)
-        return 130
+            os._exit(status)
+        return status
     except Exception as err:  # noqa: BLE001 - every error a user can cause ends in one line
         if debug:
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import math
 from typing import Any
 
@@ -110,7 +111,12 @@ class Prediction:
 
     @classmethod
     def load(cls, path: str) -> Prediction:
-        """A `prediction.json` file written by `saddlestep run` or `predict` (`from_json`)."""
+        """A `prediction.json` file written by `saddlestep run` or `predict` (`from_json`); `path`
+        may be the run's folder."""
+        if os.path.isdir(path):
+            path = os.path.join(path, "prediction.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"path: no such file {path!r} (expected a prediction.json or the folder holding it)")
         with open(path, encoding="utf-8") as f:
             try:
                 doc = json.load(f)

@@ -219,9 +219,16 @@ class Trajectory:
     @classmethod
     def load(cls, path: str | os.PathLike, like: Any = None) -> Trajectory:
         """Read a trajectory written by `save`; `like` (a model) restores `final` and `snapshots`.
+        `path` may be a run's folder (`saddlestep run --out`): its `trajectory.npz` is read.
 
         Raises a `ValueError` naming the file if it is missing, truncated or not a trajectory.
         """
+        if os.path.isdir(path):
+            inside = os.path.join(path, "trajectory.npz")
+            if not os.path.isfile(inside):
+                raise ValueError(f"{path}: a folder without trajectory.npz (expected a run's folder or the .npz "
+                                 f"that Trajectory.save writes)")
+            path = inside
         try:
             with open(path, "rb") as f:
                 zipped = f.read(4) == b"PK\x03\x04"

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..outputs import atomic_write_bytes, atomic_write_text, check_out, prepare_updatable
+from ..outputs import atomic_write_bytes, atomic_write_text, check_out, prepare_updatable, record_files
 from ..presets import get_preset
 from ..progress import Progress
 from .cells import _build, _cell_key, Cell, Member
@@ -120,6 +120,7 @@ def sweep(
     prepare_updatable(out, kind="sweep")
     os.makedirs(runs_dir, exist_ok=True)
     atomic_write_text(os.path.join(out, "sweep.json"), json.dumps(manifest, indent=2) + "\n")
+    record_files(out, "sweep", ["sweep.json", "runs"])  # what the marker says saddlestep wrote here
     _remove_partial_folders(runs_dir)
 
     runs_done = len(members) - len(pending)
@@ -146,6 +147,7 @@ def sweep(
         seed=seed,
     )
     atomic_write_bytes(os.path.join(out, "sweep.nc"), bytes(dataset.to_netcdf(engine="scipy")))
+    record_files(out, "sweep", ["sweep.json", "runs", "sweep.nc"])
     return dataset
 
 

@@ -72,7 +72,9 @@ def modular_levels(template) -> tuple[list[int], np.ndarray, float]:
     power = np.array([mag2[xi] + (mag2[-xi] if 2 * xi != p else 0.0) for xi in range(p // 2 + 1)])
     util = modular_utility_maxima(x)
     keep = [xi for xi in range(1, p // 2 + 1) if power[xi] > 1e-12 * power.max()]
-    order = sorted(keep, key=lambda xi: (-util[xi], xi))
+    # Equal magnitudes tie to rounding (the FFT's last digits): the lower frequency first.
+    tied = np.round(util / max(float(util.max()), 1e-300), 10)
+    order = sorted(keep, key=lambda xi: (-tied[xi], xi))
     initial = 0.5 * float(power.sum())
     levels = initial - 0.5 * np.cumsum([power[xi] for xi in order])
     return order, np.maximum(levels, 0.0), initial

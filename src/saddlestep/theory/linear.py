@@ -224,7 +224,8 @@ def linear_network(task, *, init_scale=None, num_steps: int | None = None, width
         names = mode_labels(task, [np.outer(Syx @ v, v) / l for v, l in zip(V.T, lam)])
         fit = sig**2 / lam
         events, competing = narrow_commuting_steps(sig, lam, len(sig) if width is None else width)
-        if competing:
+        # (With a unit for every mode nothing competes: what `competing` flags then is rounding.)
+        if competing and width is not None and width < len(sig):
             warnings.warn(
                 f"width: a network of {width} hidden unit{'' if width == 1 else 's'} on {len(sig)} decoupled modes "
                 "gives up a learned mode for a "

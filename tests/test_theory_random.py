@@ -259,3 +259,47 @@ def test_flow_follows_pf_where_the_old_agf_cost_phase_did_not():
     df = ss.converge(make, [1e-5, 1e-8], prediction=head, simulate_kwargs={"n_save": 2001})
     err = df.groupby("step")["slope_error"].first().abs()
     assert len(err) == K and err.max() < 0.05
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_linear_times_from_the_init_match_the_flow_at_one_alpha(seed):
+    # Decoupled modes (Σxx commuting with ΣyxᵀΣyx, random spectra and orders) from a random
+    # init: `predict_linear` times each step from the network's own W(0), a(0), so at a single α
+    # its times are the flow's, not only its slopes; the α → 0 times, kept in `extra`, are
+    # O(1/ln(1/α)) off. Oracle: the flow at rtol 1e-10, each mode timed where its strength (the
+    # task's feature) reaches 1 − 1/√2 of its target, so its loss has fallen halfway (modes that
+    # overlap in time merge in the loss, not in their strengths).
+    Sxx, Syx, sig, _ = _commuting_problem(seed)
+    task = ss.PopulationRegression(Sxx, Syx)
+    d, out = task.dims
+    alpha = [1e-4, 1e-6, 1e-9][seed % 3]
+    model = ss.TwoLayer(d, max(d, out), out, "linear", key=jax.random.PRNGKey(seed), init_scale=alpha)
+    p = theory.predict_linear(model, task)
+    np.testing.assert_allclose(p.extra["limit_rescaled_times"], 1 / np.sort(sig)[::-1], rtol=1e-9)
+    traj = ss.simulate(model, task, t_max=1.5 * p.times[-1] + 10 / sig.min(), rtol=1e-10, n_save=20001)
+    t, F = np.asarray(traj.times), np.asarray(traj.observables["features"])
+    target = np.asarray(task.singular_values)
+    labels = traj.feature_labels
+    flow = []
+    for name in p.order:
+        j = labels.index(name)
+        level = (1 - 1 / np.sqrt(2)) * target[j]
+        i = int(np.argmax(F[:, j] >= level))
+        flow.append(np.interp(level, F[i - 1 : i + 1, j], t[i - 1 : i + 1]))
+    flow = np.array(flow)
+    limit = np.asarray(p.extra["limit_rescaled_times"]) * np.log(1 / alpha)
+    print(f"seed {seed} α {alpha:g}: from the init {np.abs(flow / p.times - 1).max():.1e}, "
+          f"α → 0 {np.abs(flow / limit - 1).max():.1e}")
+    np.testing.assert_allclose(flow, p.times, rtol=2e-3)
+    assert np.abs(flow / p.times - 1).max() < 0.2 * np.abs(flow / limit - 1).max()
+
+
+def test_linear_times_keep_the_limit_where_modes_swap_or_do_not_decouple():
+    narrow = theory.predict_linear(ss.TwoLayer(2, 1, 2, "linear", key=jax.random.PRNGKey(0), init_scale=1e-6),
+                                   ss.PopulationRegression(np.diag([1.0, 4.0]), np.diag([2.0, 3.0])))
+    assert "limit_rescaled_times" not in narrow.extra
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((3, 3))
+    task = ss.PopulationRegression(A @ A.T + np.eye(3), rng.standard_normal((2, 3)))
+    general = theory.predict_linear(ss.TwoLayer(3, 3, 2, "linear", key=jax.random.PRNGKey(0), init_scale=1e-6), task)
+    assert "limit_rescaled_times" not in general.extra

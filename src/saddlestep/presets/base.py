@@ -87,6 +87,11 @@ def predicted_horizon(setup: Setup, params: dict[str, Any]) -> float:
     if not prediction.num_steps or prediction.is_lower_bound:
         return float(setup.t_max)
     last = float(np.max(prediction.times))
+    limit = prediction.extra.get("limit_rescaled_times")
+    if limit and 0 < prediction.init_scale < 1:
+        # Times from the init vary with the seed; their α → 0 limit does not, so a sweep's seeds
+        # keep one horizon and share an ensemble (`settle` covers the init's O(1/σ) offset).
+        last = float(np.max(limit)) * float(np.log(1.0 / prediction.init_scale))
     if not np.isfinite(last):
         return float(setup.t_max)
     return max(float(setup.t_max), HORIZON_FACTOR * last + float(setup.settle))

@@ -12,7 +12,7 @@ from jaxtyping import Float
 from ..prediction import Prediction
 from ..tasks.base import check_finite
 from ..tasks.regression import PopulationRegression
-from ._common import log_inv, mode_labels, moments, whitened
+from ._common import LOSS_MIDPOINT, log_inv, logistic_time, mode_labels, moments, whitened
 
 _RANK_TOL = 1e-12
 
@@ -47,6 +47,35 @@ def _commuting_basis(Sxx, Syx) -> tuple[np.ndarray, np.ndarray, np.ndarray] | No
     sig, lam, V = sig[keep], lam[keep], V[:, keep]
     order = np.argsort(-sig, kind="stable")
     return sig[order], lam[order], V[:, order]
+
+
+def commuting_times(W, a, Sxx, Syx) -> np.ndarray | None:
+    """The loss-midpoint times of a two-layer linear network's decoupled modes from its actual
+    initialization W(0) (width × d), a(0) (out × width), at finite α (Saxe et al. 2014 with the
+    silent-alignment start of Karkada et al. 2025's Result 3).
+
+    Near zero, mode k's input and output projections c± = W v_k ± aᵀu_k grow and decay at rate
+    σ_k, so its strength u_k = u_kᵀ a W v_k grows as ‖c₊/2‖²e^{2σ_k t} and then follows the aligned
+    logistic u̇ = 2u(σ_k − λ_k u) to σ_k/λ_k; a later mode grows from the part of c₊ orthogonal, in
+    hidden space, to the modes learned before it (the QR factor R_kk). The loss ½λ_k(σ_k/λ_k − u)²
+    has fallen halfway at u = (1 − 1/√2)σ_k/λ_k.
+
+    **Arguments:** `W`, `a`: the layers at initialization; `Sxx`, `Syx`: the task's moments.
+
+    **Returns:** the times in the order of σ_k (the order learned), or None where Σxx does not
+    commute with ΣyxᵀΣyx or the network has fewer hidden units than modes.
+    """
+    modes = _commuting_basis(Sxx, Syx)
+    if modes is None:
+        return None
+    sig, lam, V = modes
+    if np.shape(W)[0] < len(sig):
+        return None  # fewer units than modes: they are shared, and swapped (`narrow_commuting_steps`)
+    U = (np.asarray(Syx, float) @ V) / sig
+    grow = (np.asarray(W, float) @ V + np.asarray(a, float).T @ U) / 2  # hidden × modes
+    r = np.abs(np.diag(np.linalg.qr(grow, mode="r")))
+    start = lam * r**2 / sig  # u_k(0)/(σ_k/λ_k), continued back from the exponential phase
+    return np.array([logistic_time(min(max(y, 1e-300), 1.0), LOSS_MIDPOINT, 2 * s) for y, s in zip(start, sig)])
 
 
 def _escape_rate(sig_i: float, lam_i: float, r_j: float, lam_j: float) -> float:

@@ -15,8 +15,8 @@ from ..models.base import AbstractModel
 from ..prediction import Prediction
 from .attention import attention_prediction
 from .modular import modular_prediction
-from ._common import moments
-from .linear import _commuting_basis, linear_network, narrow_commuting_steps
+from ._common import log_inv, moments
+from .linear import _commuting_basis, commuting_times, linear_network, narrow_commuting_steps
 from .diagonal import pesme_flammarion
 from .saxe import saxe
 
@@ -48,7 +48,32 @@ def predict_linear(model, task, *, num_steps: int | None = None) -> Prediction:
     else reduced-rank plateaus at Conjecture 4.1's times, Kunin et al. 2025), at the model's α.
     A network narrower than the target's rank learns as many modes as it has hidden units (with
     decoupled modes, then swaps a learned mode for a better one left out)."""
-    return linear_network(task, init_scale=_alpha(model), num_steps=num_steps, width=_bottleneck(model))
+    pred = linear_network(task, init_scale=_alpha(model), num_steps=num_steps, width=_bottleneck(model))
+    return _from_the_init(pred, model, task)
+
+
+def _from_the_init(pred: Prediction, model, task) -> Prediction:
+    """With decoupled modes, each learned on a unit of its own (no swap), a two-layer linear
+    network's steps come when its actual init says (`commuting_times`), not at the α → 0 times
+    τ_k ln(1/α), which are off by O(1/ln(1/α)) (10% for the first mode of the `linear` preset at
+    α = 1e-6). The α → 0 rescaled times stay in `extra["limit_rescaled_times"]`."""
+    W, a = getattr(model, "W", None), getattr(model, "a", None)
+    linear = getattr(model, "activation", None) == "linear" and getattr(model, "b", None) is None
+    if not linear or getattr(W, "ndim", 0) != 2 or getattr(a, "ndim", 0) != 2 or pred.num_steps == 0:
+        return pred
+    if any(g is not None for g in pred.extra.get("given_up") or []):
+        return pred
+    Sxx, Syx, _ = moments(task)
+    times = commuting_times(W, a, Sxx, Syx)
+    if times is None or W.shape[0] < len(times):
+        return pred
+    times = times[: pred.num_steps]
+    if not np.all(np.diff(times) > 0):
+        return pred  # near-tied modes the init reorders: the α → 0 order and times stand
+    return dataclasses.replace(
+        pred, times=times, rescaled_times=times / log_inv(_alpha(model)),
+        extra={**pred.extra, "limit_rescaled_times": np.asarray(pred.rescaled_times).tolist()},
+    )
 
 
 def predict_saxe(model, task, *, u0: float | None = None) -> Prediction:

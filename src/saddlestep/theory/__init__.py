@@ -6,6 +6,7 @@ formulas beside them take the problem's data.
 """
 
 from .linear import (
+    commuting_times as commuting_times,
     conjecture_jump_times as conjecture_jump_times,
     linear_network as linear_network,
     reduced_rank_regression as reduced_rank_regression,

@@ -65,7 +65,7 @@ def _from_the_init(pred: Prediction, model, task) -> Prediction:
         return pred
     Sxx, Syx, _ = moments(task)
     times = commuting_times(W, a, Sxx, Syx)
-    if times is None or W.shape[0] < len(times):
+    if times is None:  # not decoupled, or fewer units than modes
         return pred
     times = times[: pred.num_steps]
     if not np.all(np.diff(times) > 0):

@@ -185,3 +185,67 @@ def test_agf_exact_phases_match_ode_phases_on_a_teacher(monkeypatch):
     assert fast.order == slow.order
     np.testing.assert_allclose(fast.times, slow.times, rtol=1e-4)
     np.testing.assert_allclose(fast.losses[:-1], slow.losses[:-1], rtol=1e-6)
+
+
+def _generic_only(monkeypatch):
+    """Every neuron on the generic path (eigendecomposition and scan), no closed forms."""
+    from saddlestep.agf import _relu
+
+    monkeypatch.setattr(_relu.ReluPhase, "_marchable", lambda self, theta: np.zeros(len(theta), bool))
+    monkeypatch.setattr(_relu._Path, "_on_axis", lambda self, *args: None)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_batched_march_matches_the_generic_path(seed, monkeypatch):
+    # One output, many dormant neurons on a Gaussian sample with a two-ReLU residual: the
+    # batched closed-form march (and `_Path`'s closed-form segments after a handover) against
+    # the eigendecomposition and scan of every segment, on the same phase. Measured on these
+    # seeds: phases that activate and phases that reach the horizon; neurons handed over at a
+    # kink they slide along (seeds 4, 5, 6).
+    rng = np.random.default_rng(900 + seed)
+    n, d, width, bias = int(rng.integers(40, 120)), int(rng.integers(2, 6)), int(rng.integers(3, 9)), bool(seed % 2)
+    X = rng.standard_normal((n, d))
+    r = (np.maximum(X @ rng.standard_normal(d), 0) - np.maximum(X @ rng.standard_normal(d), 0))[:, None]
+    q = d + bias
+    theta = rng.standard_normal((width, q + 1))
+    theta /= np.linalg.norm(theta, axis=1, keepdims=True)
+    c = rng.uniform(0.5, 6.0, width) * (1 + 3 * (seed % 3 == 0))
+    dormant = rng.random(width) < 0.8
+    dormant[0] = True
+    phase = ReluPhase(X, bias=bias, cols_w=range(q), cols_a=[q])
+    S0 = np.zeros(width)
+    fast = phase.advance(theta, S0, c, dormant, r, 10.0)
+    _generic_only(monkeypatch)
+    slow = phase.advance(theta, S0, c, dormant, r, 10.0)
+    assert fast is not None and slow is not None
+    assert fast[3] == slow[3]
+    np.testing.assert_allclose(fast[0], slow[0], rtol=1e-9)
+    np.testing.assert_allclose(fast[1], slow[1], atol=1e-8)
+    np.testing.assert_allclose(fast[2], slow[2], atol=1e-8)
+
+
+def test_batched_march_takes_one_output_neurons(monkeypatch):
+    # The march is what runs (not a silent fallback): rows off every kink are marchable, one on
+    # a kink is not, and a phase of marchable neurons that only cross kinks never builds a
+    # `_Path`.
+    from saddlestep.agf import _relu
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((60, 3))
+    r = (X @ np.array([1.0, -0.5, 0.3]))[:, None]
+    phase = ReluPhase(X, bias=False, cols_w=range(3), cols_a=[3])
+    theta = rng.standard_normal((5, 4))
+    theta /= np.linalg.norm(theta, axis=1, keepdims=True)
+    assert phase._marchable(theta).all()
+    on_kink = theta[:1].copy()
+    on_kink[0, :3] -= phase.normals[0] * (phase.normals[0] @ on_kink[0, :3])
+    assert not phase._marchable(on_kink)[0]
+
+    def no_path(*args, **kwargs):
+        raise AssertionError("a neuron left the march")
+
+    monkeypatch.setattr(_relu._Path, "__init__", no_path)
+    monkeypatch.setattr(_relu._Path, "resume", classmethod(no_path))
+    dt, x, S, hit = phase.advance(theta, np.zeros(5), np.full(5, 1.0), np.ones(5, bool), r, 3.0)
+    assert hit and 0 < dt < 3.0
+    assert np.isclose(S.max(), 1.0)

@@ -40,6 +40,9 @@ _UNIT = np.linspace(0.0, 1.0, _GRID)
 # A direction whose w-part is below this fraction of ‖θ‖ has collapsed onto w = 0 (below, the
 # kinks x_nᵀw = 0 are lost in rounding); it restarts from this size when it can grow again.
 _COLLAPSE = 1e-7
+# Off every sliding surface, with one output, ‖w‖²/‖θ‖² stays above W2/(2·W2 + 1) on a segment
+# (W2 = ‖w⊥‖², see `_March`): from this W2 on, no collapse can happen within it.
+_RESOLVED = 4 * _COLLAPSE**2
 
 
 class _Degenerate(Exception):
@@ -121,25 +124,237 @@ class ReluPhase(eqx.Module):
         per_surface = (plus, minus, *shares)
         x = np.asarray(x, dtype=float)
         S = np.asarray(S, dtype=float)
+        c = np.asarray(c, dtype=float)
         end = float(horizon)
         paths = {}
+        march = None
         try:
+            serial = np.flatnonzero(dormant)
+            if R.shape[1] == 1:
+                together = self._marchable(x[serial][:, self.cols])
+                if together.any():
+                    march = _March(self, per_surface, x[serial[together]][:, self.cols], S[serial[together]],
+                                   c[serial[together]], end)
+                    end = march.end
+                serial = serial[~together]
             # The earliest activation bounds every later neuron's solve.
-            for i in np.flatnonzero(dormant):
+            for i in serial:
                 path = _Path(self, R, per_surface, x[i, self.cols], float(S[i]), float(c[i]))
                 path.run(end)
                 paths[i] = path
                 if path.hit is not None:
                     end = min(end, path.hit)
+            if march is not None:
+                # Neurons the march handed over (at a kink they do not cross) go on alone, in
+                # the order they met it; past the earliest activation they no longer matter.
+                for k in np.argsort(march.handed_at):
+                    if not march.handed_at[k] < end:
+                        break
+                    path = march.resume(k, R)
+                    path.run(end)
+                    paths[("march", k)] = path
+                    if path.hit is not None:
+                        end = min(end, path.hit)
         except (_Degenerate, RuntimeError):  # RuntimeError: a root search did not converge
             return None
         hit = end < float(horizon)
         x_new, S_new = x.copy(), S.copy()
-        for i, path in paths.items():
+        if march is not None:
+            idx = np.flatnonzero(dormant)[self._marchable(x[dormant][:, self.cols])]
+            theta, s = march.at(end)
+            for k, i in enumerate(idx):
+                if ("march", k) in paths and end > march.handed_at[k]:
+                    continue
+                x_new[i, self.cols] = theta[k]
+                S_new[i] = s[k]
+        for key, path in paths.items():
+            if isinstance(key, tuple) and not end > march.handed_at[key[1]]:
+                continue  # the earliest activation came before the handover
+            i = idx[key[1]] if isinstance(key, tuple) else key
             theta, s = path.at(end)
             x_new[i, self.cols] = theta
             S_new[i] = s
         return end, x_new, S_new, hit
+
+    def _marchable(self, theta):
+        """Which unit directions (rows) start off every kink surface and away from w = 0: those
+        the batched march takes (the others start on a kink or collapsed: `_Path` alone)."""
+        w = theta[:, : self.q]
+        wn = np.linalg.norm(w, axis=1)
+        h = np.abs(w @ self.normals.T)
+        return (wn >= _COLLAPSE) & np.all(h > 1e-12 * wn[:, None], axis=1)
+
+
+class _March:
+    """Dormant neurons of a one-output network marched together, event by event, while each
+    crosses kinks transversally (the common case: thousands of crossings per phase on a
+    Gaussian sample, where a neuron slides along a kink a few times at most).
+
+    With one output and no sliding surface, B = [[0, vᵀ], [v, 0]] (v = M, the pattern's row), so
+    on a segment w = w⊥ + p·v̂ with w⊥ fixed and p ± a ∝ e^{±sτ}, s = ‖v‖:
+    p = A z + B/z, a = A z − B/z, z = e^{sτ}. A kink uᵀw(τ) = 0 is then a quadratic in z and
+    the threshold ‖θ‖² = ‖w⊥‖² + 2A²z² + 2B²/z² = e^{2(c − S)} one in z²: every neuron's next
+    event over every surface in a few array operations, no scan and no eigendecomposition. A
+    neuron that meets a kink it does not cross (it slides, touches or collapses), or whose w⊥
+    is too small to resolve, is handed to `_Path` at that point (`handed_at`, `resume`).
+
+    **Arguments:** `theta`, unit directions (n, q + 1); `S`, `c`, accumulated utilities and
+    thresholds; `end`, the horizon. After construction, `end` is the earliest activation (or the
+    horizon) among the neurons the march kept.
+    """
+
+    def __init__(self, phase: ReluPhase, per_surface, theta, S, c, end):
+        self.phase, self.per_surface = phase, per_surface
+        _, _, Mplus, Mminus = per_surface
+        U, q = phase.normals, phase.q
+        n = len(theta)
+        w, a = theta[:, :q].copy(), theta[:, q].copy()
+        S, c = np.array(S, dtype=float), np.asarray(c, dtype=float)
+        side = np.where(w @ U.T > 0, 1.0, -1.0)
+        t = np.zeros(n)
+        self.handed_at = np.full(n, math.inf)
+        self._handed: dict[int, tuple] = {}
+        marching = np.ones(n, bool)
+        history = []
+        zeno = np.zeros(n, int)
+        for _ in range(_MAX_EVENTS):
+            idx = np.flatnonzero(marching)
+            if not idx.size:
+                break
+            sd, wi, ai = side[idx], w[idx], a[idx]
+            v = (sd > 0) @ Mplus + (sd < 0) @ Mminus
+            s = np.linalg.norm(v, axis=1)
+            vh = v / np.where(s > 0, s, 1.0)[:, None]
+            p0 = np.sum(vh * wi, axis=1)
+            wperp = wi - p0[:, None] * vh
+            A, B = (p0 + ai) / 2, (p0 - ai) / 2
+            history.append((idx, t[idx].copy(), wperp, vh, s, A, B, S[idx].copy()))
+            W2 = np.sum(wperp**2, axis=1)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                tau_thr = self._threshold(W2, A, B, s, 2.0 * (c[idx] - S[idx]))
+                c0 = sd * (wperp @ U.T)
+                c1 = sd * (vh @ U.T)
+                tau_kink, g = self._first_kink(c0, c1, A, B, s)
+            # Too little of w off the pattern's axis to rule out a collapse: `_Path` takes it. (On
+            # a segment a² − p² is constant and A² + B² ≤ ½, so ‖w‖²/‖θ‖² ≥ W2/(2·W2 + 1).)
+            unresolved = W2 < _RESOLVED
+            horizon = end - t[idx]
+            hits = (tau_thr <= np.minimum(tau_kink, horizon)) & ~unresolved
+            if hits.any():
+                end = min(end, float(np.min(t[idx[hits]] + tau_thr[hits])))
+            stop = ~hits & ~unresolved & (t[idx] + tau_kink >= end)
+            kink = ~hits & ~unresolved & ~stop
+            marching[idx[hits | stop]] = False
+            for k in idx[unresolved & (t[idx] < end)]:
+                self._hand(k, t[k], w[k], a[k], S[k], side[k], None)
+            marching[idx[unresolved]] = False
+            if not kink.any():
+                continue
+            j, tau, g = idx[kink], tau_kink[kink], g[kink]
+            sk, Ak, Bk, vk = s[kink], A[kink], B[kink], vh[kink]
+            tau = self._polish(c0[kink, g], c1[kink, g], Ak, Bk, sk, tau)
+            theta, log_norm = self._state(wperp[kink], vk, Ak, Bk, sk, tau)
+            w[j], a[j] = theta[:, :q], theta[:, q]
+            S[j] += log_norm
+            t[j] += tau
+            zeno[j] = np.where(tau <= _ZENO_GAP * np.maximum(1.0, t[j]), zeno[j] + 1, 0)
+            if np.any(zeno[j] > _ZENO_COUNT):
+                raise _Degenerate("chattering")
+            # Across: the far side's field carries w on through the surface (as `_enter_kink`).
+            came = side[j, g]
+            far = np.where((came > 0)[:, None], Mminus[g] - Mplus[g], Mplus[g] - Mminus[g])
+            normal = np.sum(U[g] * (v[kink] + far), axis=1) * a[j]
+            across = (normal * came < 0) & (np.abs(normal) > 1e-14)
+            side[j[across], g[across]] = -came[across]
+            for k, gk in zip(j[~across], g[~across]):
+                self._hand(k, t[k], w[k], a[k], S[k], side[k], int(gk))
+            marching[j[~across]] = False
+        else:
+            raise _Degenerate("too many events")
+        self.end = end
+        self._n = n
+        self._c = c
+        # Per neuron, its segments in time order: (start time, w⊥, v̂, s, A, B, S at the start).
+        self._history = [np.concatenate(parts) for parts in zip(*history)] if history else None
+
+    def _hand(self, k, t, w, a, S, side, kink):
+        self.handed_at[k] = t
+        self._handed[int(k)] = (np.concatenate([w, [a]]), float(S), float(t), side.copy(), kink)
+
+    def resume(self, k, R) -> _Path:
+        """Neuron k's `_Path` from its handover (having met the kink it does not cross)."""
+        theta, S, t, side, kink = self._handed[int(k)]
+        path = _Path.resume(self.phase, R, self.per_surface, theta, S, float(self._c[k]), t, side)
+        if kink is not None:
+            path._enter_kink(kink)
+            if not path.frozen:
+                path._settle()
+        return path
+
+    @staticmethod
+    def _threshold(W2, A, B, s, need):
+        """τ at which ‖θ(τ)‖² = e^need (0 if already there; ∞ if never): the root y = z² > 1 of
+        2A²y² + (W2 − e^need)y + 2B² = 0 (negative at y = 1, where ‖θ‖ = 1)."""
+        # In u = y·e^{−need}, so that e^need (up to e^{2c}, c ~ 100 in the α → 0 limit) is
+        # never formed: 2A²u² − (1 − W2·e^{−need})u + 2B²e^{−2·need} = 0.
+        shrink = np.exp(-np.maximum(need, 0.0))
+        b = 1.0 - W2 * shrink
+        u = (b + np.sqrt(np.maximum(b**2 - 16 * A**2 * B**2 * shrink**2, 0.0))) / (4 * A**2)
+        tau = (need + np.log(u)) / (2 * s)
+        tau = np.where((A != 0) & (s > 0) & np.isfinite(tau), np.maximum(tau, 0.0), math.inf)
+        return np.where(need <= 0, 0.0, tau)
+
+    @staticmethod
+    def _first_kink(c0, c1, A, B, s):
+        """Each row's first surface crossed from its side, and when: the smallest root z > 1 of
+        c1·A z² + c0 z + c1·B = 0 where f = c0 + c1(A z + B/z) goes negative (f' < 0 there),
+        or τ = 0 for a surface already (by rounding) just past and still going."""
+        qa, qc = c1 * A[:, None], c1 * B[:, None]
+        disc = c0**2 - 4 * qa * qc
+        root = np.sqrt(np.maximum(disc, 0.0))
+        qq = -0.5 * (c0 + np.copysign(root, c0))
+        best = np.full(c0.shape, math.inf)
+        for z in (qq / qa, qc / qq):
+            falling = c1 * (A[:, None] * z - B[:, None] / z) < 0
+            ok = (disc >= 0) & np.isfinite(z) & (z > 1) & falling
+            best = np.where(ok, np.minimum(best, np.log(np.where(ok, z, 1.0))), best)
+        past = (c0 + c1 * (A + B)[:, None] < 0) & (c1 * (A - B)[:, None] < 0)
+        best = np.where(past, 0.0, best)
+        g = np.argmin(best, axis=1)
+        first = best[np.arange(len(g)), g] / np.where(s > 0, s, 1.0)
+        return np.where(s > 0, first, math.inf), g
+
+    @staticmethod
+    def _polish(c0, c1, A, B, s, tau):
+        """Two Newton steps on f(τ) = c0 + c1(A e^{sτ} + B e^{−sτ}) from the quadratic's root
+        (which loses digits to cancellation where sτ is small)."""
+        for _ in range(2):
+            z = np.exp(s * tau)
+            f = c0 + c1 * (A * z + B / z)
+            df = c1 * s * (A * z - B / z)
+            step = np.where(df != 0, f / np.where(df != 0, df, 1.0), 0.0)
+            tau = np.maximum(tau - step, 0.0)
+        return tau
+
+    def at(self, t: float):
+        """(unit directions (n, q + 1), S) of every marched neuron at time t."""
+        idx, t0, wperp, vh, s, A, B, S0 = self._history
+        # Rows were appended in time order, so a neuron's last row starting by t is its segment.
+        last = np.zeros(self._n, int)
+        started = np.flatnonzero(t0 <= t)
+        np.maximum.at(last, idx[started], started)
+        theta, log_norm = self._state(wperp[last], vh[last], A[last], B[last], s[last], t - t0[last])
+        return theta, S0[last] + log_norm
+
+    @staticmethod
+    def _state(wperp, vh, A, B, s, tau):
+        """(unit θ, ln‖θ‖) τ into segments from unit θ: θ = A z(v̂, 1) + B/z (v̂, −1) + (w⊥, 0),
+        computed as θ/z (z = e^{sτ} ≥ 1 may pass the largest float in the α → 0 limit)."""
+        zi = np.exp(-s * tau)
+        p, a = A + B * zi**2, A - B * zi**2
+        theta = np.concatenate([wperp * zi[:, None] + p[:, None] * vh, a[:, None]], axis=1)
+        norm = np.linalg.norm(theta, axis=1)
+        return theta / norm[:, None], s * tau + np.log(norm)
 
 
 class _Path:
@@ -175,22 +390,37 @@ class _Path:
                 self.held = {g for g, z in zip(self.K, quiet) if z}
                 self._settle()
 
+    @classmethod
+    def resume(cls, phase: ReluPhase, R, per_surface, theta, S, c, t, side) -> _Path:
+        """A path that goes on from time `t` at unit θ, off the sliding surfaces, on the pattern
+        `side` (which the caller knows: θ may sit on a kink it has just crossed)."""
+        self = cls.__new__(cls)
+        self.phase, self.R, self.c = phase, R, c
+        self.q = phase.q
+        self.theta = theta / np.linalg.norm(theta)
+        self.S, self.t = S, t
+        self.K, self.segments, self.hit, self.frozen = [], [], None, False
+        self.side = side.copy()
+        self.Pplus, self.Pminus, self.Mplus, self.Mminus = per_surface
+        self._memo = (None, None)
+        self.held = set()
+        return self
+
     def _escape(self) -> bool:
         """From w ≈ 0 (a collapsed neuron), w turns at speed ∝ 1/‖w‖ up the 1-homogeneous
         φ(u) = Σ_n ⟨a, r_n⟩ relu(u·x_n) on the sphere: it grows again iff it finds φ > 0.
         Ascend φ from the current w-direction; if it becomes positive, restart w there at
         `_COLLAPSE` (True), else the neuron stays collapsed for this phase (False)."""
         q, X = self.q, self.phase.X
-        coef = X.T * (self.R @ self.theta[q:])  # (q, N): column n is ⟨a, r_n⟩ x_n
+        weights = self.R @ self.theta[q:]  # ⟨a, r_n⟩
+        coef = X.T * weights  # (q, N): column n is ⟨a, r_n⟩ x_n
         w = self.theta[:q]
         u0 = w / np.linalg.norm(w) if np.linalg.norm(w) > 0 else coef.sum(axis=1)
         if not np.linalg.norm(u0) > 0:
             return False
 
         def neg_phi(u):
-            u = u / np.linalg.norm(u)
-            on = X @ u > 0
-            return -float(np.sum(coef[:, on].T @ u))
+            return -float(weights @ np.maximum(X @ (u / np.linalg.norm(u)), 0.0))
 
         res = scipy.optimize.minimize(neg_phi, u0, method="Powell", options={"xtol": 1e-10, "ftol": 1e-14})
         scale = float(np.linalg.norm(coef, axis=0).sum())
@@ -261,15 +491,20 @@ class _Path:
                 self.t = end
                 return
             M, Pi, XK, G = self._matrices(self.side, self.K)
-            q = self.q
-            m = self.theta.size
-            B = np.zeros((m, m))
-            B[:q, q:] = Pi @ M.T
-            B[q:, :q] = M @ Pi
-            lam, V = np.linalg.eigh(B)
-            gamma = V.T @ self.theta
-            self.segments.append((self.t, lam, V, gamma, self.S))
-            tau, kind, which = self._next_event(lam, V, gamma, M, XK, G, end - self.t, last_gap)
+            axis = self._on_axis(M, Pi, XK, G, end - self.t) if M.shape[0] == 1 else None
+            if axis is not None:
+                lam, V, gamma, (tau, kind, which) = axis
+                self.segments.append((self.t, lam, V, gamma, self.S))
+            else:
+                q = self.q
+                m = self.theta.size
+                B = np.zeros((m, m))
+                B[:q, q:] = Pi @ M.T
+                B[q:, :q] = M @ Pi
+                lam, V = np.linalg.eigh(B)
+                gamma = V.T @ self.theta
+                self.segments.append((self.t, lam, V, gamma, self.S))
+                tau, kind, which = self._next_event(lam, V, gamma, M, XK, G, end - self.t, last_gap)
             if kind == "end":
                 self.t = end
                 return
@@ -305,6 +540,62 @@ class _Path:
                 self._leave_kink(which, plus=(kind == "leave-plus"))
             if not self.frozen:
                 self._settle()
+
+    def _on_axis(self, M, Pi, XK, G, remaining):
+        """The segment and its first event in closed form for one output (as `_March`, with the
+        pattern's row projected onto the sliding surfaces): (λ, V, γ, (τ, kind, surface)) with
+        θ(τ) = V(e^{λτ}γ), or None where w⊥ is too small to rule out a collapse, or where a
+        sliding neuron's a is at its zero (there the generic scan decides the releases).
+
+        While sliding, the normal force μ and the forces c± of a surface's samples are all
+        proportional to a (one output), so every Filippov weight holds until a changes sign,
+        where the surfaces turn repelling: the release is at a's zero, z² = B/A."""
+        q, U, K = self.q, self.phase.normals, self.K
+        v = Pi @ M[0]
+        s = float(np.linalg.norm(v))
+        w, a = self.theta[:q], float(self.theta[q])
+        vh = v / s if s > 0 else v
+        p0 = float(vh @ w)
+        wperp = w - p0 * vh
+        W2 = float(wperp @ wperp)
+        if not s > 0 or W2 < _RESOLVED:
+            return None
+        A, B = np.array([(p0 + a) / 2]), np.array([(p0 - a) / 2])
+        sv = np.array([s])
+        c0, c1 = self.side * (U @ wperp), self.side * (U @ vh)
+        # Surfaces slid along are not crossed: their events are releases.
+        c0[K], c1[K] = 1.0, 0.0
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            tau_thr = float(_March._threshold(np.array([W2]), A, B, sv, np.array([2.0 * (self.c - self.S)]))[0])
+            tau_kink, g = _March._first_kink(c0[None], c1[None], A, B, sv)
+        tau_kink, g = float(tau_kink[0]), int(g[0])
+        tau_rel, release = math.inf, None
+        slide = [i for i, k in enumerate(K) if k not in self.held]
+        if slide:
+            if abs(a) < 1e-12:
+                return None
+            Ks = [K[i] for i in slide]
+            mu = -np.linalg.solve(G, XK @ M[0])[slide]
+            lo, hi = self.Pminus[Ks, 0], self.Pplus[Ks, 0]
+            sgn = np.sign((hi - lo) * a)
+            # The scan's rows (μ − c₋, then c₊ − μ, per surface, signed by sgn) at τ = 0: those
+            # positive now turn negative at a's zero; the first in the scan's order is released.
+            for kind, row in (("leave-minus", sgn * (mu - lo) * a), ("leave-plus", sgn * (hi - mu) * a)):
+                if (row > 0).any() and B[0] / A[0] > 1:
+                    tau_rel = math.log(B[0] / A[0]) / (2 * s)
+                    release = (kind, Ks[int(np.argmax(row > 0))])
+                    break
+        lam = np.array([s, -s, 0.0])
+        V = np.stack([np.append(vh, 1.0), np.append(vh, -1.0), np.append(wperp, 0.0)], axis=1)
+        gamma = np.array([A[0], B[0], 1.0])
+        if tau_thr <= min(tau_kink, tau_rel, remaining):
+            return lam, V, gamma, (tau_thr, "threshold", None)
+        if tau_rel < min(tau_kink, remaining):
+            return lam, V, gamma, (tau_rel, *release)
+        if tau_kink < remaining:
+            tau = float(_March._polish(c0[g], c1[g], A, B, sv, np.array([tau_kink]))[0])
+            return lam, V, gamma, (tau, "kink", g)
+        return lam, V, gamma, (remaining, "end", None)
 
     def _next_event(self, lam, V, gamma, M, XK, G, remaining, last_gap):
         """(τ, kind, sample) of the first event within `remaining`, or (remaining, "end", None).

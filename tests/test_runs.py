@@ -41,6 +41,12 @@ def test_a_run_out_of_solver_steps_names_the_parameter_that_raises_the_budget():
     assert short.summary["solver"]["status"] == "max_steps" and short.summary["solver"]["steps"] <= 300
     assert short.summary["parameters"]["max_steps"] == 300
     assert "--set max_steps=600" in short.summary["warnings"][0]
+    # It ended between two save points: the final loss is the loss at t_final (the solver's own
+    # record of its last step), not the save grid's last, earlier one.
+    traj = short.trajectory
+    grid = traj.times[np.isfinite(traj.times)]
+    assert grid[-1] < traj.t_final == traj.step_times[-1]
+    np.testing.assert_allclose(short.summary["observables_final"]["loss"], traj.step_loss[-1], rtol=1e-9)
     # Predicted steps it did not reach are the budget's doing too, not the horizon's.
     shorter = ss.run_preset("linear", overrides={"max_steps": "60"}).summary["warnings"]
     assert any("not reached" in w and "raise --set max_steps" in w for w in shorter)

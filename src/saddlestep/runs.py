@@ -206,6 +206,7 @@ def summarize(
     **Returns:** `(summary, steps, prediction)`; `prediction` is None when the preset has no predictor.
     """
     steps = detect_steps(traj)
+    final_loss = _final_loss(traj, setup)
     prediction = setup.predict() if setup.predict is not None else None
     predict_s = float(getattr(setup.predict, "seconds", 0.0))
     summary = {
@@ -228,7 +229,7 @@ def summarize(
             "phases": _solver_phases(traj),
         },
         "steps": [s.to_json() for s in steps],
-        "observables_final": _final_observables(traj, setup),
+        "observables_final": _final_observables(traj, setup, final_loss),
     }
     if prediction is not None:
         summary["prediction"] = prediction.to_json()
@@ -243,7 +244,7 @@ def summarize(
     if prediction is not None and prediction.num_steps and traj.status in ("t_max", "max_steps"):
         late = int(np.sum(prediction.times > t_final))
         loss = np.asarray(traj.loss, dtype=float)
-        final = float(loss[np.isfinite(loss)][-1]) if np.isfinite(loss).any() else math.nan
+        final = final_loss
         target = float(prediction.losses[-1])
         start = prediction.initial_loss if math.isfinite(prediction.initial_loss) else float(loss[0])
         last = max((s.time for s in steps), default=0.0)
@@ -301,11 +302,23 @@ def _solver_phases(traj: Trajectory) -> list[dict[str, Any]]:
     return traj.phases
 
 
-def _final_observables(traj: Trajectory, setup: Setup) -> dict[str, Any]:
-    out: dict[str, Any] = {"loss": float(traj.loss[np.isfinite(traj.loss)][-1])}
+def _final_loss(traj: Trajectory, setup: Setup) -> float:
+    """The loss at `t_final`, of the final model: a stop event or the step budget can end a run
+    between two save points, where the save grid's last loss is an earlier one."""
+    if traj.final is not None:
+        return float(setup.task.loss(traj.final))
+    loss = np.asarray(traj.loss, dtype=float)
+    return float(loss[np.isfinite(loss)][-1]) if np.isfinite(loss).any() else math.nan
+
+
+def _final_observables(traj: Trajectory, setup: Setup, final_loss: float) -> dict[str, Any]:
+    """The loss and the task's observables at `t_final` (of the final model, as `_final_loss`);
+    observables the task does not compute are the save grid's last."""
+    out: dict[str, Any] = {"loss": final_loss}
+    fresh = setup.task.observables(traj.final) if traj.final is not None else {}
     for k, v in traj.observables.items():
-        v = np.asarray(v)
-        out[k] = v[-1].tolist() if v.ndim > 1 else float(v[-1])
+        v = np.asarray(fresh[k]) if k in fresh else np.asarray(v)[-1]
+        out[k] = v.tolist() if v.ndim > 0 else float(v)
     if setup.summarize is not None:
         out.update(_jsonable(setup.summarize(traj)))
     return out

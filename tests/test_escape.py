@@ -118,3 +118,21 @@ def test_prediction_shape():
     assert p.num_steps == 1 and p.method == "closed-form:escape"
     np.testing.assert_allclose(p.times[0], r0**-1 / (3 * p.extra["speed"]))
     assert p.losses[0] < p.initial_loss
+
+
+def test_a_strong_signal_runs_to_the_predicted_escape_plateau(tmp_path):
+    # Targets of a random two-layer ReLU map: the escape's predicted plateau (5.67) lies below
+    # 0.6·ℒ(0), so the default stop at 0.8·ℒ(0) came in mid-drop, above the step's midpoint:
+    # `converge` found no crossing and `compare` set the stop level against the plateau. The
+    # run now goes on until it is within 5% of the drop from that plateau.
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 5))
+    Y = np.maximum(X @ rng.standard_normal((5, 4)), 0) @ rng.standard_normal((4, 2))
+    np.savez(tmp_path / "d.npz", X=X, Y=Y - Y.mean(0))
+    r = ss.run_preset("deep-relu-escape", data=str(tmp_path / "d.npz"), init_scale=1e-2, overrides={"width": "8"})
+    start, plateau = float(r.trajectory.loss[0]), float(r.prediction.losses[0])
+    assert plateau < 0.6 * start
+    assert r.summary["solver"]["status"] == "converged"
+    assert r.summary["observables_final"]["loss"] <= plateau + 0.05 * (start - plateau) + 1e-12
+    (step,) = r.steps
+    assert abs(step.loss_after - plateau) < 0.1 * (start - plateau)

@@ -45,11 +45,25 @@ def _check_depth(depth) -> int:
     return depth
 
 
-def _stop_kwargs(fraction: float) -> dict:
+def _stop_kwargs(fraction: float, task=None, model=None, plateau: float | None = None) -> dict:
+    """Stop once ℒ ≤ f·ℒ(0) (f = 0: never); with a predicted `plateau` after the escape below that
+    level, not before the flow is within `_NEAR` of the drop above it: a stop in mid-drop (on
+    data with a strong signal) left the step's midpoint, where `compare` and `converge` time it,
+    uncrossed, and its plateau the stop level."""
     if not 0 <= fraction < 1:
         raise ValueError(f"overrides stop_loss_fraction: expected a number in [0, 1), got {fraction}")
+    if fraction == 0:
+        return {}
+    if plateau is not None and math.isfinite(plateau):
+        start = float(task.loss(model))
+        if 0 <= plateau < start:
+            fraction = min(fraction, (plateau + _NEAR * (start - plateau)) / start)
     # loss_floor = 0 with converge_tol = f stops the flow once ℒ ≤ f·ℒ(0).
-    return {} if fraction == 0 else {"loss_floor": 0.0, "converge_tol": fraction}
+    return {"loss_floor": 0.0, "converge_tol": fraction}
+
+
+# How close to the predicted plateau (a fraction of the drop to it) the escape run goes on.
+_NEAR = 0.05
 
 
 # ----------------------------------------------------------------------------- deep-relu-escape
@@ -74,7 +88,8 @@ def _build_escape(params, *, init_scale, seed, data):
     t_aligned = basin.escape_time(parameter_norm(model))
     t_max = 60.0 * t_aligned + 100.0 / basin.speed
     kwargs = {"n_snapshots": 1001, "max_steps": 100_000}
-    kwargs.update(_stop_kwargs(params["stop_loss_fraction"]))
+    prediction = predict_escape(model, task, escape=escape)
+    kwargs.update(_stop_kwargs(params["stop_loss_fraction"], task, model, float(prediction.losses[0])))
 
     def summarize(traj):
         flow = _pre_drop(traj, task)
@@ -101,7 +116,7 @@ def _build_escape(params, *, init_scale, seed, data):
         model,
         task,
         t_max,
-        predict=lambda: predict_escape(model, task, escape=escape),
+        predict=lambda: prediction,
         simulate_kwargs=kwargs,
         summarize=summarize,
         write_extra=write_extra,

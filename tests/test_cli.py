@@ -307,3 +307,75 @@ def test_a_second_run_reuses_the_compiled_programs_and_gives_the_same_result(tmp
         else:
             assert hits > 10, proc.stdout
     assert outs[0] == outs[1]
+
+
+def _tiny_diagonal(path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 4))
+    return _npz(path, X=X, y=X @ np.array([2.0, 0.0, -1.0, 0.0]))
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        # Every grid value is checked before any cell runs (the valid t_max=50 cell used to be written).
+        (["sweep", "diagonal", "--grid", "t_max=50,-1"], "--grid t_max: expected a positive number"),
+        (["sweep", "diagonal", "--grid", "rtol=1e-6,5"], "--grid rtol: expected a tolerance in (0, 1)"),
+        (["sweep", "diagonal", "--grid", "variant=uv,bad"], "--grid variant: expected 'uv' or 'squares'"),
+        # A single value beside its own grid axis would be ignored, yet recorded in sweep.json.
+        (["sweep", "diagonal", "--seed", "3", "--grid", "seed=0:2"], "--seed: also a grid axis; give it in one place"),
+        (["sweep", "diagonal", "--seed", "0", "--grid", "seed=0:2"], "--seed: also a grid axis"),
+        (["sweep", "diagonal", "--init-scale", "1e-5", "--grid", "init_scale=1e-3,1e-4"],
+         "--init-scale: also a grid axis; give it in one place"),
+        (["converge", "diagonal", "--init-scales", "1e-3,1e-4", "--init-scale", "1e-5"],
+         "--init-scale: converge takes its scales from --init-scales"),
+        (["converge", "richness", "--init-scales", "0.5,0.25"],
+         "converge: preset 'richness' has no prediction to converge to"),
+    ],
+)
+def test_sweep_and_converge_refuse_bad_input_before_writing(tmp_path, capsys, argv, needle):
+    out = tmp_path / "out"
+    data = [] if argv[1] == "richness" else ["--data", _tiny_diagonal(tmp_path / "d.npz")]
+    code = main(argv + data + ["--out", str(out)])
+    err = capsys.readouterr().err
+    # Besides progress, a sweep announces its grid before building it (where a variant is checked).
+    lines = [line for line in err.strip().splitlines()
+             if not (_is_progress(line) or line.startswith(f"saddlestep: sweep {argv[1]}: "))]
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+    assert not out.exists()
+
+
+def test_sweep_without_the_single_values_uses_the_defaults(tmp_path, capsys):
+    # --seed's default is not a value the user gave: a seed grid alone runs, and resumes.
+    out = tmp_path / "s"
+    argv = ["sweep", "diagonal", "--data", _tiny_diagonal(tmp_path / "d.npz"), "--grid", "seed=0:2", "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "sweep.json").read_text())["seed"] == 0
+    assert main(argv) == 0
+
+
+def test_sweep_overwrite_replaces_an_earlier_sweep_and_keeps_user_files(tmp_path, capsys):
+    out = tmp_path / "s"
+    data = _tiny_diagonal(tmp_path / "d.npz")
+    first = ["sweep", "diagonal", "--data", data, "--grid", "seed=0:2", "--grid", "init_scale=1e-4,1e-6"]
+    assert main(first + ["--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "runs" / "mine").mkdir()
+    (out / "runs" / "mine" / "x.txt").write_text("mine too")
+    second = ["sweep", "diagonal", "--data", data, "--set", "variant=squares", "--grid", "seed=0:1",
+              "--grid", "init_scale=1e-4,1e-5"]
+    capsys.readouterr()
+    assert main(second + ["--out", str(out)]) == 2  # other settings: refused without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(second + ["--out", str(out), "--overwrite"]) == 0
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["parameters"]["variant"] == "squares" and manifest["grid"]["init_scale"] == [1e-4, 1e-5]
+    assert sorted(os.listdir(out / "runs")) == ["mine", "seed=0__init_scale=0.0001", "seed=0__init_scale=1e-05"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "runs" / "mine" / "x.txt").read_text() == "mine too"
+    for name in ("seed=0__init_scale=0.0001", "seed=0__init_scale=1e-05"):
+        summary = json.loads((out / "runs" / name / "summary.json").read_text())
+        assert summary["parameters"]["variant"] == "squares"
+    import xarray as xr
+
+    with xr.open_dataset(out / "sweep.nc", engine="scipy") as ds:
+        assert list(ds.init_scale.values) == [1e-4, 1e-5] and list(ds.seed.values) == [0]

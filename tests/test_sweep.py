@@ -236,3 +236,38 @@ def test_sweep_bad_parameter_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="width"):
         sw.sweep("linear", {"width": [0]}, overrides={"d": "4", "singular_values": "3,1"}, out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+# ----------------------------------------------------------------------------- up-front checks, --overwrite
+@pytest.mark.parametrize(
+    "grid, kwargs, match",
+    [
+        ({"t_max": ["50", "-1"]}, {}, r"^grid t_max: expected a positive number"),
+        ({"rtol": [1e-6, 5.0]}, {}, r"^grid rtol: expected a tolerance in \(0, 1\)"),
+        ({"variant": ["uv", "bad"]}, {}, r"^grid variant: expected 'uv' or 'squares'"),
+        ({"seed": [0, 1]}, {"seed": 3}, r"^seed: also a grid axis; give it in one place"),
+        ({"init_scale": [1e-3, 1e-4]}, {"init_scale": 1e-5}, r"^init_scale: also a grid axis"),
+    ],
+)
+def test_sweep_checks_every_grid_value_before_writing(tmp_path, grid, kwargs, match):
+    # The valid cell used to be integrated and written before the bad one failed in its solve.
+    overrides = {"n": "8", "d": "4", "beta_star": "2,-1"}
+    with pytest.raises(ValueError, match=match):
+        sw.sweep("diagonal", grid, overrides=overrides, out=tmp_path / "s", progress=False, **kwargs)
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_overwrite_keeps_the_users_files_among_the_runs(tmp_path):
+    out = tmp_path / "s"
+    sw.sweep("linear", {"seed": [0, 1]}, overrides=SMALL, out=out, progress=False)
+    (out / "runs" / "seed=0" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="other settings.*pass overwrite=True to replace it"):
+        sw.sweep("linear", {"seed": [0]}, overrides={**SMALL, "rtol": "1e-8"}, out=out, progress=False)
+    ds = sw.sweep("linear", {"seed": [0]}, overrides={**SMALL, "rtol": "1e-8"}, out=out, overwrite=True,
+                  progress=False)
+    assert list(ds.seed.values) == [0] and sorted(os.listdir(out / "runs")) == ["seed=0"]
+    assert (out / "runs" / "seed=0" / "notes.txt").read_text() == "mine"
+    summary = json.loads((out / "runs" / "seed=0" / "summary.json").read_text())
+    assert summary["parameters"]["rtol"] == 1e-8
+    assert json.loads((out / "sweep.json").read_text())["parameters"]["rtol"] == 1e-8
+    assert json.loads((out / ".saddlestep").read_text())["files"] == ["runs", "sweep.json", "sweep.nc"]

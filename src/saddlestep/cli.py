@@ -78,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="many runs over a grid; resumable")
     _common(p)
+    # None until given: a --seed beside a seed axis is refused, and only a value the user typed is one.
+    p.set_defaults(seed=None)
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2|A:B", help="a grid axis")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
-    _writer(p, "sweep folder (an earlier sweep there is resumed)", required=True)
+    _writer(p, "sweep folder (an earlier sweep there is resumed; with --overwrite, replaced)", required=True)
 
     p = sub.add_parser("bench", help="speed and accuracy against discrete GD")
     p.add_argument("--quick", action="store_true", help="a reduced run (10–15 minutes on 2 CPU cores)")
@@ -221,8 +223,16 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_converge(args) -> int:
+    from .presets import get_preset
+
+    if args.init_scale is not None:
+        raise ValueError("--init-scale: converge takes its scales from --init-scales; give one of them")
     overrides = _parse_sets(args.sets)
     _check_arguments(args, overrides)
+    if not get_preset(args.preset).predictor:
+        # Converging needs a limit to converge to (AGF's own fallback needs a neuron view these lack).
+        raise ValueError(f"converge: preset {args.preset!r} has no prediction to converge to (its predictor: none); "
+                         f"use saddlestep run or sweep")
     from .runs import converge_preset
 
     alphas = []
@@ -260,7 +270,7 @@ def _cmd_sweep(args) -> int:
     overrides = _parse_sets(args.sets)
     grid = parse_grid(args.grid, args.preset)
     sweep(args.preset, grid, overrides=overrides, executor=args.executor, out=args.out, data=args.data,
-          init_scale=args.init_scale, seed=args.seed)
+          init_scale=args.init_scale, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 
@@ -382,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     command = lambda: _COMMANDS[args.command](args)
     if argv is None:
         # A warning is one line, as the run's own are (not Python's file:line and source echo).
-        warnings.formatwarning = lambda message, *rest, **kw: f"saddlestep: warning: {message}\n"
+        warnings.formatwarning = lambda message, *rest, **kw: f"saddlestep: warning: {in_flags(str(message))}\n"
     # Ray sets its own SIGTERM handler, and only from the main thread.
     threaded = argv is None and args.command != "list" and getattr(args, "executor", "local") != "ray"
     if threaded:

@@ -9,11 +9,15 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..outputs import atomic_write_bytes, atomic_write_text, check_out, prepare_updatable, record_files
+from ..outputs import (
+    _foreign, _legacy_marker, _read_marker, _remove, _write_marker, atomic_write_bytes, atomic_write_text, check_out,
+    is_output, MARKER, prepare_updatable, record_files,
+)
 from ..presets import get_preset
 from ..progress import Progress
 from .cells import _build, _cell_key, Cell, Member
@@ -31,7 +35,8 @@ def sweep(
     out: str | os.PathLike,
     data: str | None = None,
     init_scale=None,
-    seed=0,
+    seed=None,
+    overwrite: bool = False,
     progress: bool | None = None,
 ):
     """Run a preset over a grid, resumably; write one run folder per grid point and `sweep.nc`.
@@ -46,7 +51,10 @@ def sweep(
       executor object.
     - `out`: the sweep folder; re-running with the same folder skips finished runs.
     - `data`: a user data file, as for `saddlestep run`.
-    - `init_scale`, `seed`: values for α and the seed when they are not grid axes.
+    - `init_scale`, `seed`: values for α and the seed when they are not grid axes (default: the
+      preset's α, seed 0).
+    - `overwrite`: replace an earlier sweep at `out` (its own files only) instead of resuming it;
+      without it, a sweep of other settings there is refused.
     - `progress`: progress over cells — a bar on a terminal, a few plain lines elsewhere
       (default: yes; False: silent).
 
@@ -71,11 +79,16 @@ def sweep(
     both = sorted(set(overrides) & set(typed_grid))
     if both:
         raise ValueError(f"overrides {both[0]}: also a grid axis; give it in one place")
+    # A single value beside its own axis would be ignored, yet recorded as the sweep's setting.
+    for key, value in (("init_scale", init_scale), ("seed", seed)):
+        if value is not None and key in typed_grid:
+            raise ValueError(f"{key}: also a grid axis; give it in one place")
     base = preset.parameters(overrides, data=data)
     if data is not None:
         preset.check_not_set_by_data(typed_grid, "grid")
+    _check_grid_values(preset, overrides, typed_grid, data)
     alpha = preset.init_scale if init_scale is None else check_init_scale(init_scale)
-    seed = check_seed(seed)
+    seed = check_seed(0 if seed is None else seed)
     if data is not None:
         if preset.data_help is None:
             raise ValueError(f"data: preset {preset_name!r} takes no data file")
@@ -89,7 +102,6 @@ def sweep(
             f"grid: {total:,} runs (the product of the axes' lengths) is more than {MAX_RUNS:,}; "
             f"split the sweep or check the ranges (a:b is b − a values)"
         )
-    _say(f"sweep {preset.name}: {total:,} runs over {', '.join(f'{k} ({len(v)})' for k, v in typed_grid.items())}")
 
     # Every grid point, with its effective parameters, and its folder.
     members = []
@@ -105,18 +117,27 @@ def sweep(
         members.append((name, m))
 
     runs_dir = os.path.join(out, "runs")
-    manifest = _check_manifest(out, preset.name, preset.recorded(base, data), data, alpha, seed, typed_grid)
-    pending = [(n, m) for n, m in members if not _finished(os.path.join(runs_dir, n))]
+    manifest = _check_manifest(out, preset.name, preset.recorded(base, data), data, alpha, seed, typed_grid,
+                               overwrite=overwrite)
+    _say(f"sweep {preset.name}: {total:,} runs over {', '.join(f'{k} ({len(v)})' for k, v in typed_grid.items())}")
+    # An earlier sweep that is to be replaced has no finished runs to offer.
+    replace = overwrite and is_output(out, "sweep")
+    pending = [(n, m) for n, m in members if replace or not _finished(os.path.join(runs_dir, n))]
     if len(pending) < len(members):
         _say(f"sweep: {len(members) - len(pending):,} runs already finished in {out}, {len(pending):,} to go")
 
     # Build every pending run first: bad parameters fail here, before anything is written.
     setups = {}
     for i, (n, m) in enumerate(pending):
-        setups[n] = _build(preset, m, data)
+        try:
+            setups[n] = _build(preset, m, data)
+        except ValueError as err:
+            raise _as_argument(err, typed_grid, base) from None
         if len(pending) >= 50 and (i + 1) % max(1, len(pending) // 5) == 0:
             _say(f"sweep: built {i + 1:,}/{len(pending):,} setups")
     cells, cell_names = _group(preset.name, data, pending, setups)
+    if replace:
+        _remove_earlier_sweep(out)
     prepare_updatable(out, kind="sweep")
     os.makedirs(runs_dir, exist_ok=True)
     atomic_write_text(os.path.join(out, "sweep.json"), json.dumps(manifest, indent=2) + "\n")
@@ -131,7 +152,7 @@ def sweep(
             for name, member, traj in zip(cell_names[i], cells[i].members, result.trajectories):
                 _write_run(
                     os.path.join(runs_dir, name), preset, member, setups[name], traj, data,
-                    wall=result.wall_time_s, ensemble_size=size, device=result.device,
+                    wall=result.wall_time_s, ensemble_size=size, device=result.device, overwrite=replace,
                 )
             runs_done += size
             bar.update(1, runs=f"{runs_done}/{len(members)}")
@@ -186,25 +207,28 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def _check_manifest(out, preset, base, data, alpha, seed, grid) -> dict:
-    """Refuse to mix runs of different fixed settings in one folder (the grid may grow); returns
-    the manifest to write. The `--data` file enters by its content digest, so a resume after the
-    file changed is refused rather than mixing old and new results."""
+def _check_manifest(out, preset, base, data, alpha, seed, grid, *, overwrite=False) -> dict:
+    """Refuse to mix runs of different fixed settings in one folder (the grid may grow), unless
+    the earlier sweep is to be replaced; returns the manifest to write. The `--data` file enters
+    by its content digest, so a resume after the file changed is refused rather than mixing old
+    and new results."""
     fixed = {"preset": preset, "parameters": _jsonable(base), "data": data, "init_scale": alpha, "seed": seed}
     digest = _file_digest(data) if data is not None else None
     path = os.path.join(out, "sweep.json")
-    if os.path.exists(path):
+    if os.path.exists(path) and not overwrite:
         try:
             with open(path) as f:
                 old = json.load(f)
         except (OSError, json.JSONDecodeError):
-            raise ValueError(f"out: {path} is not a readable sweep manifest; choose another folder") from None
+            raise ValueError(f"out: {path} is not a readable sweep manifest; pass overwrite=True to replace the "
+                             f"sweep, or choose another folder") from None
         if not isinstance(old, dict):
-            raise ValueError(f"out: {path} is not a readable sweep manifest; choose another folder")
+            raise ValueError(f"out: {path} is not a readable sweep manifest; pass overwrite=True to replace the "
+                             f"sweep, or choose another folder")
         if old.get("format") != _FORMAT or {k: old.get(k) for k in fixed} != json.loads(json.dumps(fixed)):
             raise ValueError(
                 f"out: {out} holds a sweep with other settings (preset, overrides, data, init_scale "
-                f"or seed); choose another folder"
+                f"or seed); pass overwrite=True to replace it, or choose another folder"
             )
         if data is not None and old.get("data_sha256") not in (None, digest):
             raise ValueError(
@@ -217,6 +241,89 @@ def _check_manifest(out, preset, base, data, alpha, seed, grid) -> dict:
     return manifest
 
 
+def _check_grid_values(preset, overrides, grid, data) -> None:
+    """Check every combination of the gridded parameters as `--set` would be checked, before
+    anything is built or written (a bad value would otherwise surface in its cell's solve, after
+    the other cells were written)."""
+    keys = [k for k in grid if k not in SPECIAL_KEYS]
+    warned = set()
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        texts = {k: _text(v) for k, v in zip(keys, combo)}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                preset.parameters({**overrides, **texts}, data=data)
+            except ValueError as err:
+                raise _in_grid(err, keys) from None
+        for w in caught:  # the overrides' own warnings were given once already
+            message = str(_in_grid(ValueError(str(w.message)), keys))
+            if message != str(w.message) and message not in warned:
+                warned.add(message)
+                warnings.warn(message, w.category, stacklevel=3)
+
+
+def _text(value) -> str:
+    """A typed grid value as `--set` text (parses back to the same value)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(_text, value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _in_grid(err: ValueError, keys) -> ValueError:
+    """`overrides KEY …` as `grid KEY …` where KEY is a grid axis."""
+    message = str(err)
+    head = message.split(":", 1)[0].split("=", 1)[0]
+    if head.startswith("overrides ") and head.removeprefix("overrides ").strip() in keys:
+        return ValueError("grid " + message.removeprefix("overrides "))
+    return err
+
+
+def _as_argument(err: ValueError, grid, params) -> ValueError:
+    """A library error naming a parameter (`variant: expected …`) as the argument that gave it:
+    `grid variant: …` for a grid axis, `overrides variant: …` for a fixed parameter."""
+    message = str(err)
+    key, colon, _ = message.partition(":")
+    if colon and key in grid:
+        return ValueError(f"grid {message}")
+    if colon and key in params:
+        return ValueError(f"overrides {message}")
+    return err
+
+
+# What a sweep writes into its folder; inside `runs/`, each run folder carries its own marker.
+_SWEEP_FILES = ("runs", "sweep.json", "sweep.nc")
+
+
+def _remove_earlier_sweep(out: str) -> None:
+    """Remove what an earlier sweep in `out` wrote, by its markers, and nothing else: a file of
+    the user's, in the folder or among the run folders, stays where it is."""
+    marker = _read_marker(out) or _legacy_marker(out, "sweep")
+    ours = [n for n in (marker["files"] if marker else []) if n in _SWEEP_FILES]
+    runs_dir = os.path.join(out, "runs")
+    if "runs" in ours and os.path.isdir(runs_dir) and not os.path.islink(runs_dir):
+        for entry in os.listdir(runs_dir):
+            folder = os.path.join(runs_dir, entry)
+            if os.path.islink(folder) or not os.path.isdir(folder):
+                continue
+            run_marker = _read_marker(folder) or _legacy_marker(folder, "run")
+            if run_marker is None or run_marker.get("kind") != "run":
+                continue  # not a run saddlestep wrote
+            for name in run_marker["files"]:
+                _remove(os.path.join(folder, name))
+            if _foreign(folder, run_marker):
+                _write_marker(folder, "run", [])  # the user's files stay; the new run joins them
+            else:
+                _remove(os.path.join(folder, MARKER))
+                os.rmdir(folder)
+        if not os.listdir(runs_dir):
+            os.rmdir(runs_dir)
+    for name in ("sweep.json", "sweep.nc"):
+        if name in ours:
+            _remove(os.path.join(out, name))
+    # The marker keeps naming only what is still ours (`runs/`, when a user's file holds it).
+    _write_marker(out, "sweep", [n for n in ours if os.path.lexists(os.path.join(out, n))])
+
+
 def _group(preset_name, data, pending, setups) -> tuple[list[Cell], list[list[str]]]:
     groups: dict[tuple, list] = {}
     for name, member in pending:
@@ -225,7 +332,7 @@ def _group(preset_name, data, pending, setups) -> tuple[list[Cell], list[list[st
     return cells, [[n for n, _ in g] for g in groups.values()]
 
 
-def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size, device) -> None:
+def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size, device, overwrite=False) -> None:
     """The run folder `saddlestep run` would write, from a member of an ensemble."""
     from ..runs import _jsonable as jsonable, effective_parameters, summarize, write_run_folder
 
@@ -240,7 +347,7 @@ def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size
         "ensemble_wall_time_s": wall,
         "device": device,
     }
-    write_run_folder(folder, summary, traj, steps, prediction, setup)
+    write_run_folder(folder, summary, traj, steps, prediction, setup, overwrite=overwrite)
 
 
 def _jsonable(obj):

@@ -110,7 +110,8 @@ def bad_cases(tmp):
     pickled = tmp / "pickled.npz"
     np.savez(pickled, template=np.array([{"a": 1}], dtype=object))
     return {
-        "a .npy where an .npz with keys is needed": (["run", "linear", "--data", str(npy)], "single .npy"),
+        "a .npy where an .npz with keys is needed": (["run", "linear", "--data", str(npy)],
+                                                     "numpy.savez(path, Sxx=…, Syx=…) or numpy.savez(path, X=…, Y=…)"),
         "a zip whose members are not .npy": (["run", "diagonal", "--data", str(notnpz)], "not .npy"),
         "a CSV as --data": (["run", "linear", "--data", str(csv)], "CSV"),
         "3-D X": (["run", "relu", "--data", _npz(tmp / "X3.npz", X=np.ones((10, 3, 1)), Y=np.ones((10, 1)))],

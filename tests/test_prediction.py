@@ -40,6 +40,9 @@ def test_reading_something_else_says_what_was_expected(tmp_path):
     (tmp_path / "text.json").write_text("not json")
     with pytest.raises(ValueError, match="is not a JSON file"):
         ss.Prediction.load(str(tmp_path / "text.json"))
+    (tmp_path / "binary.npz").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match="is a binary file"):
+        ss.Prediction.load(str(tmp_path / "binary.npz"))
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="expected a JSON object"):
         ss.Prediction.load(str(tmp_path / "list.json"))

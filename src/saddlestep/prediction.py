@@ -122,6 +122,8 @@ class Prediction:
                 doc = json.load(f)
             except json.JSONDecodeError as err:
                 raise ValueError(f"path: {path!r} is not a JSON file ({err.msg})") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"path: {path!r} is a binary file, not a prediction.json") from None
         if not isinstance(doc, dict):
             raise ValueError(f"path: {path!r} does not hold a prediction (expected a JSON object)")
         return cls.from_json(doc)

@@ -389,8 +389,10 @@ def _what(head: bytes) -> str:
 def _load_npy(path, required, one_of, needs) -> dict[str, np.ndarray]:
     singles = [required[0]] if len(required) == 1 else [g[0] for g in one_of if len(g) == 1]
     if len(singles) != 1:
+        groups = [list(required)] if required else [list(g) for g in one_of]
+        how = " or ".join(f"numpy.savez(path, {', '.join(f'{k}=…' for k in g)})" for g in groups)
         raise ValueError(f"data: {path!r} is a single .npy array; this preset needs an .npz with keys {needs} "
-                         f"(numpy.savez(path, {', '.join(f'{k}=…' for k in needs.strip('()').split(', ')[:3])}))")
+                         f"({how})")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:

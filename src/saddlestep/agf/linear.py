@@ -1,5 +1,5 @@
-"""AGF for two-layer linear networks (`models.two_layer.TwoLayer` with a linear activation and
-no bias), on second moments."""
+"""AGF for two-layer linear networks (`models.two_layer.TwoLayer` with a linear activation; with a
+bias, on a sample), on second moments."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ class LinearProblem(AbstractAGFProblem):
     flow is equivariant to it), so the dormant neurons are kept as the singular components of
     their block: the top one activates when σ₁ reaches 1 and carries all of its mode, which
     leaves each other dormant neuron with only not-yet-learned modes (Conjecture 4.1).
+
+    A hidden bias b is one more input weight: the network is the bias-free one with w_i' = (w_i,
+    b_i) on inputs (x, 1), so a sample's moments are taken of (x, 1) (the neuron-by-neuron
+    problem would treat rotation-equivalent units as separate features).
     """
 
     template: TwoLayer
@@ -36,14 +40,20 @@ class LinearProblem(AbstractAGFProblem):
     Syx: Float[Array, "out d"]
     kappa: int = eqx.field(static=True, default=2)
     loss_floor: float = eqx.field(static=True, default=-math.inf)
+    bias: bool = eqx.field(static=True, default=False)
     atol: ClassVar[float] = 1e-12
     rtol: ClassVar[float] = 1e-8
     min_step: ClassVar[float] = 1e-5
 
     def __init__(self, model: TwoLayer, task):
+        self.bias = model.b is not None
+        if self.bias and not isinstance(task, SampleRegression):
+            raise ValueError("model: a linear network with a bias needs a sample (SampleRegression), not moments")
         if isinstance(task, SampleRegression):
             X, Y = np.asarray(task.X), np.asarray(task.Y)
             n = X.shape[0]
+            if self.bias:
+                X = np.concatenate([X, np.ones((n, 1))], axis=1)
             task = PopulationRegression(X.T @ X / n, Y.T @ X / n, Y.T @ Y / n)
         self.template = model
         self.task = task
@@ -71,7 +81,10 @@ class LinearProblem(AbstractAGFProblem):
         return (a * active[:, None]).T @ w
 
     def initial(self):
-        theta = np.concatenate([np.asarray(self.template.a).T, np.asarray(self.template.W)], axis=1)
+        parts = [np.asarray(self.template.a).T, np.asarray(self.template.W)]
+        if self.bias:
+            parts.append(np.asarray(self.template.b)[:, None])
+        theta = np.concatenate(parts, axis=1)
         norm = np.linalg.norm(theta, axis=1)
         _, Q = self._basis(np.asarray(self.Syx))
         # Dormant neurons are the singular components of the dormant block (see `advance`).
@@ -224,6 +237,9 @@ class LinearProblem(AbstractAGFProblem):
 
     def model(self, params):
         out = self._out
+        if self.bias:
+            return self.template.with_neurons({"w": jnp.asarray(params[:, out:-1]), "b": jnp.asarray(params[:, -1]),
+                                               "a": jnp.asarray(params[:, :out])})
         return self.template.with_neurons({"w": jnp.asarray(params[:, out:]), "a": jnp.asarray(params[:, :out])})
 
     def label(self, before, after, crossed):
@@ -261,7 +277,9 @@ def _clusters(lam, scale, tol=1e-10):
 
 
 def _linear(model, task):
-    if model.activation == "linear" and model.b is None and isinstance(task, (PopulationRegression, SampleRegression)):
+    if model.activation == "linear" and (
+        isinstance(task, SampleRegression) or (model.b is None and isinstance(task, PopulationRegression))
+    ):
         return LinearProblem(model, task)
     return None  # another activation: the generic neuron problem
 

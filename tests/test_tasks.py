@@ -1,4 +1,5 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -103,3 +104,25 @@ def test_digits_names_why_scikit_learn_failed_to_import(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "sklearn.datasets", None)
     with pytest.raises(ValueError, match=r"^digits: needs scikit-learn .*importing it failed: .*sklearn\.datasets"):
         ss.tasks.digits(20)
+
+
+def test_teacher_overlaps_of_an_even_student_ignore_the_sign_of_w():
+    # σ(z) = z² is even: a student neuron (−w*, a*) is the teacher neuron itself, overlap 1
+    # (the ReLU-style (w·w*)₊ gave 0, so every drop of a quadratic staircase carried a label
+    # picked from ~1e-6 overlaps). A ReLU student with −w* learns nothing of that teacher.
+    # Also inside a traced function, where the task's arrays are tracers.
+    import equinox as eqx
+    from saddlestep.tasks.regression import SampleRegression
+
+    rng = np.random.default_rng(4)
+    d, m = 5, 3
+    W = np.linalg.qr(rng.standard_normal((d, d)))[0][:m] * rng.uniform(0.5, 2.0, (m, 1))
+    A = rng.standard_normal((m, 2))
+    X = rng.standard_normal((40, d))
+    task = SampleRegression(jnp.asarray(X), jnp.asarray(np.square(X @ W.T) @ A), teacher_w=W, teacher_a=A)
+    for act, expected in (("quadratic", 1.0), ("relu", 0.0)):
+        model = ss.TwoLayer(d, m, 2, act, key=jax.random.PRNGKey(0), init_scale=1.0)
+        model = model.with_neurons({"w": jnp.asarray(-W), "a": jnp.asarray(A)})
+        np.testing.assert_allclose(task.teacher_overlaps(model), expected, atol=1e-12)
+        traced = eqx.filter_jit(lambda mdl, tsk: tsk.teacher_overlaps(mdl))(model, task)
+        np.testing.assert_allclose(traced, expected, atol=1e-12)

@@ -203,10 +203,30 @@ class SampleRegression(AbstractTask):
         tw, ta = self.teacher_w, self.teacher_a
         dots = w @ tw.T
         cos = dots / (jnp.linalg.norm(w, axis=1)[:, None] * jnp.linalg.norm(tw, axis=1)[None] + 1e-300)
+        if self._even(model):
+            # σ(−z) = σ(z): w and −w are one neuron, and a student may learn a teacher as either.
+            dots, cos = jnp.abs(dots), jnp.abs(cos)
         weight = jnp.maximum(dots, 0.0) * jnp.maximum(cos, 0.0) ** 8
         return jnp.sum((a @ ta.T) * weight, axis=0) / (
             jnp.sum(ta**2, axis=1) * jnp.sum(tw**2, axis=1)
         )
+
+    def _even(self, model) -> bool:
+        """Whether the student's neurons are even in their input weights, σ(−w·x) = σ(w·x) (a
+        quadratic activation): tried on fixed directions and inputs, never the data (which may be
+        traced), so it is evaluated eagerly also inside a traced function (σ is static)."""
+        d = self.X.shape[1]
+        with jax.ensure_compile_time_eval():
+            probe = {"w": jnp.asarray(np.stack([np.linspace(0.3, 1.1, d), np.cos(np.arange(d) + 0.5)])),
+                     "a": jnp.ones((2, 1))}
+            x = jnp.asarray(np.stack([np.linspace(-1.0, 0.7, d), np.sin(np.arange(d) + 1.0)]))
+            try:
+                up = np.asarray(jax.vmap(lambda v: model.neuron_outputs(probe, v))(x))
+                down = np.asarray(jax.vmap(lambda v: model.neuron_outputs({**probe, "w": -probe["w"]}, v))(x))
+            except (TypeError, ValueError, KeyError, jax.errors.ConcretizationTypeError):
+                return False  # neurons of another shape (a bias the probe lacks, …): not known to be even
+        scale = float(np.max(np.abs(up)))
+        return scale > 0 and bool(np.allclose(up, down, rtol=1e-9, atol=1e-12 * scale))
 
     def _feature_kind(self, model) -> str | None:
         if self.teacher_w is not None and isinstance(model, AbstractNeuronModel) and self._two_layer_view(model):

@@ -113,7 +113,8 @@ def converge(
         a_p = prediction.init_scale if math.isfinite(prediction.init_scale) else scales[-1]
         predicted = np.asarray(prediction.times) / unit(a_p, kappa)
     else:
-        predicted = np.asarray(prediction.rescaled_times)
+        # A prediction timed at its own finite α keeps its α → 0 rescaled times, which the slope is.
+        predicted = np.asarray(prediction.extra.get("limit_rescaled_times", prediction.rescaled_times), dtype=float)
     if own is not None and len({p.num_steps for p in own}) == 1 and not prediction.is_lower_bound:
         # A prediction at finite α (QWEM's, Saxe's from the init, AGF from random directions) has
         # rescaled times that still drift with α; the flow's slope is then set against the

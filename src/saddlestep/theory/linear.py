@@ -63,14 +63,16 @@ def commuting_times(W, a, Sxx, Syx) -> np.ndarray | None:
     **Arguments:** `W`, `a`: the layers at initialization; `Sxx`, `Syx`: the task's moments.
 
     **Returns:** the times in the order of σ_k (the order learned), or None where Σxx does not
-    commute with ΣyxᵀΣyx or the network has fewer hidden units than modes.
+    commute with ΣyxᵀΣyx. A network of fewer hidden units than modes learns its first `width`
+    modes so, one unit each: their times only (its later steps give up a mode for another,
+    `narrow_commuting_steps`).
     """
     modes = _commuting_basis(Sxx, Syx)
     if modes is None:
         return None
     sig, lam, V = modes
-    if np.shape(W)[0] < len(sig):
-        return None  # fewer units than modes: they are shared, and swapped (`narrow_commuting_steps`)
+    first = min(np.shape(W)[0], len(sig))
+    sig, lam, V = sig[:first], lam[:first], V[:, :first]
     U = (np.asarray(Syx, float) @ V) / sig
     grow = (np.asarray(W, float) @ V + np.asarray(a, float).T @ U) / 2  # hidden × modes
     r = np.abs(np.diag(np.linalg.qr(grow, mode="r")))

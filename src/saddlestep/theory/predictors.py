@@ -65,9 +65,10 @@ def _from_the_init(pred: Prediction, model, task) -> Prediction:
         return pred
     Sxx, Syx, _ = moments(task)
     times = commuting_times(W, a, Sxx, Syx)
-    if times is None:  # not decoupled, or fewer units than modes
+    if times is None:  # not decoupled
         return pred
-    times = times[: pred.num_steps]
+    # A narrow network's later steps (swaps of a learned mode) keep their α → 0 times.
+    times = np.concatenate([times, np.asarray(pred.times)[len(times):]])[: pred.num_steps]
     if not np.all(np.diff(times) > 0):
         return pred  # near-tied modes the init reorders: the α → 0 order and times stand
     return dataclasses.replace(

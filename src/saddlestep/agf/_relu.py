@@ -126,17 +126,16 @@ class ReluPhase(eqx.Module):
         S = np.asarray(S, dtype=float)
         c = np.asarray(c, dtype=float)
         end = float(horizon)
-        paths = {}
-        march = None
+        paths, resumed = {}, {}
+        march, marched = None, np.zeros(0, int)
         try:
             serial = np.flatnonzero(dormant)
             if R.shape[1] == 1:
                 together = self._marchable(x[serial][:, self.cols])
-                if together.any():
-                    march = _March(self, per_surface, x[serial[together]][:, self.cols], S[serial[together]],
-                                   c[serial[together]], end)
+                marched, serial = serial[together], serial[~together]
+                if marched.size:
+                    march = _March(self, per_surface, x[marched][:, self.cols], S[marched], c[marched], end)
                     end = march.end
-                serial = serial[~together]
             # The earliest activation bounds every later neuron's solve.
             for i in serial:
                 path = _Path(self, R, per_surface, x[i, self.cols], float(S[i]), float(c[i]))
@@ -150,9 +149,8 @@ class ReluPhase(eqx.Module):
                 for k in np.argsort(march.handed_at):
                     if not march.handed_at[k] < end:
                         break
-                    path = march.resume(k, R)
+                    path = resumed[k] = march.resume(k, R)
                     path.run(end)
-                    paths[("march", k)] = path
                     if path.hit is not None:
                         end = min(end, path.hit)
         except (_Degenerate, RuntimeError):  # RuntimeError: a root search did not converge
@@ -160,17 +158,13 @@ class ReluPhase(eqx.Module):
         hit = end < float(horizon)
         x_new, S_new = x.copy(), S.copy()
         if march is not None:
-            idx = np.flatnonzero(dormant)[self._marchable(x[dormant][:, self.cols])]
             theta, s = march.at(end)
-            for k, i in enumerate(idx):
-                if ("march", k) in paths and end > march.handed_at[k]:
-                    continue
-                x_new[i, self.cols] = theta[k]
-                S_new[i] = s[k]
-        for key, path in paths.items():
-            if isinstance(key, tuple) and not end > march.handed_at[key[1]]:
-                continue  # the earliest activation came before the handover
-            i = idx[key[1]] if isinstance(key, tuple) else key
+            for k, i in enumerate(marched):
+                if k in resumed and end > march.handed_at[k]:
+                    paths[i] = resumed[k]  # past its handover, the neuron is on its own path
+                else:
+                    x_new[i, self.cols], S_new[i] = theta[k], s[k]
+        for i, path in paths.items():
             theta, s = path.at(end)
             x_new[i, self.cols] = theta
             S_new[i] = s

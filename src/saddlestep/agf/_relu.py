@@ -416,7 +416,10 @@ class _Path:
         def neg_phi(u):
             return -float(weights @ np.maximum(X @ (u / np.linalg.norm(u)), 0.0))
 
-        res = scipy.optimize.minimize(neg_phi, u0, method="Powell", options={"xtol": 1e-10, "ftol": 1e-14})
+        # φ is piecewise linear: Powell ends at one of several nearby corners whatever its
+        # tolerance (tighter ones, 1e-10, ran to its 10⁴ evaluations with directions 1e-2 apart and
+        # the same predicted times), so a restart direction is a local ascent, not a unique one.
+        res = scipy.optimize.minimize(neg_phi, u0, method="Powell", options={"xtol": 1e-7, "ftol": 1e-11})
         scale = float(np.linalg.norm(coef, axis=0).sum())
         if not -res.fun > 1e-10 * max(scale, 1e-300):
             return False

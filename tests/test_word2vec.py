@@ -309,3 +309,52 @@ def test_user_text_keeps_words_of_any_script(tmp_path):
     path = tmp_path / "fr.txt"
     path.write_text("Le garçon voit la Straße, 3 fois.\n\nÉcole d'été", encoding="utf-8")
     assert read_text(path) == (("le", "garçon", "voit", "la", "straße", "fois"), ("école", "d", "été"))
+
+
+def _weak_mode_P(tmp_path):
+    """A 40-word co-occurrence with four strong directions and a tail of weak modes: with d = 20
+    the weakest learnable one comes ~10⁵ times later than the first."""
+    rng = np.random.default_rng(42)
+    V = 40
+    u = 1.0 / np.arange(1, V + 1) ** 0.8
+    vs = rng.standard_normal((V, 4))
+    B = (vs * np.array([3.0, 2.0, 1.2, 0.6])) @ vs.T / np.sqrt(V) * 2
+    P = np.outer(u, u) * np.exp(B)
+    P = 0.5 * (P + P.T)
+    np.savez(tmp_path / "P40.npz", P=P / P.sum())
+    return str(tmp_path / "P40.npz")
+
+
+def test_qwem_predicts_no_step_the_flow_cannot_show(tmp_path):
+    # Three identical word clusters: M* has two eigenvalues 14.7 and the rest rounding (~1e-15),
+    # which were predicted as three steps at t = 0. A weak mode the init already covers
+    # (s²(0) above its loss midpoint, at α = 1e-2) was a step at t = 0 with the loss going up.
+    from saddlestep.runs import prepare
+
+    block = np.kron(np.eye(3), np.ones((8, 8)))
+    P = np.exp(2 * block)
+    np.savez(tmp_path / "deg.npz", P=P / P.sum())
+    pred = prepare("qwem", data=str(tmp_path / "deg.npz"))[2].predict()
+    assert pred.num_steps == 2 and np.all(pred.times > 0)
+    setup = prepare("qwem", init_scale=1e-2, data=_weak_mode_P(tmp_path), overrides={"d": "20"})[2]
+    pred = setup.predict()
+    assert np.all(pred.times > 0) and np.all(np.diff(np.r_[pred.initial_loss, pred.losses]) < 0)
+    lam, s0 = np.asarray(pred.extra["eigenvalues"]), np.asarray(pred.extra["s0_squared"])
+    assert np.all(s0 < (1 - 1 / np.sqrt(2)) * lam)
+
+
+def test_qwem_with_a_weak_mode_saves_on_a_geometric_grid_and_names_the_stiffness(tmp_path):
+    # The weak mode puts the horizon at ~5.6e5 while the first drops come at t ~ 1–750: a uniform
+    # grid of 1001 saves (spacing 555) left every drop unlabelled. And the explicit solver, held to
+    # small steps by stability, runs out of steps: the advice names the implicit path, not only
+    # a larger budget.
+    from saddlestep.runs import prepare
+
+    data = _weak_mode_P(tmp_path)
+    setup = prepare("qwem", data=data, overrides={"d": "20"})[2]
+    assert setup.simulate_kwargs["save_spacing"] == "log"
+    assert setup.simulate_kwargs["save_start"] * setup.t_max < setup.predict().times[0]
+    r = ss.run_preset("qwem", data=data, overrides={"d": "20", "max_steps": "2000"})
+    assert r.summary["solver"]["status"] == "max_steps"
+    assert "try --set solver=auto" in r.summary["warnings"][0]
+    assert all(s.feature is not None for s in r.steps)

@@ -237,8 +237,14 @@ def summarize(
     notes, t_final = [], float(traj.t_final)
     if traj.status == "max_steps":
         budget = setup.simulate_kwargs.get("max_steps", _methods.MAX_STEPS)
-        notes.append(f"the solver used its whole step budget ({budget} steps) at t = {t_final:.6g}; "
-                     f"raise it (--set max_steps={2 * budget}) or loosen rtol")
+        advice = f"raise it (--set max_steps={2 * budget}) or loosen rtol"
+        if params.get("solver") == "explicit" and budget >= 1000 and 0 < 10 * t_final < float(setup.t_max):
+            # At this pace (over a budget past the first transients) the horizon needs over 10×
+            # the budget: an explicit solver held to small steps by stability, where the
+            # implicit path takes large ones.
+            advice = (f"at this pace t_max = {float(setup.t_max):.4g} needs over {10 * budget} steps: the flow is "
+                      f"stiff for the explicit solver; try --set solver=auto (or raise --set max_steps={2 * budget})")
+        notes.append(f"the solver used its whole step budget ({budget} steps) at t = {t_final:.6g}; {advice}")
     elif traj.status == "diverged":
         notes.append(f"the run diverged at t = {t_final:.6g}")
     if prediction is not None and prediction.num_steps and traj.status in ("t_max", "max_steps"):

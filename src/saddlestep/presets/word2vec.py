@@ -33,10 +33,16 @@ def _embedding_setup(task, model, params, init_scale, extra=None, simulate_kwarg
 
     pred = predict_qwem(model, task)
     if pred.num_steps == 0:
-        raise ValueError("data: M* has no positive eigenvalue among the top d; nothing is learned")
+        raise ValueError("data: no mode of M* among the top d is left to learn (no eigenvalue positive beyond "
+                         "rounding, or the init already covers each): nothing is learned")
     last = float(pred.times[-1])
     lam_last = float(pred.extra["eigenvalues"][-1])
     t_max = 1.3 * last + 12.0 / lam_last
+    simulate_kwargs = dict({"n_save": 1001} if simulate_kwargs is None else simulate_kwargs)
+    if 0 < pred.times[0] and last > 10 * pred.times[0] and "save_spacing" not in simulate_kwargs:
+        # A weak mode stretches the horizon decades past the first drops, which a uniform grid
+        # would see in a point or two (and so could not name their modes): a geometric grid.
+        simulate_kwargs.update(save_spacing="log", save_start=0.1 * float(pred.times[0]) / t_max)
     lam = np.asarray(pred.extra["eigenvalues"])
     s0 = np.asarray(pred.extra["s0_squared"])
 
@@ -54,7 +60,7 @@ def _embedding_setup(task, model, params, init_scale, extra=None, simulate_kwarg
             extra(traj, folder)
 
     return Setup(model, task, t_max, predict=lambda: pred,
-                 simulate_kwargs={"n_save": 1001} if simulate_kwargs is None else simulate_kwargs,
+                 simulate_kwargs=simulate_kwargs,
                  summarize=summarize, write_extra=write_extra)
 
 

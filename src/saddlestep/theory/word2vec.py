@@ -117,10 +117,15 @@ def qwem_final(target, d: int) -> Float[np.ndarray, "V d"]:
     return vec * np.sqrt(np.clip(lam, 0.0, None))
 
 
+# Eigenvalues of M* below this fraction of the largest are rounding of zeros.
+_LAMBDA_TOL = 1e-10
+
+
 def predict_qwem(model: Embedding, task: AbstractCooccurrenceTask) -> Prediction:
     """The QWEM staircase (Karkada et al. 2025, Lemma 3.1 and Result 3).
 
-    Mode k (the k-th eigenvector v_k of M*, λ_k > 0, k ≤ d) rises sigmoidally from s_k²(0)
+    Mode k (the k-th eigenvector v_k of M*, λ_k > 0 beyond rounding, k ≤ d, with s_k²(0) below
+    its loss midpoint) rises sigmoidally from s_k²(0)
     to λ_k, and its loss ⅛(λ_k − s_k²)² falls halfway at s_k² = (1 − 1/√2)λ_k, at
     t_k = (ln(λ_k/s_k²(0) − 1) − ln(1 + √2))/λ_k: the step's time, as `detect_steps` times the
     flow's drops. The half-rise times ln(λ_k/s_k²(0) − 1)/λ_k (s_k² = λ_k/2; ≈ the paper's
@@ -153,7 +158,12 @@ def predict_qwem(model: Embedding, task: AbstractCooccurrenceTask) -> Prediction
     # W(0)ᵀV* behind Result 3. For an aligned init R is diagonal and s_k(0)² = ‖W(0)ᵀv_k‖².
     s0 = np.diag(np.linalg.qr(W0.T @ vec, mode="r")) ** 2
     alpha = float(model.init_scale)
-    modes = [k for k in range(d) if lam[k] > 0]
+    # A mode is a step where its eigenvalue is positive beyond rounding and its loss has not
+    # already fallen halfway at the init (s_k²(0) < (1 − 1/√2)λ_k): the others put a "step" at
+    # t = 0 that the flow never shows (a rounding eigenvalue of repeated clusters, or a weak
+    # mode the init already covers).
+    top = max(float(np.max(np.abs(lam), initial=0.0)), 1e-300)
+    modes = [k for k in range(d) if lam[k] > _LAMBDA_TOL * top and s0[k] < LOSS_MIDPOINT * lam[k]]
     start = [min(max(s0[k], 1e-300) / lam[k], 1.0) for k in modes]  # s_k²(0)/λ_k
     half = np.array([logistic_time(y0, 0.5, lam[k]) for y0, k in zip(start, modes)])
     times = np.array([logistic_time(y0, LOSS_MIDPOINT, lam[k]) for y0, k in zip(start, modes)])

@@ -380,3 +380,14 @@ def test_sweep_overwrite_replaces_an_earlier_sweep_and_keeps_user_files(tmp_path
 
     with xr.open_dataset(out / "sweep.nc", engine="scipy") as ds:
         assert list(ds.init_scale.values) == [1e-4, 1e-5] and list(ds.seed.values) == [0]
+
+
+def test_the_default_run_folder_names_the_init_scale(tmp_path, monkeypatch):
+    # `--help` promises runs/PRESET-aALPHA-sSEED; without --init-scale it said "adefault".
+    from saddlestep.cli import main
+    from saddlestep.presets import get_preset
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "diagonal", "--set", "n=20", "--set", "d=12", "--seed", "2"]) == 0
+    alpha = get_preset("diagonal").init_scale
+    assert (tmp_path / "runs" / f"diagonal-a{alpha:g}-s2" / "summary.json").exists()

@@ -145,7 +145,9 @@ def _check_arguments(args, overrides: dict[str, str]) -> None:
 
 
 def _default_out(args, suffix: str = "") -> str:
-    alpha = args.init_scale if args.init_scale is not None else "default"
+    from .presets import get_preset
+
+    alpha = args.init_scale if args.init_scale is not None else f"{get_preset(args.preset).init_scale:g}"
     return os.path.join("runs", f"{args.preset}-a{alpha}-s{args.seed}{suffix}")
 
 

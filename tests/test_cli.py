@@ -134,6 +134,8 @@ def bad_cases(tmp):
         "vocabulary beyond memory": (["run", "qwem", "--set", "vocab_size=10000000"], "GiB"),
         "grid of a million runs": (["sweep", "linear", "--grid", "seed=0:1000000"], "runs"),
         "predict without a predictor": (["predict", "deep-linear"], "no predictor"),
+        "predict where the predictor does not cover the settings": (
+            ["predict", "barlow-twins-synthetic", "--set", "loss=original"], "does not cover --set loss=original"),
         "converge with one init scale": (["converge", "linear", "--init-scales", "1e-4"], "--init-scales:"),
         "converge with words": (["converge", "linear", "--init-scales", "a,b"], "--init-scales"),
         "sweep unknown grid key": (["sweep", "linear", "--grid", "colour=1,2"], "colour"),

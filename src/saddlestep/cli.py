@@ -207,7 +207,10 @@ def _cmd_predict(args) -> int:
         args.preset, init_scale=args.init_scale, seed=args.seed, data=args.data, overrides=overrides, progress=True
     )
     if setup.predict is None:
-        raise ValueError(f"preset: {args.preset!r} has no predictor (AGF needs a neuron view; see `saddlestep list`)")
+        # The preset predicts, but not with these settings (e.g. a closed form for one loss only).
+        given = " ".join(f"--set {k}={v}" for k, v in overrides.items())
+        raise ValueError(f"preset: {args.preset!r} predicts {preset.predictor}, which does not cover "
+                         f"{given or 'these settings'} (see `saddlestep list {args.preset}`)")
     with phase(f"{preset.name}: predicting", enabled=not setup.predict.done):
         pred = setup.predict()
     print(f"{preset.name}: α={init_scale:g} seed={seed}  prediction ({pred.method}):")

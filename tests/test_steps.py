@@ -205,6 +205,20 @@ def test_compare_a_predicted_plateau_the_flow_went_through_is_merged():
     assert list(table["step"]) == [1, 2, 3, 4]
 
 
+def test_compare_merges_a_dense_spectrum_learned_in_one_drop():
+    # Twelve predicted modes (a dense spectrum), one smooth simulated drop through all of them:
+    # every row belongs to that drop. A cap of 8 on a group left modes 1 and 12 "unmatched",
+    # as if the flow never learned them.
+    levels = list(np.linspace(3.6, 0.0, 12))
+    pred = _pred(levels, list(np.linspace(5.0, 6.1, 12)))
+    sim = _steps([0.0], [5.6])
+    sim[0] = ss.steps.Step(5.6, 5.6 / math.log(1e6), 4.0, 0.0, None, 4.5, 6.5)
+    table = compare(sim, pred)
+    assert "unmatched-predicted" not in set(table["kind"])
+    assert list(table["kind"]).count("prediction") == 1 and len(table) == 12
+    np.testing.assert_allclose(table["time_simulated"], 5.6)
+
+
 def test_compare_a_step_missing_at_the_end_gets_its_own_row():
     pred = _pred([3.0, 2.0, 1.0], [5.0, 8.0, 11.0])
     sim = _steps([3.01, 2.0], [5.1, 8.3])  # the run stopped on the plateau at 2

@@ -339,8 +339,11 @@ def feature_steps(steps: list[Step]) -> list[Step]:
 _GAP = 0.5
 _TIME_TIE = 0.01
 _GROUP = 0.05
-# The most steps one side of a merged group may hold.
+# The most steps one side of a merged group may hold: at least this many, more while the
+# alignment's work (cells × group sizes², `_GROUP_WORK`) stays small (a dense spectrum learned
+# in one smooth drop, 12 Barlow Twins modes, left modes beyond 8 unmatched though learned).
 _MAX_GROUP = 8
+_GROUP_WORK = 1e6
 # Weight of the level cost between two steps a label already pairs (a tie-break only).
 _LABEL_TIE = 1e-3
 # A shared label names a pair of steps only when their drops are within this factor of each other.
@@ -441,6 +444,7 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
     **Returns:** (the alignment's total cost, the groups in time order).
     """
     n_p, n_s = prediction.num_steps, len(steps)
+    limit = max(_MAX_GROUP, int(math.sqrt(_GROUP_WORK / max(n_p * n_s, 1))))
     before = _predicted_before(prediction, steps)
     after = np.asarray(prediction.losses, dtype=float)
     pred_labels, sim_labels = set(prediction.order), {s.feature for s in steps if s.feature is not None}
@@ -519,7 +523,7 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
             options = []
             if k and j:
                 options.append((D[k - 1, j - 1] + cost((k - 1,), (j - 1,)), 1, 1))
-                for m in range(2, min(_MAX_GROUP, max(k, j)) + 1):
+                for m in range(2, min(limit, max(k, j)) + 1):
                     if m <= k:
                         options.append((D[k - m, j - 1] + cost(tuple(range(k - m, k)), (j - 1,)), m, 1))
                     if m <= j:

@@ -156,7 +156,10 @@ def _run_preset(preset_name, init_scale, seed, data, overrides, out, overwrite, 
             preset_name, init_scale=init_scale, seed=seed, data=data, overrides=overrides, progress=show
         )
         start = time.perf_counter()
-        with phase(f"{preset.name}: compiling and integrating the flow to t_max = {setup.t_max:.4g}", enabled=show):
+        method = setup.simulate_kwargs.get("method")
+        what = (f"training with {_methods.method_name(method, 0)} (learning rate {float(method.learning_rate):g})"
+                if isinstance(method, _methods.Discrete) else "integrating the flow")
+        with phase(f"{preset.name}: compiling and {what} to t_max = {setup.t_max:.4g}", enabled=show):
             traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=None if show else False,
                             **setup.simulate_kwargs)
         wall = time.perf_counter() - start

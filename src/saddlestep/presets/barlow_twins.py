@@ -9,7 +9,7 @@ import numpy as np
 
 from ..clock import log_inv
 from ._checks import check_choice, check_dimension
-from .base import Preset, register, Setup
+from .base import Preset, register, Setup, stretched_save
 
 
 def _bt_setup(task, model, params):
@@ -42,11 +42,7 @@ def _bt_setup(task, model, params):
                                          title="embedding eigenvalues vs closed form"),
                   os.path.join(folder, "eigenvalues.png"))
 
-    save = {"n_save": 1001}
-    if pred is not None and pred.num_steps and 0 < pred.times[0] and pred.times[-1] > 10 * pred.times[0]:
-        # A weak mode stretches the horizon decades past the first drops, which a uniform grid
-        # would see in a point or two (and so could not name their modes): a geometric grid.
-        save.update(save_spacing="log", save_start=0.1 * float(pred.times[0]) / t_max)
+    save = {"n_save": 1001, **(stretched_save(pred.times, t_max) if pred is not None else {})}
     return Setup(model, task, t_max, predict=(lambda: pred) if pred is not None else None,
                  simulate_kwargs=save,
                  summarize=summarize, write_extra=write_extra)

@@ -74,6 +74,17 @@ def _once(predict: Callable[[], Prediction]) -> Callable[[], Prediction]:
 HORIZON_FACTOR = 2.0
 
 
+def stretched_save(times, t_max: float) -> dict[str, Any]:
+    """Save-grid keywords for a horizon that a weak mode stretches decades past the first drops
+    (predicted `times`, the last over 10× the first), which a uniform grid would see in a point
+    or two and so could not name their features: a geometric grid from a tenth of the first
+    time. Otherwise none (`{}`)."""
+    times = np.asarray(times, dtype=float)
+    if times.size and 0 < times[0] and times[-1] > 10 * times[0]:
+        return {"save_spacing": "log", "save_start": 0.1 * float(times[0]) / float(t_max)}
+    return {}
+
+
 def predicted_horizon(setup: Setup, params: dict[str, Any]) -> float:
     """The horizon a run should use: `setup.t_max`, or, when the user left `t_max` on `auto` and
     the preset sets `settle`, long enough for the last predicted jump to happen and settle:

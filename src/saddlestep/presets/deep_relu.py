@@ -88,8 +88,6 @@ def _build_escape(params, *, init_scale, seed, data):
     t_aligned = basin.escape_time(parameter_norm(model))
     t_max = 60.0 * t_aligned + 100.0 / basin.speed
     kwargs = {"n_snapshots": 1001, "max_steps": 100_000}
-    prediction = predict_escape(model, task, escape=escape)
-    kwargs.update(_stop_kwargs(params["stop_loss_fraction"], task, model, float(prediction.losses[0])))
 
     def summarize(traj):
         flow = _pre_drop(traj, task)
@@ -112,15 +110,18 @@ def _build_escape(params, *, init_scale, seed, data):
         plot.save(fig, os.path.join(folder, "singular_values.png"))
         atomic_write_text(os.path.join(folder, "escape.json"), json.dumps(summarize(traj), indent=2) + "\n")
 
-    return Setup(
+    setup = Setup(
         model,
         task,
         t_max,
-        predict=lambda: prediction,
+        predict=lambda: predict_escape(model, task, escape=escape),
         simulate_kwargs=kwargs,
         summarize=summarize,
         write_extra=write_extra,
     )
+    # The stop level needs the predicted plateau: predicted once here, kept (and timed) by the Setup.
+    kwargs.update(_stop_kwargs(params["stop_loss_fraction"], task, model, float(setup.predict().losses[0])))
+    return setup
 
 
 def _pre_drop(traj, task):

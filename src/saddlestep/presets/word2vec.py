@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from ._checks import check_choice, check_dimension
-from .base import load_npz, Preset, register, Setup
+from .base import load_npz, Preset, register, Setup, stretched_save
 
 
 def synthetic_cooccurrence(vocab_size: int = 200, *, topics: int = 8, ratio: float = 0.7, seed: int = 0):
@@ -38,11 +38,7 @@ def _embedding_setup(task, model, params, init_scale, extra=None, simulate_kwarg
     last = float(pred.times[-1])
     lam_last = float(pred.extra["eigenvalues"][-1])
     t_max = 1.3 * last + 12.0 / lam_last
-    simulate_kwargs = dict({"n_save": 1001} if simulate_kwargs is None else simulate_kwargs)
-    if 0 < pred.times[0] and last > 10 * pred.times[0] and "save_spacing" not in simulate_kwargs:
-        # A weak mode stretches the horizon decades past the first drops, which a uniform grid
-        # would see in a point or two (and so could not name their modes): a geometric grid.
-        simulate_kwargs.update(save_spacing="log", save_start=0.1 * float(pred.times[0]) / t_max)
+    simulate_kwargs = {**stretched_save(pred.times, t_max), **(simulate_kwargs or {"n_save": 1001})}
     lam = np.asarray(pred.extra["eigenvalues"])
     s0 = np.asarray(pred.extra["s0_squared"])
 

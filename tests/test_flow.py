@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import saddlestep as ss
-from saddlestep.flow import TRACE_COUNT
+from saddlestep.flow import StepBudgetWarning, TRACE_COUNT
 from saddlestep.crossings import first_crossing
 
 S = np.array([10.0, 5.0, 2.5, 1.25, 0.625])
@@ -265,10 +265,16 @@ def test_no_recompilation_across_seed_scale_horizon_tolerance(task):
 
 def test_step_budget_and_divergence_are_reported(task):
     model = ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(0), init_scale=1e-6)
-    short = ss.simulate(model, task, t_max=30.0, max_steps=20)
+    with pytest.warns(StepBudgetWarning, match=r"max_steps: the solver used its whole step budget \(20 steps\) at t = "):
+        short = ss.simulate(model, task, t_max=30.0, max_steps=20)
     assert short.status == "max_steps"
     assert 0 < short.t_final < 30.0
-    assert np.all(np.isfinite(short.loss)) and short.times[-1] <= short.t_final
+    # In an ensemble the warning counts the members the budget stopped.
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    pair = eqx.filter_vmap(lambda k: ss.TwoLayer(D, H, D, "linear", key=k, init_scale=1e-6))(keys)
+    with pytest.warns(StepBudgetWarning, match="max_steps: 2 of 2 members: "):
+        both = ss.simulate(pair, task, t_max=30.0, max_steps=20)
+    assert list(both.status) == ["max_steps", "max_steps"]
     big = ss.TwoLayer(D, H, D, "linear", key=jax.random.PRNGKey(0), init_scale=0.5)
     blown = ss.simulate(big, task, t_max=30.0, learning_rate=0.5)
     assert blown.status == "diverged"

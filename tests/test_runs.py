@@ -41,6 +41,8 @@ def test_a_run_out_of_solver_steps_names_the_parameter_that_raises_the_budget():
     assert short.summary["solver"]["status"] == "max_steps" and short.summary["solver"]["steps"] <= 300
     assert short.summary["parameters"]["max_steps"] == 300
     assert "--set max_steps=600" in short.summary["warnings"][0]
+    # Once: the run's note names the --set; simulate's own warning (for Python callers) is not repeated.
+    assert sum("step budget" in w for w in short.summary["warnings"]) == 1
     # It ended between two save points: the final loss is the loss at t_final (the solver's own
     # record of its last step), not the save grid's last, earlier one.
     traj = short.trajectory

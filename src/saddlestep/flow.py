@@ -30,6 +30,10 @@ class PrecisionWarning(UserWarning):
     """The floating-point precision cannot resolve this init scale (reference/agf.md §5.1)."""
 
 
+class StepBudgetWarning(UserWarning):
+    """The solver spent its step budget before `t_max`: the record ends early."""
+
+
 def check_precision(model: AbstractModel, init_scale: np.ndarray) -> None:
     """Warn when the dtype cannot resolve dormant components at this init scale.
 
@@ -198,7 +202,28 @@ def simulate(
         shape[0] if batched else None, mesh,
         meter, save.spacing,
     )
-    return _trajectory(method.run(problem), method, problem, model, probe)
+    traj = _trajectory(method.run(problem), method, problem, model, probe)
+    _warn_budget(traj, method, t_max)
+    return traj
+
+
+def _warn_budget(traj: Trajectory, method: AbstractMethod, t_max: float) -> None:
+    """Say so when the step budget, not the horizon or convergence, ended a run: the record then
+    stops early, and a plateau cut short looks like the end of training (a piecewise-smooth σ
+    such as leaky ReLU can spend 200,000 Tsit5 steps on its kinks before t = 20)."""
+    hit = np.atleast_1d(np.asarray(traj.status)) == "max_steps"
+    if not hit.any():
+        return
+    budget = getattr(method, "max_steps", None)
+    spent = f"its whole step budget ({budget} steps)" if budget else "its whole step budget"
+    ends = np.atleast_1d(np.asarray(traj.t_final, dtype=float))[hit]
+    who = "" if traj.batch_size is None else f"{int(hit.sum())} of {hit.size} members: "
+    warnings.warn(
+        f"max_steps: {who}the solver used {spent} at t = {float(ends.min()):.6g} of t_max = {t_max:.6g}, "
+        "so the record ends there; raise max_steps (or loosen rtol, or for a stiff flow use method='auto')",
+        StepBudgetWarning,
+        stacklevel=3,
+    )
 
 
 def _progress_meter(progress: bool | None, batched: bool) -> dfx.AbstractProgressMeter:

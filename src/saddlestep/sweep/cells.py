@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..flow import simulate
+from ..flow import simulate, StepBudgetWarning
 from ..models.base import parameters
 from ..presets import get_preset, Preset, Setup
 from ..presets.base import predicted_horizon
@@ -123,7 +124,10 @@ def run_cell(cell: Cell, mesh: jax.sharding.Mesh | None = None) -> CellResult:
     if mesh is not None and mesh.devices.size > 1 and _simulate_takes_mesh():
         kwargs["mesh"] = mesh
     start = time.perf_counter()
-    traj = simulate(_stack([s.model for s in setups]), first.task, t_max=first.t_max, progress=False, **kwargs)
+    with warnings.catch_warnings():
+        # Each run's summary notes its own spent budget, with the --set that lifts it.
+        warnings.simplefilter("ignore", StepBudgetWarning)
+        traj = simulate(_stack([s.model for s in setups]), first.task, t_max=first.t_max, progress=False, **kwargs)
     wall = time.perf_counter() - start
     device = str(jax.devices()[0].device_kind)
     return CellResult([_trim(traj[i]) for i in range(len(setups))], wall, device)

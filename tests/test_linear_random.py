@@ -11,7 +11,9 @@ family here keeps consecutive whitened singular values ≥ 1.5× apart, where th
 
 import warnings
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -227,3 +229,25 @@ def test_a_narrow_network_times_its_first_modes_from_its_init(seed):
     limit = np.asarray(pred.extra["limit_rescaled_times"]) * np.log(1 / alpha)
     error = np.abs(flow / pred.times - 1).max()
     assert error < 0.025 and error < 0.15 * np.abs(flow / limit - 1).max()
+
+
+def test_saxe_deep_times_hold_from_an_aligned_init_and_a_random_init_is_warned():
+    """At depth 3 a mode's time ∝ u₀^{−1/3} keeps its initial strength at leading order: from the
+    aligned, balanced init Saxe's solution assumes (layers α Vᵀ, α I, α U) the flow's drops are its
+    closed form to the solver's accuracy; from a random init they are not, and that is warned."""
+    rng = np.random.default_rng(5)
+    U = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    V = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    task = ss.PopulationRegression(np.eye(3), U @ np.diag([3.0, 1.5, 0.7]) @ V.T)
+    alpha = 0.03
+    model = ss.DeepLinear((3, 3, 3, 3), key=jax.random.PRNGKey(0), init_scale=alpha)
+    with pytest.warns(UserWarning, match="Saxe's depth-3 times assume an init aligned"):
+        theory.predict_saxe(model, task)
+    aligned = eqx.tree_at(lambda m: m.layers, model, tuple(jnp.asarray(alpha * w) for w in (V.T, np.eye(3), U)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = theory.predict_saxe(aligned, task)
+    flow = ss.simulate(aligned, task, t_max=1.5 * float(pred.times[-1]), rtol=1e-9)
+    found = np.array([s.time for s in ss.detect_steps(flow)])
+    assert len(found) == 3
+    np.testing.assert_allclose(found, pred.times, rtol=1e-4)

@@ -251,3 +251,36 @@ def test_saxe_deep_times_hold_from_an_aligned_init_and_a_random_init_is_warned()
     found = np.array([s.time for s in ss.detect_steps(flow)])
     assert len(found) == 3
     np.testing.assert_allclose(found, pred.times, rtol=1e-4)
+
+
+def test_a_drop_that_grows_along_another_mode_than_its_plateau_learns_is_warned():
+    """Σxx = R diag(λ) Rᵀ (not commuting), Σyx = diag(σ): a step whose drop grows along the
+    residual's top singular pair reaches the rank-k optimum's mode only by turning after the drop,
+    in O(1) time. Where the prediction warns nothing, the flow's drops (α = 1e-6) carry the
+    predicted names in order; where the flow names a drop otherwise, it was warned. The case of
+    the reference (rotated by 15°): warned, and the flow rests near 1.95, far above 0.9995."""
+    th = np.deg2rad(15)
+    R = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    cases = [(R @ np.diag([4.0, 1.0]) @ R.T, np.diag([3.0, 2.0]))]
+    for seed in range(8, 16):
+        rng = np.random.default_rng(seed)
+        th = rng.uniform(0.1, 0.7)
+        R = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        lam, sig = rng.uniform(0.3, 5.0, 2), np.sort(rng.uniform(0.8, 4.0, 2))[::-1]
+        cases.append((R @ np.diag(lam) @ R.T, np.diag(sig)))
+    warned_cases = 0
+    for i, (Sxx, Syx) in enumerate(cases):
+        task = ss.PopulationRegression(Sxx, Syx)
+        model = ss.TwoLayer(2, 4, 2, "linear", key=jax.random.PRNGKey(i), init_scale=1e-6)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = theory.predict_linear(model, task)
+        warned = any("grows along" in str(w.message) for w in caught)
+        warned_cases += warned
+        steps = ss.detect_steps(ss.simulate(model, task, t_max=1.5 * float(pred.times[-1]) + 5))
+        if [s.feature for s in steps] != list(pred.order[: len(steps)]):
+            assert warned, i
+        if i == 0:
+            assert warned and steps[0].feature == "mode 2"
+            assert steps[0].loss_after > 1.9 and pred.losses[0] == pytest.approx(0.9995, abs=1e-4)
+    assert 2 <= warned_cases < len(cases)

@@ -153,6 +153,20 @@ def test_horizon_covers_agf_steps_beyond_the_population_bounds():
     pred = setup.predict()
     assert max(pred.times) > 6.0 * max(pred.extra["lower_bounds"]) + 20.0  # the case this is about
     assert setup.t_max >= 2.0 * max(pred.times)
+    # The log grid still starts a decade before the first bound, not that fraction of the longer horizon.
+    start = setup.simulate_kwargs["save_start"] * setup.t_max
+    assert start == pytest.approx(0.1 * min(pred.extra["lower_bounds"]), rel=1e-6)
+
+
+def test_close_components_each_get_their_drop_and_name():
+    """λ ∝ 1, .95, .3, .1: PCs 1 and 2 drop 16 apart at t ≈ 66 and 82, PC 4 at t ≈ 10⁴. On a
+    uniform grid (spacing 12.8) PC 2's drop had three points and no name; the log grid names every
+    drop, each paired with its predicted component (the flow's own feature observable is the oracle)."""
+    r = ss.run_preset("attention", seed=1, overrides={"eigenvalues": "1,0.95,0.3,0.1", "basis_seed": "3"})
+    assert [s.feature for s in r.steps] == ["PC 1", "PC 2", "PC 3", "PC 4"]
+    table = ss.compare(r.steps, r.prediction)
+    assert list(table["kind"]) == ["prediction"] * 4
+    assert list(table["feature_simulated"]) == list(table["feature_predicted"])
 
 
 @pytest.mark.parametrize("heads", [1, 2, 3])

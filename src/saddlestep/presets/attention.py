@@ -36,7 +36,13 @@ def _build_attention(params, *, init_scale, seed, data):
     # The horizon covers the bounds of all D components, not only the H learned: a head that
     # starts far from its component can jump 10× after its bound (PC 2 at t = 4,331 against 398
     # with D = 3, H = 2), and the run stops at the H heads' floor (`loss_floor`) anyway.
-    t_max = 6.0 * float(theory.attention_prediction(lam, params["N"], init_scale, init_norm=n0).times[-1]) + 20.0
+    every = theory.attention_prediction(lam, params["N"], init_scale, init_norm=n0)
+    t_max = 6.0 * float(every.times[-1]) + 20.0
+    # κ = 3 jumps scale like 1/λ, decades apart for a weak component, while two close components
+    # drop a few percent apart (65.6 and 81.7 for λ ∝ 1, .95, .3, .1): a uniform grid (spacing
+    # 12.8 there) left the second drop unnamed. A log grid from a decade before the first bound
+    # gives every drop its own points, as `modular`'s does.
+    start = min(0.1, max(0.1 * float(np.min(every.times)) / t_max, 1e-12))
 
     cache: dict = {}
 
@@ -52,7 +58,7 @@ def _build_attention(params, *, init_scale, seed, data):
     return Setup(
         model, task, t_max,
         predict=predictor(model, task, params, lambda: bound, cache),
-        simulate_kwargs={"max_steps": 1_000_000},
+        simulate_kwargs={"max_steps": 1_000_000, "save_spacing": "log", "save_start": start},
         summarize=lambda traj: summarize(traj, bound),
         write_extra=write_extra,
         # The bounds are the population's: on drawn contexts (`samples`) AGF's last step can come

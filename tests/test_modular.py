@@ -280,3 +280,25 @@ def test_agf_warns_where_a_cost_phase_stops_short_of_a_critical_point():
     pred, told, grads = run("attention", {"heads": 2, "N": 8}, 1e-3)
     assert told == [] and max(pred.extra["cost_steps"]) < 500
     assert max(grads) < 1e-7
+
+
+def test_a_run_its_horizon_cuts_mid_drop_says_so(tmp_path):
+    """Near-tied ξ = 1, 2 (|x̂| = 3, 2.97) and a weaker ξ = 4 at α = 0.1: the auto horizon (8× the
+    last lower bound) ends while ξ = 4 is still being learned (loss 0.029 on its way to ~1e-6: the
+    same run to t = 2·10⁴ shows that drop finish at t ≈ 1,521). The run says its last step may be
+    unfinished; a run to the longer horizon, flat at its end, does not."""
+    rng = np.random.default_rng(11)
+    xh = np.zeros(9, complex)
+    for xi, m in [(1, 3.0), (2, 2.97), (4, 1.0)]:
+        ph = np.exp(1j * rng.uniform(0, 2 * np.pi))
+        xh[xi], xh[-xi] = m * ph, m * np.conj(ph)
+    path = tmp_path / "tie9.npz"
+    np.savez(path, template=np.fft.ifft(xh).real)
+    cut = ss.run_preset("modular", data=str(path))
+    assert cut.summary["solver"]["status"] == "t_max"
+    t, loss = cut.trajectory.times, cut.trajectory.loss
+    assert loss[np.isfinite(loss)][-1] > 1e-2  # the oracle: mid-drop, far above the ~1e-6 it reaches
+    assert any("still falling" in w for w in cut.summary["warnings"])
+    done = ss.run_preset("modular", data=str(path), overrides={"t_max": "4000"})
+    assert done.summary["observables_final"]["loss"] < 1e-4
+    assert not any("still falling" in w for w in done.summary["warnings"])

@@ -158,14 +158,64 @@ def test_output_follows_the_umask(tmp_path):
 def test_temporaries_of_a_killed_writer_are_removed_by_the_next(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".run.tmp-{dead.pid}-abc"
-    stale.mkdir()
-    live = tmp_path / f".run.tmp-{os.getppid()}-def"  # a writer still running
-    live.mkdir()
-    other = tmp_path / f".other.tmp-{dead.pid}-abc"
-    other.mkdir()
-    assert clean_stale(str(tmp_path / "run")) == [str(stale)]
-    assert not stale.exists() and live.exists() and other.exists()
+
+    def temporary(name, token=True):
+        (tmp_path / name).mkdir()
+        if token:
+            (tmp_path / name / ".saddlestep-temporary").touch()
+        return tmp_path / name
+
+    stale = temporary(f".run.tmp-{dead.pid}-abcd_123")
+    live = temporary(f".run.tmp-{os.getppid()}-defg_456")  # a writer still running
+    other = temporary(f".other.tmp-{dead.pid}-abcd_123")
+    # A replaced output being removed: no token, but its marker.
+    old = temporary(f".run.old-{dead.pid}-hijk_789", token=False)
+    (old / MARKER).write_text(json.dumps({"format": "saddlestep-output/1", "kind": "run", "files": []}))
+    # The user's own, named alike: never ours to remove (no token or marker, a file, another suffix).
+    backup = temporary(".run.old-backup", token=False)
+    (backup / "results.txt").write_text("precious")
+    mine = temporary(f".run.tmp-{dead.pid}-mine_123", token=False)
+    (tmp_path / f".run.tmp-{dead.pid}-abcd_999").write_text("a file of the user's")
+    os.utime(backup, (time.time() - 7200, time.time() - 7200))
+    assert sorted(clean_stale(str(tmp_path / "run"))) == sorted([str(stale), str(old)])
+    assert not stale.exists() and not old.exists()
+    assert live.exists() and other.exists() and backup.exists() and mine.exists()
+    assert (tmp_path / f".run.tmp-{dead.pid}-abcd_999").exists()
+
+
+def test_copied_outputs_hand_over_only_what_saddlestep_writes_in_every_run(tmp_path, capsys):
+    """`cp run/* dest/` drops the hidden marker; a summary.json naming saddlestep then vouches for
+    a run's own files only, not for a `top_words.txt` of the user's; a `sweep.json` of the user's
+    (not a sweep manifest) makes no sweep folder."""
+    dest = tmp_path / "analysis"
+    dest.mkdir()
+    (dest / "summary.json").write_text(json.dumps({"versions": {"saddlestep": "0"}}))
+    (dest / "top_words.txt").write_text("my own word list")
+    (dest / "escape.json").write_text("my notes")
+    with pytest.raises(ValueError, match="top_words.txt, which saddlestep did not write"):
+        check_out(dest, kind="run", overwrite=True)
+    assert (dest / "top_words.txt").read_text() == "my own word list"
+    proj = tmp_path / "myproj"
+    proj.mkdir()
+    (proj / "sweep.json").write_text(json.dumps({"my": "sweep config"}))
+    with pytest.raises(ValueError, match="already holds files saddlestep did not write"):
+        check_out(proj, kind="sweep")
+    assert main(["sweep", "linear", "--grid", "seed=0:1", "--out", str(proj), "--overwrite"]) == 2
+    assert json.loads((proj / "sweep.json").read_text()) == {"my": "sweep config"}
+    assert sorted(os.listdir(proj)) == ["sweep.json"]
+
+
+def test_out_dot_fills_the_current_folder_in_place(tmp_path, monkeypatch, capsys):
+    """`--out .` in an empty folder: renamed over, the current folder would be a deleted one (the
+    command then failed on getcwd after writing, and the user's shell sat in a deleted folder)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = os.stat(".").st_ino
+    assert main(["predict", "linear", "--out", "."]) == 0
+    assert os.stat(os.getcwd()).st_ino == inode
+    assert sorted(os.listdir(".")) == sorted([MARKER, "prediction.json"])
+    assert "wrote " in capsys.readouterr().out
 
 
 def test_cli_refuses_an_out_holding_user_files_before_simulating(tmp_path, monkeypatch, capsys):

@@ -13,6 +13,7 @@ import pytest
 
 import saddlestep.flow as flow
 from saddlestep import sweep as sw
+from saddlestep.cli import main
 from saddlestep.runs import run_preset
 from saddlestep.trajectory import Trajectory
 
@@ -271,3 +272,34 @@ def test_sweep_overwrite_keeps_the_users_files_among_the_runs(tmp_path):
     assert summary["parameters"]["rtol"] == 1e-8
     assert json.loads((out / "sweep.json").read_text())["parameters"]["rtol"] == 1e-8
     assert json.loads((out / ".saddlestep").read_text())["files"] == ["runs", "sweep.json", "sweep.nc"]
+
+
+def test_a_huge_range_and_a_missing_ray_are_refused_before_anything_is_written(tmp_path, capsys):
+    import time as _time
+    start = _time.perf_counter()
+    assert main(["sweep", "linear", "--grid", "seed=0:1000000000", "--out", str(tmp_path / "huge")]) == 2
+    assert "1,000,000,000 values" in capsys.readouterr().err
+    assert _time.perf_counter() - start < 30  # refused from the range, not after building it
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        assert main(["sweep", "linear", "--grid", "seed=0:1", "--executor", "ray", "--out", str(tmp_path / "g")]) == 2
+        assert "Ray is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "huge").exists() and not (tmp_path / "g").exists()
+
+
+def test_a_run_folder_left_without_its_summary_is_redone_on_resume(tmp_path):
+    """A run folder of the sweep's own with no summary.json (removed to force a redo, or written
+    meanwhile by a second copy of the sweep) is redone; it used to stop the resume with a hint to
+    pass --overwrite, which would have thrown away every finished run."""
+    out = tmp_path / "sw"
+    grid = {"seed": [0, 1]}
+    sw.sweep("linear", grid, overrides=SMALL, out=out, progress=False)
+    (victim,) = [n for n in os.listdir(out / "runs") if n.endswith("seed=1")]
+    (out / "runs" / victim / "summary.json").unlink()
+    (out / "runs" / victim / "notes.txt").write_text("mine")
+    kept = os.stat(out / "runs" / next(n for n in os.listdir(out / "runs") if n != victim) / "summary.json").st_mtime_ns
+    sw.sweep("linear", grid, overrides=SMALL, out=out, progress=False)
+    assert (out / "runs" / victim / "summary.json").is_file()
+    assert (out / "runs" / victim / "notes.txt").read_text() == "mine"
+    assert kept == os.stat(out / "runs" / next(n for n in os.listdir(out / "runs") if n != victim) / "summary.json").st_mtime_ns

@@ -27,7 +27,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 
 __all__ = ["MARKER", "check_out", "output_folder", "atomic_write_bytes", "atomic_write_text", "is_output"]
@@ -35,23 +34,31 @@ __all__ = ["MARKER", "check_out", "output_folder", "atomic_write_bytes", "atomic
 MARKER = ".saddlestep"
 _FORMAT = "saddlestep-output/1"
 UPDATABLE = frozenset({"sweep", "figures"})
-# Outputs of versions before the marker existed, recognised by what they hold.
+# Outputs of versions before the marker existed, recognised by a manifest only saddlestep writes
+# (a run's summary.json naming saddlestep among its versions, a sweep's sweep.json of its
+# format), and claiming only the files every such output holds: a folder of copied outputs (`cp`
+# drops the hidden marker) where the user added a `top_words.txt` or a `sweep.json` of their own
+# must not hand those over to `--overwrite`.
 _LEGACY = {
-    "run": ({"summary.json"}, {"summary.json", "trajectory.npz", "steps.csv", "staircase.png", "prediction.json",
-                               "comparison.csv", "top_words.txt", "analogy.csv", "escape.json", "richness.json"}),
-    "sweep": ({"sweep.json"}, None),
+    "run": ("summary.json", {"summary.json", "trajectory.npz", "steps.csv", "staircase.png", "prediction.json",
+                             "comparison.csv"}),
+    "sweep": ("sweep.json", {"sweep.json", "sweep.nc", "runs"}),
 }
 # Every name a whole output (`run`, `predict`, `converge`, `bench`) may hold: a file of the user's
 # by one of these names, beside an earlier output, would be replaced by the next one, so
 # `--overwrite` refuses it up front (and `_commit` again for any other name that collides).
 WRITTEN = frozenset(_LEGACY["run"][1] | {
+    "top_words.txt", "analogy.csv", "escape.json", "richness.json",
     "lower_bounds.png", "eigenvalues.png", "singular_values.png", "richness_collapse.png", "pc_coefficients.png",
     "function_power.png", "fourier_power.png", "feature_comparison.csv", "analogy.png", "convergence.png",
     "convergence.csv", "bench.json", "bench.md",
 })
-_TEMP = re.compile(r"^\.(?P<base>.+)\.(?:tmp|old)-(?P<pid>\d+)-[^.]+$")
-_LEGACY_TEMP = re.compile(r"^\.(?P<base>.+)\.(?:tmp|old)-[A-Za-z0-9_]+$")
-_LEGACY_TEMP_AGE_S = 3600.0
+# A temporary folder: `.NAME.tmp-PID-XXXXXXXX` (being filled) or `.NAME.old-PID-XXXXXXXX` (an
+# output being replaced), the suffix tempfile's eight characters.
+_TEMP = re.compile(r"^\.(?P<base>.+)\.(?:tmp|old)-(?P<pid>\d+)-[a-z0-9_]{8}$")
+# Put in a temporary folder when it is made (and taken out before it is committed): with the
+# marker of an output being replaced, what shows that a leftover folder is ours to remove.
+_TOKEN = ".saddlestep-temporary"
 
 
 def _umask() -> int:
@@ -175,20 +182,22 @@ def _plain_name(entry) -> bool:
 def _legacy_marker(folder: str, kind: str) -> dict | None:
     if kind not in _LEGACY:
         return None
-    needed, allowed = _LEGACY[kind]
+    manifest, allowed = _LEGACY[kind]
     entries = set(os.listdir(folder))
-    if not needed <= entries:
+    if manifest not in entries:
         return None
-    if allowed is None:  # a sweep folder: everything in it is its own
-        return {"format": _FORMAT, "kind": kind, "files": sorted(entries)}
-    if kind == "run":
-        try:
-            with open(os.path.join(folder, "summary.json"), encoding="utf-8") as f:
-                summary = json.load(f)
-        except (OSError, ValueError, UnicodeDecodeError):
-            return None
-        if not (isinstance(summary, dict) and "saddlestep" in summary.get("versions", {})):
-            return None
+    try:
+        with open(os.path.join(folder, manifest), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    versions = doc.get("versions")
+    if kind == "run" and not (isinstance(versions, dict) and "saddlestep" in versions):
+        return None
+    if kind == "sweep" and doc.get("format") != "saddlestep.sweep/1":
+        return None
     return {"format": _FORMAT, "kind": kind, "files": sorted(entries & allowed)}
 
 
@@ -275,8 +284,22 @@ def _refuse_clash(out: str, clash: list[str], argument: str) -> None:
         )
 
 
+def stale_temporary(path: str, base: str | None = None) -> bool:
+    """Whether `path` is a temporary output folder of a saddlestep writer that has ended: named
+    as `output_folder` names them (for the output `base`, if given), a folder (not a link), its
+    writer's process gone, and holding our token or an output's marker. A user's file or folder
+    that only looks like one (`.lin.old-backup`, `.lin.tmp-1-mine`) is never removed."""
+    m = _TEMP.match(os.path.basename(path))
+    if m is None or (base is not None and m.group("base") != base) or _alive(int(m.group("pid"))):
+        return False
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    return os.path.isfile(os.path.join(path, _TOKEN)) or _read_marker(path) is not None
+
+
 def clean_stale(out: str) -> list[str]:
-    """Remove the temporaries of earlier writers of `out` whose process has ended.
+    """Remove the temporaries of earlier writers of `out` whose process has ended
+    (`stale_temporary`).
 
     **Returns:** the paths removed.
     """
@@ -287,21 +310,10 @@ def clean_stale(out: str) -> list[str]:
     except OSError:
         return removed
     for entry in entries:
-        m = _TEMP.match(entry)
         path = os.path.join(parent, entry)
-        if m is not None and m.group("base") == base:
-            if _alive(int(m.group("pid"))):
-                continue
-        else:
-            legacy = _LEGACY_TEMP.match(entry)
-            if legacy is None or legacy.group("base") != base:
-                continue
-            # Written before temporaries carried their writer's pid: stale once old enough.
-            with contextlib.suppress(OSError):
-                if time.time() - os.path.getmtime(path) < _LEGACY_TEMP_AGE_S:
-                    continue
-        _remove(path)
-        removed.append(path)
+        if stale_temporary(path, base):
+            _remove(path)
+            removed.append(path)
     return removed
 
 
@@ -338,9 +350,13 @@ def output_folder(path: str | os.PathLike, *, kind: str, overwrite: bool = False
     with _creating_temporary():
         tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-{os.getpid()}-")
         _LIVE.add(tmp)
+    token = os.path.join(tmp, _TOKEN)
     try:
         _chmod_default(tmp, directory=True)
+        with open(token, "w"):
+            pass
         yield tmp
+        os.unlink(token)
         _write_marker(tmp, kind, os.listdir(tmp))
         _commit(tmp, out, kind, overwrite)
     except BaseException:
@@ -353,6 +369,15 @@ def output_folder(path: str | os.PathLike, *, kind: str, overwrite: bool = False
 def _commit(tmp: str, out: str, kind: str, overwrite: bool) -> None:
     check_out(out, kind=kind, overwrite=overwrite)
     if not os.path.isdir(out) or not os.listdir(out):
+        if os.path.isdir(out) and _is_cwd(out):
+            # Renamed over, the current folder (`--out .`) would leave this process, and the
+            # user's shell, in a deleted one: fill it in place instead, the marker last.
+            for entry in os.listdir(tmp):
+                if entry != MARKER:
+                    os.replace(os.path.join(tmp, entry), os.path.join(out, entry))
+            os.replace(os.path.join(tmp, MARKER), os.path.join(out, MARKER))
+            os.rmdir(tmp)
+            return
         os.rename(tmp, out)  # rename(2) replaces an empty folder
         return
     marker = _read_marker(out) or _legacy_marker(out, kind)
@@ -381,6 +406,13 @@ def _commit(tmp: str, out: str, kind: str, overwrite: bool) -> None:
         os.replace(os.path.join(tmp, entry), target)
     os.replace(os.path.join(tmp, MARKER), os.path.join(out, MARKER))
     os.rmdir(tmp)
+
+
+def _is_cwd(path: str) -> bool:
+    try:
+        return os.path.samefile(path, os.getcwd())
+    except OSError:
+        return False
 
 
 def prepare_updatable(path: str | os.PathLike, *, kind: str) -> str:

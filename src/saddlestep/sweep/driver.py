@@ -16,14 +16,14 @@ import numpy as np
 
 from ..outputs import (
     _foreign, _legacy_marker, _read_marker, _remove, _write_marker, atomic_write_bytes, atomic_write_text, check_out,
-    is_output, MARKER, prepare_updatable, record_files,
+    is_output, MARKER, prepare_updatable, record_files, stale_temporary,
 )
 from ..presets import get_preset
 from ..progress import Progress
 from .cells import _build, _cell_key, Cell, Member
 from .collect import _read_summary, collect
 from .executors import _executor, AbstractExecutor
-from .grid import _default_for, _FORMAT, _label, _typed, run_name, SPECIAL_KEYS
+from .grid import _default_for, _FORMAT, _label, _typed, MAX_RUNS, run_name, SPECIAL_KEYS
 
 
 def sweep(
@@ -96,6 +96,7 @@ def sweep(
             raise ValueError(f"data: no such file {data!r}")
         data = os.path.abspath(data)
     out = check_out(out, kind="sweep")
+    runner = _executor(executor)  # (Ray missing is refused here, before the folder is made)
     total = math.prod(len(v) for v in typed_grid.values())
     if total > MAX_RUNS:
         raise ValueError(
@@ -147,12 +148,15 @@ def sweep(
     runs_done = len(members) - len(pending)
     bar = Progress("sweep", len(cells), "cell", enabled=progress is not False)
     try:
-        for i, result in _executor(executor).map(cells):
+        for i, result in runner.map(cells):
             size = len(cells[i].members)
             for name, member, traj in zip(cell_names[i], cells[i].members, result.trajectories):
                 _write_run(
                     os.path.join(runs_dir, name), preset, member, setups[name], traj, data,
-                    wall=result.wall_time_s, ensemble_size=size, device=result.device, overwrite=replace,
+                    wall=result.wall_time_s, ensemble_size=size, device=result.device,
+                    # A run folder of ours left unfinished (no summary: removed by hand, or a
+                    # second copy of this sweep wrote it meanwhile) is redone, not refused.
+                    overwrite=replace or is_output(os.path.join(runs_dir, name), "run"),
                 )
             runs_done += size
             bar.update(1, runs=f"{runs_done}/{len(members)}")
@@ -172,7 +176,6 @@ def sweep(
     return dataset
 
 
-MAX_RUNS = 100_000
 
 
 def _say(line: str) -> None:
@@ -195,7 +198,9 @@ def _remove_partial_folders(runs_dir: str) -> None:
     if not os.path.isdir(runs_dir):
         return
     for entry in os.listdir(runs_dir):
-        if entry.startswith(".") and (".tmp-" in entry or ".old-" in entry):
+        # Only folders a writer of ours left (a user's `.notes.old-1` stays, as does a live
+        # sweep's temporary beside this one).
+        if stale_temporary(os.path.join(runs_dir, entry)):
             shutil.rmtree(os.path.join(runs_dir, entry), ignore_errors=True)
 
 

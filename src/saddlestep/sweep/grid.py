@@ -49,6 +49,10 @@ def parse_grid(specs: Sequence[str], preset: str | Preset | None = None) -> dict
     return grid
 
 
+# The most runs one sweep takes.
+MAX_RUNS = 100_000
+
+
 def _parse_axis(key: str, spec: str, preset: Preset | None) -> list:
     default = _default_for(key, preset)
     is_tuple = isinstance(default, tuple)
@@ -62,6 +66,11 @@ def _parse_axis(key: str, spec: str, preset: Preset | None) -> list:
             raise ValueError(f"grid {key}: expected an integer range a:b, got {spec!r}") from None
         if hi_i <= lo_i:
             raise ValueError(f"grid {key}: empty range {spec!r}; expected a:b with a < b")
+        if hi_i - lo_i > MAX_RUNS:
+            # Refused before the values are built: a typo of a few zeros would take minutes and
+            # gigabytes to reach the product's check.
+            raise ValueError(f"grid {key}: {spec!r} is {hi_i - lo_i:,} values, more than a sweep's {MAX_RUNS:,} "
+                             "runs; check the range (a:b is b − a values)")
         texts = [str(i) for i in range(lo_i, hi_i)]
     else:
         texts = [t.strip() for t in spec.split(";" if is_tuple else ",")]

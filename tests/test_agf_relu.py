@@ -132,3 +132,29 @@ def test_new_seed_and_init_scale_reuse_the_compiled_cost_phase():
     other = agf.predict(make(1, 1e-8), task)
     assert other.num_steps > 0
     assert dict(TRACE_COUNT) == before
+
+def test_a_cost_phase_that_splits_near_copies_over_two_teachers_is_warned():
+    """Issue 16's case (Gaussian inputs, n 400, d 10, teachers 3, 2, 1, width 32, α = 1e-4): 13
+    neurons enter along one direction and the cost phase spreads them over teachers 1 and 2 (loss
+    0.0897) in one step. The flow (the oracle) rests at teacher 1's fit, ~0.6, for ~5 time units
+    after its first drop, and only then splits them: the prediction says so. The two-teacher
+    orthogonal case above enters one neuron per teacher and is not warned."""
+    import pytest
+    from saddlestep.runs import prepare
+
+    overrides = {"inputs": "gaussian", "n": "400", "d": "10", "teacher_norms": "3,2,1", "width": "32"}
+    _, _, setup, _, _ = prepare("relu", init_scale=1e-4, overrides=overrides)
+    with pytest.warns(UserWarning, match="the cost phase split 13 neurons that entered along one direction over 2"):
+        pred = agf.predict(setup.model, setup.task)
+    (split,) = pred.extra["split"]
+    assert split["directions"] == 2 and split["time"] == pytest.approx(pred.times[0])
+    flow = ss.simulate(setup.model, setup.task, t_max=pred.times[0] + 2.5)
+    (first,) = ss.detect_steps(flow)
+    assert abs(first.time / pred.times[0] - 1) < 0.02  # the drop itself is on time
+    assert first.loss_after > 5 * pred.losses[0]  # ... onto teacher 1's plateau, not AGF's
+    import warnings as _warnings
+
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        setup = _orthogonal_setup(1e-6)
+        assert agf.predict(setup.model, setup.task).extra["split"] == []

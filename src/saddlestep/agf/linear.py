@@ -44,6 +44,7 @@ class LinearProblem(AbstractAGFProblem):
     atol: ClassVar[float] = 1e-12
     rtol: ClassVar[float] = 1e-8
     min_step: ClassVar[float] = 1e-5
+    shared_space: ClassVar[bool] = True
 
     def __init__(self, model: TwoLayer, task):
         self.bias = model.b is not None

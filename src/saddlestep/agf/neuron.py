@@ -49,6 +49,7 @@ class NeuronProblem(AbstractAGFProblem):
     atol: ClassVar[float] = 1e-12
     rtol: ClassVar[float] = 1e-8
     min_step: ClassVar[float] = 1e-5
+    shared_space: ClassVar[bool] = True
 
     def __init__(self, model: AbstractNeuronModel, task: SampleRegression, *, collapse: float = 1e-3,
                  align: float = 1e-4, balance: bool = True):

@@ -15,6 +15,7 @@ A family joins by defining its problem in its own file and registering it with o
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 from collections.abc import Callable
 
 import equinox as eqx
@@ -32,7 +33,8 @@ class AbstractAGFProblem(eqx.Module):
     problem's typed residual state (what `start` returns).
 
     Class attributes, for the ODE phase (where `advance` returns None): `atol`, `rtol` (default)
-    and `min_step` (smallest step as a fraction of max c_i).
+    and `min_step` (smallest step as a fraction of max c_i); `shared_space`: whether all neurons
+    live in one parameter space (two-layer networks), so that two of them can point the same way.
     """
 
     kappa: eqx.AbstractVar[int]
@@ -40,6 +42,7 @@ class AbstractAGFProblem(eqx.Module):
     atol: eqx.AbstractClassVar[float]
     rtol: eqx.AbstractClassVar[float]
     min_step: eqx.AbstractClassVar[float]
+    shared_space: ClassVar[bool] = False
 
     @abc.abstractmethod
     def utility(self, x: Float[Array, "width p"], rstate: PyTree[Array]) -> Float[Array, " width"]:

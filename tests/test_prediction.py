@@ -49,3 +49,16 @@ def test_reading_something_else_says_what_was_expected(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"method": "agf", "times": [1.0]}))
     with pytest.raises(ValueError, match="missing key"):
         ss.Prediction.load(str(tmp_path / "other.json"))
+
+
+def test_the_file_keeps_the_activations_agf_dropped_as_minor(tmp_path):
+    """A CLI user sees only prediction.json: AGF's dropped activations (7 of 10 on a noisy sparse
+    regression) and its split cost phases are listed there, and read back."""
+    minor = [{"time": 5.0, "loss": 0.1, "activated": [3], "deactivated": []}]
+    split = [{"time": 1.0, "loss": 0.5, "neurons": 4, "directions": 2}]
+    pred = ss.Prediction("agf", np.array([1.0]), np.array([0.1]), np.array([0.5]), ["x"], init_scale=1e-4,
+                         extra={"activated": [[0]], "deactivated": [[]], "minor": minor, "split": split, "events": []})
+    (tmp_path / "prediction.json").write_text(pred.dumps())
+    doc = json.loads((tmp_path / "prediction.json").read_text())
+    assert doc["extra"]["minor"] == minor and doc["extra"]["split"] == split and "events" not in doc["extra"]
+    assert ss.Prediction.load(str(tmp_path)).extra["minor"] == minor

@@ -71,7 +71,9 @@ class Prediction:
     def to_json(self) -> dict:
         """The `prediction.json` contract: method, times, rescaled_times, losses, order; for AGF
         also `extra`: the neurons activated and deactivated at each step (the full lists behind
-        labels such as "27 neurons: 1–2, 4–7, …") and how its utility phases were solved."""
+        labels such as "27 neurons: 1–2, 4–7, …"), how its utility phases were solved, the
+        activations dropped as too small to be steps (`minor`) and the cost phases that split
+        near-copies (`split`)."""
         out = {
             "method": self.method,
             "times": [float(t) for t in self.times],
@@ -80,7 +82,7 @@ class Prediction:
             "order": list(self.order),
         }
         if "activated" in self.extra:
-            extra = {k: self.extra[k] for k in ("activated", "deactivated", "phases") if k in self.extra}
+            extra = {k: self.extra[k] for k in ("activated", "deactivated", "phases", "minor", "split") if k in self.extra}
             out["extra"] = json.loads(json.dumps(extra, default=_plain))
         return out
 

@@ -265,3 +265,42 @@ def test_agf_from_random_directions_is_compared_by_its_own_slope():
     df, own, rescaled = _own_slope("relu", [1e-4, 1e-7], 2, overrides)
     assert np.max(np.abs(rescaled / own - 1)) > 0.005  # the drift the slope removes
     assert np.max(np.abs(df["slope_error"])) < 2e-3
+
+
+def test_a_killed_converge_resumes_from_its_finished_flows(tmp_path, monkeypatch, capsys):
+    """`saddlestep converge` keeps each finished flow beside its --out until the output is written:
+    killed at the third flow, the rerun runs only that one, and its table is the uninterrupted
+    one's, bit for bit; the hidden checkpoint is gone once the output is written."""
+    import pandas as pd
+
+    import saddlestep.convergence as conv
+    from saddlestep.runs import converge_preset
+
+    overrides = {"d": "4", "width": "4", "singular_values": "3,1"}
+    scales = [1e-3, 1e-4, 1e-5]
+    whole = converge_preset("linear", scales, overrides=overrides, out=str(tmp_path / "whole"), progress=False)
+    assert not any(p.name.endswith("converge-partial") for p in tmp_path.iterdir())
+    real, calls = conv.simulate, []
+
+    def dying(*args, **kwargs):
+        calls.append(float(args[0].init_scale))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(conv, "simulate", dying)
+    with pytest.raises(KeyboardInterrupt):
+        converge_preset("linear", scales, overrides=overrides, out=str(tmp_path / "k"), progress=False)
+    assert not (tmp_path / "k").exists()
+    assert len(list((tmp_path / ".k.converge-partial").glob("flow-*.json"))) == 2
+    calls.clear()
+    again = converge_preset("linear", scales, overrides=overrides, out=str(tmp_path / "k"), progress=True)
+    assert calls == [1e-5]
+    assert "finished earlier" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(again, whole)
+    assert (tmp_path / "k" / "convergence.csv").read_text() == (tmp_path / "whole" / "convergence.csv").read_text()
+    assert not (tmp_path / ".k.converge-partial").exists()
+    # Refused before any flow (no predictor): nothing is left behind.
+    with pytest.raises(ValueError):
+        converge_preset("deep-linear", scales, out=str(tmp_path / "none"), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k", "whole"]

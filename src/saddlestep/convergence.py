@@ -4,7 +4,9 @@ rescaled times extrapolate to the prediction."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -16,7 +18,8 @@ from .models.base import degree
 from .prediction import Prediction
 from .clock import log_inv, unit
 from .crossings import first_crossing
-from .progress import phase
+from .outputs import atomic_write_text
+from .progress import phase, say
 from .steps import finest_record
 
 
@@ -46,6 +49,7 @@ def converge(
     simulate_kwargs: dict | None = None,
     figure: str | None = None,
     progress: bool = False,
+    checkpoint: str | None = None,
 ) -> pd.DataFrame:
     """Run the flow at several init scales α and measure how its step times approach theory.
 
@@ -70,6 +74,9 @@ def converge(
     - `figure`: a path to save the convergence plot to (see `convergence_figure`).
     - `progress`: say on stderr which α's flow is running, and the flow's own progress
       (`saddlestep.progress`); off by default, as for every library call.
+    - `checkpoint`: an existing folder where each finished flow's step times are kept (one file
+      per α, keyed by α, the horizon and the predicted levels): a run killed midway and started
+      again with the same folder runs only the flows it had not finished.
 
     **Returns:** a DataFrame with one row per (step, α): `step`, `feature`, `init_scale`,
     `log_inv` (ln(1/α)), `clock` (the unit: ln(1/α), or α^{2−κ}), `time`, `rescaled_time`
@@ -130,19 +137,28 @@ def converge(
         kw = dict(getattr(setup, "simulate_kwargs", None) or {})
         kw.update(simulate_kwargs or {})
         kw.setdefault("progress", None if progress else False)
-        with phase(f"converge: the flow at α = {a:g} ({i + 1} of {len(scales)})", enabled=progress):
-            with warnings.catch_warnings():
-                # `_uncrossed` says so where the budget cost a step's time, naming the --set.
-                warnings.simplefilter("ignore", StepBudgetWarning)
-                traj = simulate(setup.model, setup.task, t_max=t_max, **kw)
-        # The save grid merged with the solver steps: a drop much shorter than the grid's spacing
-        # (all runs share the smallest α's horizon) was read 9% late off the grid alone.
-        t_fine, loss_fine = finest_record(traj)
-        times = np.array([first_crossing(t_fine, loss_fine, level, falling=True, interpolation="log")
-                          for level in levels])
-        missing = [k for k, t in enumerate(times) if not np.isfinite(t)]
-        if missing:
-            warnings.warn(_uncrossed(a, traj, missing[0], levels, prediction.order), stacklevel=2)
+        kept = None if checkpoint is None else _kept(checkpoint, i, _flow_key(a, t_max, levels, kw))
+        if kept is not None:
+            times, note = kept
+            if progress:
+                say(f"converge: the flow at α = {a:g} ({i + 1} of {len(scales)}) finished earlier (kept in {checkpoint})")
+        else:
+            with phase(f"converge: the flow at α = {a:g} ({i + 1} of {len(scales)})", enabled=progress):
+                with warnings.catch_warnings():
+                    # `_uncrossed` says so where the budget cost a step's time, naming the --set.
+                    warnings.simplefilter("ignore", StepBudgetWarning)
+                    traj = simulate(setup.model, setup.task, t_max=t_max, **kw)
+            # The save grid merged with the solver steps: a drop much shorter than the grid's spacing
+            # (all runs share the smallest α's horizon) was read 9% late off the grid alone.
+            t_fine, loss_fine = finest_record(traj)
+            times = np.array([first_crossing(t_fine, loss_fine, level, falling=True, interpolation="log")
+                              for level in levels])
+            missing = [k for k, t in enumerate(times) if not np.isfinite(t)]
+            note = _uncrossed(a, traj, missing[0], levels, prediction.order) if missing else None
+            if checkpoint is not None:
+                _keep(checkpoint, i, _flow_key(a, t_max, levels, kw), times, note)
+        if note is not None:
+            warnings.warn(note, stacklevel=2)
         L, C = log_inv(a), unit(a, kappa)
         for k, t in enumerate(times):
             rows.append({
@@ -170,6 +186,30 @@ def converge(
         fig.savefig(figure, dpi=120)
         plt.close(fig)
     return df
+
+
+def _flow_key(alpha: float, t_max: float, levels, kwargs: dict) -> str:
+    """What a kept flow's step times depend on, as one string (the model and task come with α
+    from the caller's setups, the same for a rerun of the same command)."""
+    plain = {k: repr(v) for k, v in sorted(kwargs.items()) if k != "progress"}
+    return json.dumps([float(alpha).hex(), float(t_max).hex(), [float(v).hex() for v in levels], plain])
+
+
+def _kept(folder: str, i: int, key: str) -> tuple[np.ndarray, str | None] | None:
+    try:
+        with open(os.path.join(folder, f"flow-{i}.json"), encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("key") != key:
+        return None
+    return np.array([float.fromhex(t) for t in doc["times"]]), doc.get("note")
+
+
+def _keep(folder: str, i: int, key: str, times, note: str | None) -> None:
+    # Exact floats (hex), so a resumed run's table is the uninterrupted one's, bit for bit.
+    doc = {"key": key, "times": [float(t).hex() for t in times], "note": note}
+    atomic_write_text(os.path.join(folder, f"flow-{i}.json"), json.dumps(doc) + "\n")
 
 
 def _uncrossed(alpha: float, traj, k: int, levels, order) -> str:

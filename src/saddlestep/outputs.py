@@ -408,6 +408,30 @@ def _commit(tmp: str, out: str, kind: str, overwrite: bool) -> None:
     os.rmdir(tmp)
 
 
+def converge_checkpoint(out: str | os.PathLike) -> str:
+    """The hidden sibling `.NAME.converge-partial` of a converge output `out`, where each finished
+    flow is kept until the output is written (a killed `converge` resumes from it); made if
+    missing, with our token, so that only a folder we made is ever removed.
+
+    **Returns:** its path.
+    """
+    out = os.path.abspath(os.fspath(out))
+    path = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.converge-partial")
+    if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)
+                                      and os.path.isfile(os.path.join(path, _TOKEN))):
+        raise ValueError(f"out: {path} exists and saddlestep did not make it; move it, or choose another --out")
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, _TOKEN), "a"):
+        pass
+    return path
+
+
+def remove_checkpoint(path: str | None) -> None:
+    """Remove a `converge_checkpoint` folder once its output is written (ours only: it holds our token)."""
+    if path is not None and os.path.isdir(path) and not os.path.islink(path) and os.path.isfile(os.path.join(path, _TOKEN)):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _is_cwd(path: str) -> bool:
     try:
         return os.path.samefile(path, os.getcwd())

@@ -23,7 +23,7 @@ from .presets import get_preset, Setup
 from .presets.base import predicted_horizon
 from .progress import phase, reporting
 from .steps import compare, detect_steps, finest_record, steps_table, Step
-from .outputs import atomic_write_text, check_out, output_folder
+from .outputs import atomic_write_text, check_out, converge_checkpoint, output_folder, remove_checkpoint
 from .validate import check_init_scale, check_seed
 from .trajectory import Trajectory
 
@@ -438,12 +438,20 @@ def converge_preset(
         return prepare(preset_name, init_scale=alpha, seed=seed, data=data, overrides=overrides)[2]
 
     show = progress is not False
-    with reporting(show):
-        df = converge(make_setup, scales, progress=show)
+    checkpoint = None if out is None else converge_checkpoint(out)
+    try:
+        with reporting(show):
+            df = converge(make_setup, scales, progress=show, checkpoint=checkpoint)
+    except BaseException:
+        # Killed: the finished flows stay for the rerun; refused before any flow: nothing stays.
+        if checkpoint is not None and not any(n.startswith("flow-") for n in os.listdir(checkpoint)):
+            remove_checkpoint(checkpoint)
+        raise
     if out is not None:
         with output_folder(out, kind="converge", overwrite=overwrite) as tmp:
             df.to_csv(os.path.join(tmp, "convergence.csv"), index=False)
             fig = convergence_figure(df)
             fig.savefig(os.path.join(tmp, "convergence.png"), dpi=120)
             plt.close(fig)
+        remove_checkpoint(checkpoint)
     return df

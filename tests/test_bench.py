@@ -10,13 +10,19 @@ from saddlestep import bench
 from saddlestep.trajectory import Trajectory
 
 
-def test_bench_reduced(tmp_path):
-    result = bench.run_bench(
-        tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3), stiff_alphas=(0.5, 0.4),
-        agf_presets=("diagonal",), sgns_vocab_size=40,
-        relu_case={"inputs": "gaussian", "n": 40, "d": 4, "width": 6, "teacher_norms": (2.0, 1.0)},
-        stiff_large=({"p": 7, "frequencies": "1,2", "magnitudes": "10,5", "width": 3}, (0.3,)),
-    )
+def test_bench_reduced(tmp_path, capsys):
+    from saddlestep.progress import reporting
+
+    with reporting():  # as the CLI runs it: each section says when it starts
+        result = bench.run_bench(
+            tmp_path, quick=True, gd_targets=(1e-2,), alphas=(1e-3, 1e-6), batches=(1, 3), stiff_alphas=(0.5, 0.4),
+            agf_presets=("diagonal",), sgns_vocab_size=40,
+            relu_case={"inputs": "gaussian", "n": 40, "d": 4, "width": 6, "teacher_norms": (2.0, 1.0)},
+            stiff_large=({"p": 7, "frequencies": "1,2", "magnitudes": "10,5", "width": 3}, (0.3,)),
+        )
+    said = capsys.readouterr().err
+    for section in ("bench --quick: linear", "bench: stiff…", "bench: agf…", "bench: word2vec…", "bench: relu…"):
+        assert section in said
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["speedup_vs_gd"] == result["speedup_vs_gd"] > 0
     md = (tmp_path / "bench.md").read_text()

@@ -17,11 +17,18 @@ from ..clock import log_inv
 from ..flow import simulate
 from ..outputs import atomic_write_text, check_out, output_folder
 from ..presets import get_preset
+from ..progress import phase, reporting_now, say
 from .common import _device, _setup, _timed, _TSIT5_EVALS_PER_STEP, calibrate_lr, drop_times, PRESET
 from .stiff_section import run_stiff_bench, run_stiff_large, stiff_large_markdown, stiff_markdown
 from .agf import agf_markdown, run_agf_bench
 from .relu import relu_markdown, run_relu_bench
 from .word2vec import run_sgns_bench, sgns_markdown
+
+
+def _section(name: str, *, enabled: bool = True):
+    """Say which section runs (inside `progress.reporting()`, as the CLI's bench is): a full bench
+    takes an hour, and sections minutes each in silence."""
+    return phase(f"bench: {name}", enabled=enabled and reporting_now())
 
 
 def run_bench(
@@ -66,6 +73,8 @@ def run_bench(
 
     out = os.fspath(out)
     check_out(out, kind="bench", overwrite=overwrite)
+    if reporting_now():
+        say(f"bench{' --quick' if quick else ''}: linear, the flow against GD (then ensembles, stiff, agf, word2vec, relu)…")
     alpha = get_preset(PRESET).init_scale
     setup = _setup(0, alpha)
     model, task = setup.model, setup.task
@@ -159,13 +168,19 @@ def run_bench(
             batches = [1, 16, 64, 256, 1024, 4096, 16384]
         else:
             batches = [1, 4, 16] if quick else [1, 4, 16, 64, 256, 1024]
-    throughput = _throughput(batches, alpha, t_max, n_coarse, repeats)
-    stiff_section = run_stiff_bench(quick=quick, alphas=stiff_alphas)
+    with _section("ensemble throughput"):
+        throughput = _throughput(batches, alpha, t_max, n_coarse, repeats)
+    with _section("stiff"):
+        stiff_section = run_stiff_bench(quick=quick, alphas=stiff_alphas)
     large_overrides, large_alphas = stiff_large if stiff_large is not None else (None, None)
-    large_section = run_stiff_large(quick=quick, alphas=large_alphas, overrides=large_overrides)
-    agf_section = run_agf_bench(quick=quick, presets=agf_presets)
-    sgns_section = None if sgns_vocab_size == 0 else run_sgns_bench(quick=quick, vocab_size=sgns_vocab_size)
-    relu_section = run_relu_bench(quick=quick, case=relu_case)
+    with _section("stiff, large"):
+        large_section = run_stiff_large(quick=quick, alphas=large_alphas, overrides=large_overrides)
+    with _section("agf"):
+        agf_section = run_agf_bench(quick=quick, presets=agf_presets)
+    with _section("word2vec", enabled=sgns_vocab_size != 0):
+        sgns_section = None if sgns_vocab_size == 0 else run_sgns_bench(quick=quick, vocab_size=sgns_vocab_size)
+    with _section("relu"):
+        relu_section = run_relu_bench(quick=quick, case=relu_case)
 
     result = {
         "format": "saddlestep.bench/1",

@@ -6,7 +6,7 @@ import pytest
 
 import saddlestep as ss
 from saddlestep.crossings import first_crossing
-from saddlestep.steps import compare, detect_steps
+from saddlestep.steps import compare, detect_steps, Step
 
 
 def synthetic(times, centers, widths, heights, floor=0.0, alpha=1e-6):
@@ -606,3 +606,21 @@ def test_a_second_drop_out_of_a_shoulder_stays_a_step():
     t = np.linspace(0, 40, 8001)
     steps = detect_steps(synthetic(t, [10.0, 12.5], [0.2, 0.3], [5.0, 2.0], floor=1e-2))
     assert [s.feature for s in steps] == ["f0", "f1"]
+
+
+def test_a_prediction_of_another_problem_is_named_as_such():
+    """A linear run's drops ("mode k") set against a diagonal network's prediction ("β[j]") still
+    pair by plateau levels, and would read as matches: `compare` says the names never meet. A
+    tie-group label (β[1]+β[3]) counts by its parts."""
+    import warnings
+
+    found = [Step(1.0, 0.1, 2.0, 1.0, "mode 1", 0.5, 1.5), Step(3.0, 0.3, 1.0, 0.0, "mode 2", 2.5, 3.5)]
+    other = ss.Prediction("agf", np.array([1.0, 3.0]), np.array([0.1, 0.3]), np.array([1.0, 0.0]),
+                          ["β[3]", "β[1]+β[4]"], initial_loss=2.0, init_scale=1e-4)
+    with pytest.warns(UserWarning, match=r"share no name: are they of the same problem"):
+        ss.compare(found, other)
+    same = ss.Prediction("agf", np.array([1.0, 3.0]), np.array([0.1, 0.3]), np.array([1.0, 0.0]),
+                         ["mode 1", "mode 2+mode 3"], initial_loss=2.0, init_scale=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ss.compare(found, same)

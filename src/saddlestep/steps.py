@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -646,6 +647,17 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     else:
         found = list(steps)
     labelled = all(s.feature is not None for s in found) and all(f is not None for f in prediction.order)
+    named = {name for f in prediction.order if f for name in str(f).split("+")}
+    seen = {s.feature for s in found if s.feature}
+    if named and seen and not named & seen:
+        # Rows would still pair by plateau levels, reading as matches: a run set against another
+        # problem's prediction (a linear run's "mode 1" against a diagonal "β[3]") says so.
+        warnings.warn(
+            f"compare: the prediction's features ({', '.join(sorted(named)[:3])}{', …' if len(named) > 3 else ''}) "
+            f"and the flow's ({', '.join(sorted(seen)[:3])}{', …' if len(seen) > 3 else ''}) share no name: are they "
+            "of the same problem? The rows pair by plateau levels only",
+            stacklevel=2,
+        )
     if merge:
         candidates = [feature_steps(found)]
     elif merge is None and labelled and len(found) > prediction.num_steps:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .flow import simulate, StepBudgetWarning
+from .flow import budget_noted_by_caller, simulate
 from .models.base import degree
 from .prediction import Prediction
 from .clock import log_inv, unit
@@ -137,16 +137,15 @@ def converge(
         kw = dict(getattr(setup, "simulate_kwargs", None) or {})
         kw.update(simulate_kwargs or {})
         kw.setdefault("progress", None if progress else False)
-        kept = None if checkpoint is None else _kept(checkpoint, i, _flow_key(a, t_max, levels, kw))
+        key = _flow_key(a, t_max, levels, kw)
+        kept = None if checkpoint is None else _kept(checkpoint, i, key)
         if kept is not None:
             times, note = kept
             if progress:
                 say(f"converge: the flow at α = {a:g} ({i + 1} of {len(scales)}) finished earlier (kept in {checkpoint})")
         else:
             with phase(f"converge: the flow at α = {a:g} ({i + 1} of {len(scales)})", enabled=progress):
-                with warnings.catch_warnings():
-                    # `_uncrossed` says so where the budget cost a step's time, naming the --set.
-                    warnings.simplefilter("ignore", StepBudgetWarning)
+                with budget_noted_by_caller():  # `_uncrossed` says so where it cost a step's time
                     traj = simulate(setup.model, setup.task, t_max=t_max, **kw)
             # The save grid merged with the solver steps: a drop much shorter than the grid's spacing
             # (all runs share the smallest α's horizon) was read 9% late off the grid alone.
@@ -156,7 +155,7 @@ def converge(
             missing = [k for k, t in enumerate(times) if not np.isfinite(t)]
             note = _uncrossed(a, traj, missing[0], levels, prediction.order) if missing else None
             if checkpoint is not None:
-                _keep(checkpoint, i, _flow_key(a, t_max, levels, kw), times, note)
+                _keep(checkpoint, i, key, times, note)
         if note is not None:
             warnings.warn(note, stacklevel=2)
         L, C = log_inv(a), unit(a, kappa)

@@ -5,10 +5,11 @@ The methods live in `saddlestep.methods`, the compiled cores in `saddlestep._int
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import diffrax as dfx
@@ -32,6 +33,15 @@ class PrecisionWarning(UserWarning):
 
 class StepBudgetWarning(UserWarning):
     """The solver spent its step budget before `t_max`: the record ends early."""
+
+
+@contextlib.contextmanager
+def budget_noted_by_caller() -> Iterator[None]:
+    """Silence `StepBudgetWarning` inside: for callers that note a spent budget themselves, naming
+    the `--set` that lifts it (a run's summary, a sweep's runs, `converge`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StepBudgetWarning)
+        yield
 
 
 def check_precision(model: AbstractModel, init_scale: np.ndarray) -> None:

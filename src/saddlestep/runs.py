@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import methods as _methods
-from .flow import simulate, StepBudgetWarning
+from .flow import budget_noted_by_caller, simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
 from .presets.base import predicted_horizon
@@ -165,9 +165,7 @@ def _run_preset(preset_name, init_scale, seed, data, overrides, out, overwrite, 
         what = (f"training with {_methods.method_name(method, 0)} (learning rate {float(method.learning_rate):g})"
                 if isinstance(method, _methods.Discrete) else "integrating the flow")
         with phase(f"{preset.name}: compiling and {what} to t_max = {setup.t_max:.4g}", enabled=show):
-            with warnings.catch_warnings():
-                # summarize's note names the --set that lifts the budget; simulate's would repeat it.
-                warnings.simplefilter("ignore", StepBudgetWarning)
+            with budget_noted_by_caller():  # summarize's note names the --set
                 traj = simulate(setup.model, setup.task, t_max=setup.t_max, progress=None if show else False,
                                 **setup.simulate_kwargs)
         wall = time.perf_counter() - start

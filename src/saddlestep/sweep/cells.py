@@ -7,7 +7,6 @@ import hashlib
 import inspect
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..flow import simulate, StepBudgetWarning
+from ..flow import budget_noted_by_caller, simulate
 from ..models.base import parameters
 from ..presets import get_preset, Preset, Setup
 from ..presets.base import predicted_horizon
@@ -124,9 +123,7 @@ def run_cell(cell: Cell, mesh: jax.sharding.Mesh | None = None) -> CellResult:
     if mesh is not None and mesh.devices.size > 1 and _simulate_takes_mesh():
         kwargs["mesh"] = mesh
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        # Each run's summary notes its own spent budget, with the --set that lifts it.
-        warnings.simplefilter("ignore", StepBudgetWarning)
+    with budget_noted_by_caller():  # each run's summary notes its own
         traj = simulate(_stack([s.model for s in setups]), first.task, t_max=first.t_max, progress=False, **kwargs)
     wall = time.perf_counter() - start
     device = str(jax.devices()[0].device_kind)

@@ -224,16 +224,16 @@ def conjecture_jump_times(Sxx, Syx, num_steps: int | None = None) -> Float[np.nd
     return tau[1:]
 
 
-def _warn_entries(task, Syx, labels, levels) -> None:
+def _warn_entries(task, T, Syx, labels, levels) -> None:
     """Warn where a step's drop grows along another mode than the one its plateau learns.
 
-    Step k grows along the top singular pair u vᵀ of the residual A_{k−1} = P⊥ Σyx (the fastest
-    dormant direction); with Σxx not commuting that need not be the rank-k optimum's new mode,
+    `T` is the whitened target, `levels` the plateau after each step. Step k grows along the top
+    singular pair u vᵀ of the residual A_{k−1} = P⊥ Σyx (the fastest dormant direction); with Σxx
+    not commuting that need not be the rank-k optimum's new mode,
     which the flow then turns to over a time that does not grow with ln(1/α): in the α → 0 limit
     the turn is instant, at α = 1e-6 it spans the plateau (Σxx = R(15°) diag(4, 1) R(15°)ᵀ,
     Σyx = diag(3, 2): the flow rests near 1.95 after the first drop, above the predicted 0.9995,
     and its drop reads as mode 2)."""
-    T = np.asarray(PopulationRegression(*moments(task)[:2]).target)
     U = np.linalg.svd(T, full_matrices=False)[0]
     out = Syx.shape[0]
     odd = []
@@ -306,9 +306,9 @@ def linear_network(task, *, init_scale=None, num_steps: int | None = None, width
         K = num_steps if width is None else (width if num_steps is None else min(num_steps, width))
         tau = conjecture_jump_times(Sxx, Syx, K)
         labels = [f"mode {k + 1}" for k in range(len(tau))]
-        _warn_entries(task, Syx, labels, levels=[0.5 * np.sum(s[k + 1:] ** 2) + loss_min for k in range(len(tau))])
         mu = s[: len(tau)] ** 2
         levels = np.array([0.5 * np.sum(s[k:] ** 2) + loss_min for k in range(len(tau) + 1)])
+        _warn_entries(task, T, Syx, labels, levels[1:])
     L = log_inv(init_scale)
     return Prediction(
         "closed-form:conjecture-4.1",

@@ -126,3 +126,41 @@ def test_teacher_overlaps_of_an_even_student_ignore_the_sign_of_w():
         np.testing.assert_allclose(task.teacher_overlaps(model), expected, atol=1e-12)
         traced = eqx.filter_jit(lambda mdl, tsk: tsk.teacher_overlaps(mdl))(model, task)
         np.testing.assert_allclose(traced, expected, atol=1e-12)
+
+
+def test_evaluate_observables_is_the_eager_value_compiled_once_per_shape():
+    # AGF labels each step and `run` records the final observables with it: one compiled program
+    # for every model and task of the same shapes (new seeds, new data), equal to the eager call.
+    import logging
+
+    from saddlestep.tasks.base import evaluate_observables
+
+    compiled = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            compiled.append(record.getMessage())
+
+    rng = np.random.default_rng(9)
+    d, m, width = 4, 2, 5
+    counts = []
+    for seed in range(3):
+        W = np.linalg.qr(rng.standard_normal((d, d)))[0][:m] * rng.uniform(0.5, 2.0, (m, 1))
+        A = rng.standard_normal((m, 1))
+        X = rng.standard_normal((30, d))
+        task = ss.tasks.SampleRegression(jnp.asarray(X), jnp.asarray(np.maximum(X @ W.T, 0) @ A),
+                                         teacher_w=W, teacher_a=A)
+        model = ss.TwoLayer(d, width, 1, "relu", key=jax.random.PRNGKey(seed), init_scale=0.5)
+        handler = Catch()
+        logging.getLogger("jax").addHandler(handler)
+        try:
+            with jax.log_compiles():
+                got = evaluate_observables(task, model)
+        finally:
+            logging.getLogger("jax").removeHandler(handler)
+        counts.append(len(compiled))
+        want = task.observables(model)
+        assert set(got) == set(want) == {"features"}
+        np.testing.assert_allclose(np.asarray(got["features"]), np.asarray(want["features"]), rtol=1e-12, atol=1e-15)
+        assert np.abs(np.asarray(want["features"])).max() > 0  # not a vacuous comparison
+    assert counts[0] > 0 and counts[2] == counts[0]  # seeds 1, 2: nothing compiled

@@ -22,6 +22,7 @@ from .prediction import Prediction
 from .presets import get_preset, Setup
 from .presets.base import predicted_horizon
 from .progress import phase, reporting
+from .tasks.base import evaluate_observables
 from .steps import compare, detect_steps, finest_record, steps_table, Step
 from .outputs import atomic_write_text, check_out, converge_checkpoint, output_folder, remove_checkpoint
 from .validate import check_init_scale, check_seed
@@ -355,7 +356,7 @@ def _final_observables(traj: Trajectory, setup: Setup, final_loss: float) -> dic
     """The loss and the task's observables at `t_final` (of the final model, as `_final_loss`);
     observables the task does not compute are the save grid's last."""
     out: dict[str, Any] = {"loss": final_loss}
-    fresh = setup.task.observables(traj.final) if traj.final is not None else {}
+    fresh = evaluate_observables(setup.task, traj.final) if traj.final is not None else {}
     for k, v in traj.observables.items():
         v = np.asarray(fresh[k]) if k in fresh else np.asarray(v)[-1]
         out[k] = v.tolist() if v.ndim > 0 else float(v)

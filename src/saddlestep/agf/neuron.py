@@ -17,6 +17,7 @@ from jaxtyping import Array, Float
 from . import _numerics as nx
 from ._relu import ReluPhase
 from ..models.base import AbstractNeuronModel
+from ..tasks.base import evaluate_observables
 from ..tasks.regression import SampleRegression
 from .engine import TRACE_COUNT
 from .problem import AbstractAGFProblem, register_fallback, require_sample
@@ -204,8 +205,8 @@ class NeuronProblem(AbstractAGFProblem):
     def label(self, before, after, crossed):
         # The task feature that grows most across the step (as `detect_steps` labels a drop).
         labels = self.task.feature_labels(self.template)
-        f0 = self.task.observables(self.model(before)).get("features")
-        f1 = self.task.observables(self.model(after)).get("features")
+        f0 = evaluate_observables(self.task, self.model(before)).get("features")
+        f1 = evaluate_observables(self.task, self.model(after)).get("features")
         if labels and f0 is not None:
             change = np.abs(np.asarray(f1) - np.asarray(f0))
             if change.max() > 0:

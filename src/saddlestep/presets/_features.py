@@ -11,6 +11,7 @@ import numpy as np
 
 from ..clock import rescale
 from ..prediction import Prediction
+from ..tasks.base import evaluate_observables
 
 # ----------------------------------------------------------------------------- feature merging
 def label_and_merge(pred: Prediction, task, model) -> Prediction:
@@ -21,7 +22,7 @@ def label_and_merge(pred: Prediction, task, model) -> Prediction:
 
     if not pred.num_steps or pred.plateau_parameters is None:
         return pred
-    records = [task.observables(m) for m in [model, *pred.plateau_parameters]]
+    records = [evaluate_observables(task, m) for m in [model, *pred.plateau_parameters]]
     labels = task.feature_labels(pred.plateau_parameters[0])
     order = [labels[int(np.argmax(feature_change(a, b)))] for a, b in zip(records[:-1], records[1:])]
     keep_t, keep_l, keep_o, keep_p, first_l = [], [], [], [], []

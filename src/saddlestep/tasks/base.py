@@ -43,6 +43,15 @@ class AbstractTask(eqx.Module):
         return None
 
 
+@eqx.filter_jit
+def evaluate_observables(task: AbstractTask, model: AbstractModel) -> dict[str, Array]:
+    """`task.observables(model)` as one compiled program, reused for every model and task of the
+    same shapes. Called eagerly, each of its operations compiles on its first use: a two-layer
+    teacher's overlaps took 0.78 s so against 0.31 s compiled once (AGF labels every step with
+    them, so a prediction paid that on each new problem shape)."""
+    return task.observables(model)
+
+
 def check_finite(name: str, value, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """Convert to a float64 array, checking dimensions and finiteness."""
     try:

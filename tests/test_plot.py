@@ -323,3 +323,32 @@ def test_the_curve_is_drawn_from_the_solver_steps_where_the_save_grid_is_coarse(
     (line,) = [ln for ln in ax.lines if ln.get_label().startswith("flow")]
     assert len(line.get_xdata()) > 300  # the steps, not the 10 positive grid points
     assert ax.get_xlim()[0] < 1e-3  # the drop at t = 1e-3 is in view
+
+
+def test_overlay_of_another_alpha_or_another_problem_is_named():
+    # A prediction made at α = 1e-4 drawn over a run at 1e-3 on physical time puts its jumps at
+    # 1e-4's times (ln(1e4)/ln(1e3) later); on the rescaled axis it is where it belongs. A
+    # prediction whose features the run never names is another problem's.
+    import warnings
+
+    tau = np.array([5.0, 10.0, 15.0]) / np.log(1e3)
+    run = staircase_run()
+    at = lambda alpha, names=("a", "b", "c"): ss.Prediction.from_rescaled(
+        "agf", tau, [0.3, 0.05, 0.01], list(names), init_scale=alpha, initial_loss=1.0)
+    with pytest.warns(UserWarning, match=r"α = 0\.0001 and the runs are at α = 0\.001: on the 't' time axis"):
+        plot.staircase(run, at(1e-4), time="t")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot.staircase(run, at(1e-4), time="rescaled")
+        plot.staircase(run, at(1e-3))
+        plot.staircase([run, staircase_run(alpha=1e-4)], at(1e-4))  # one of the runs is at its α
+    t = run.times
+    feats = np.stack([expit((t - tk) / 0.3) for tk in (5.0, 10.0, 15.0)], axis=1)
+    named = ss.Trajectory(times=t, loss=run.loss, observables={"features": feats}, init_scale=1e-3,
+                          status="t_max", t_final=100.0, stats={}, method="test", feature_labels=["x", "y", "z"])
+    assert [s.feature for s in ss.detect_steps(named)] == ["x", "y", "z"]
+    with pytest.warns(UserWarning, match=r"share no name: is the overlay a prediction of this problem"):
+        plot.staircase(named, at(1e-3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot.staircase(named, at(1e-3, ("x", "y", "z")))

@@ -605,6 +605,17 @@ def _plan(steps: list[Step], prediction: Prediction):
     return cost, groups, steps, drop, floor
 
 
+def unshared_features(prediction: Prediction, steps: list[Step]) -> str | None:
+    """Where the prediction's features and the detected steps' are both named and share no name
+    (a prediction of another problem), a phrase saying so; else None."""
+    named = {name for f in prediction.order if f for name in str(f).split("+")}
+    seen = {s.feature for s in steps if s.feature}
+    if not (named and seen) or named & seen:
+        return None
+    show = lambda names: ", ".join(sorted(names)[:3]) + (", …" if len(names) > 3 else "")
+    return f"the prediction's features ({show(named)}) and the flow's ({show(seen)}) share no name"
+
+
 def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bool | None = None) -> pd.DataFrame:
     """Predicted against simulated steps, one row per step, aligned by what the steps are.
 
@@ -647,17 +658,12 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     else:
         found = list(steps)
     labelled = all(s.feature is not None for s in found) and all(f is not None for f in prediction.order)
-    named = {name for f in prediction.order if f for name in str(f).split("+")}
-    seen = {s.feature for s in found if s.feature}
-    if named and seen and not named & seen:
+    mismatch = unshared_features(prediction, found)
+    if mismatch:
         # Rows would still pair by plateau levels, reading as matches: a run set against another
         # problem's prediction (a linear run's "mode 1" against a diagonal "β[3]") says so.
-        warnings.warn(
-            f"compare: the prediction's features ({', '.join(sorted(named)[:3])}{', …' if len(named) > 3 else ''}) "
-            f"and the flow's ({', '.join(sorted(seen)[:3])}{', …' if len(seen) > 3 else ''}) share no name: are they "
-            "of the same problem? The rows pair by plateau levels only",
-            stacklevel=2,
-        )
+        warnings.warn(f"compare: {mismatch}: are they of the same problem? The rows pair by plateau levels only",
+                      stacklevel=2)
     if merge:
         candidates = [feature_steps(found)]
     elif merge is None and labelled and len(found) > prediction.num_steps:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..prediction import Prediction
-from ..steps import finest_record, Step, detect_steps
+from ..steps import finest_record, Step, detect_steps, unshared_features
 from ..trajectory import Trajectory
 from ._scales import (
     LossAxis,
@@ -194,6 +196,23 @@ def _panel(ax, curves, axis: TimeAxis, ys: LossAxis, prediction, *, mark_steps, 
         ax.legend(fontsize=8, loc="best")
 
 
+def _check_overlay(prediction: Prediction, curves: list[_Curve], times: list[str]) -> None:
+    """Say where the overlay cannot be read against the curves: another problem's prediction, or
+    one made at another α drawn on a physical time axis (where its jumps sit at its own α's times)."""
+    mismatch = unshared_features(prediction, [s for c in curves for s in c.steps])
+    if mismatch:
+        warnings.warn(f"staircase: {mismatch}: is the overlay a prediction of this problem?", stacklevel=3)
+    alpha = prediction.init_scale
+    physical = [t for t in times if t != "rescaled"]
+    alphas = [a for a in _distinct([c.alpha for c in curves]) if math.isfinite(a)]
+    if physical and alphas and math.isfinite(alpha) and not any(math.isclose(a, alpha, rel_tol=1e-5) for a in alphas):
+        shown = ", ".join(f"{a:.3g}" for a in alphas[:3]) + (", …" if len(alphas) > 3 else "")
+        warnings.warn(
+            f"staircase: the prediction's times are for α = {alpha:.3g} and the runs are at α = {shown}: "
+            f"on the {physical[0]!r} time axis its jumps are not where these runs' are predicted; "
+            "predict at the runs' α, or draw time='rescaled'", stacklevel=3)
+
+
 def staircase(
     trajectories: Trajectory | Sequence[Trajectory],
     prediction: Prediction | None = None,
@@ -254,6 +273,8 @@ def staircase(
         times = [check_time(time if time is not None else "rescaled")]
         fig, axes = (plt.subplots(figsize=(6, 4.2), constrained_layout=True) if ax is None else (ax.figure, ax))
         axes = [axes]
+    if prediction is not None and prediction.num_steps:
+        _check_overlay(prediction, curves, times)
     for k, (panel, tk) in enumerate(zip(axes, times)):
         _panel(panel, curves, TimeAxis(tk, kappa), ys, prediction, mark_steps=mark_steps,
                xlim=xlim if k == 0 else None, legend=k == len(axes) - 1)

@@ -624,3 +624,46 @@ def test_a_prediction_of_another_problem_is_named_as_such():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ss.compare(found, same)
+
+
+def test_compare_never_groups_a_predicted_step_against_a_drop_of_another_label_the_flow_shows():
+    # The flow learns a (10.6 → 2.6), then b (→ 0.6); the prediction says b first (10.6 → 8.6),
+    # then a (→ 0.6). By levels, predicted b and a form one drop against the flow's a, leaving
+    # the flow's b alone; but both sides name every step once: a↔a, b↔b, c↔c.
+    L = math.log(1e6)
+    sim = [ss.Step(t, t / L, b, a, f, t - 1, t + 1)
+           for t, b, a, f in ((5.0, 10.6, 2.6, "a"), (15.0, 2.6, 0.6, "b"), (25.0, 0.6, 0.1, "c"))]
+    t = np.array([5.0, 15.0, 25.0])
+    pred = ss.Prediction("closed-form:test", t, t / L, [8.6, 0.6, 0.1], ["b", "a", "c"], initial_loss=10.6,
+                         init_scale=1e-6)
+    table = compare(sim, pred)
+    assert list(table["kind"]) == ["prediction"] * 3
+    assert list(table["feature_predicted"]) == list(table["feature_simulated"])
+    by = {r.feature_predicted: r for r in table.itertuples()}
+    assert (by["a"].time_predicted, by["a"].time_simulated) == (15.0, 5.0)
+    assert (by["b"].time_predicted, by["b"].time_simulated) == (5.0, 15.0)
+
+
+def test_compare_times_a_group_by_the_member_of_the_same_label_and_a_pause_has_no_level_error():
+    # The prediction has no step b; the flow pauses at 0.6 (its step b) inside the predicted drop
+    # 2.6 → 0.1 of c. By the midpoint rule the row of b would carry c's time (−40%) and set the
+    # pause level 0.6 against the plateau 0.1; the flow's c, same label and time, is the match.
+    L = math.log(1e6)
+    sim = [ss.Step(t, t / L, b, a, f, t - 1, t + 1)
+           for t, b, a, f in ((5.0, 10.6, 2.6, "a"), (15.0, 2.6, 0.6, "b"), (25.0, 0.6, 0.1, "c"))]
+    t = np.array([5.0, 25.0])
+    pred = ss.Prediction("closed-form:test", t, t / L, [2.6, 0.1], ["a", "c"], initial_loss=10.6, init_scale=1e-6)
+    table = compare(sim, pred)
+    assert list(table["kind"]) == ["prediction", "merged", "prediction"]
+    assert list(table["feature_simulated"]) == ["a", "b", "c"]
+    match = table[table.feature_simulated == "c"].iloc[0]
+    assert match.time_rel_error == 0.0 and match.loss_rel_error == 0.0
+    assert math.isnan(table[table.feature_simulated == "b"].iloc[0].loss_rel_error)
+    # Unlabelled, the midpoint rule still picks the row: the drop of b crosses the midpoint 1.35.
+    plain = compare([dataclasses.replace(s, feature=None) for s in sim], _pred_like(pred))
+    assert list(plain["kind"]) == ["prediction", "prediction", "merged"]
+
+
+def _pred_like(pred):
+    return ss.Prediction(pred.method, pred.times, pred.rescaled_times, pred.losses, [None] * pred.num_steps,
+                         initial_loss=pred.initial_loss, init_scale=pred.init_scale)

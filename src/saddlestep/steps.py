@@ -373,11 +373,20 @@ class _Group:
     primary: int = 0  # the row of the group that carries its time (see `_primary`)
 
 
-def _primary(ks, js, steps, before, after) -> int:
-    """The row of a merged group that is its step proper: the one whose drop crosses the midpoint
-    level of the single step on the other side (as a step's time is its midpoint crossing).
+def _primary(ks, js, steps, before, after, order=None) -> int:
+    """The row of a merged group that is its step proper: the one member that carries the label
+    of the single step on the other side, if labels (`order`, the predicted ones) tell; else the
+    one whose drop crosses the midpoint level of that single step (as a step's time is its
+    midpoint crossing).
 
     A merged group has one row per step of its longer side; a plain pair has one row."""
+    if order is not None and len(ks) + len(js) > 2:
+        if len(ks) > 1:
+            same = [r for r, k in enumerate(ks) if order[k] is not None and order[k] == steps[js[0]].feature]
+        else:
+            same = [r for r, j in enumerate(js) if steps[j].feature is not None and steps[j].feature == order[ks[0]]]
+        if len(same) == 1:
+            return same[0]
     if len(ks) > 1:
         mid = 0.5 * (steps[js[0]].loss_before + steps[js[0]].loss_after)
         levels = [(before[k], after[k]) for k in ks]
@@ -462,10 +471,12 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
         return fs is not None and fs in pred_labels and fp in sim_labels
 
     def cost(ks, js):
-        group_labels = {prediction.order[k] for k in ks}
+        # Every predicted member against every simulated one: a predicted step whose label the
+        # flow shows elsewhere does not hide in a group against a drop of another label (the
+        # flow's own step of that label is its match, or it stays unmatched).
         for j in js:
             fs = steps[j].feature
-            if any(comparable(prediction.order[k], fs) for k in ks) and fs not in group_labels:
+            if any(comparable(prediction.order[k], fs) and prediction.order[k] != fs for k in ks):
                 return math.inf
         if len(ks) > 1:
             whole = (steps[js[0]].loss_before, steps[js[0]].loss_after)
@@ -501,7 +512,7 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
             # (Once the flow settles a plateau away from the predicted one, every later level
             # is off by that much, though the same features are learned in the same order.)
             c = min(c, _BOUND_LEVEL_CAP) if math.isfinite(c) else _BOUND_LEVEL_CAP
-        r = _primary(ks, js, steps, before, after)
+        r = _primary(ks, js, steps, before, after, prediction.order)
         k, j = (ks[r], js[0]) if len(ks) > 1 else (ks[0], js[r])
         tp, ts = prediction.times[k], steps[j].time
         if tp > 0 and ts > 0:
@@ -541,7 +552,7 @@ def _align(steps: list[Step], prediction: Prediction, drops: np.ndarray) -> tupl
     while k or j:
         dk, dj = move[k, j]
         ks, js = tuple(range(k - dk, k)), tuple(range(j - dj, j))
-        groups.append(_Group(ks, js, _primary(ks, js, steps, before, after) if ks and js else 0))
+        groups.append(_Group(ks, js, _primary(ks, js, steps, before, after, prediction.order) if ks and js else 0))
         k, j = k - dk, j - dj
     return float(D[n_p, n_s]), groups[::-1]
 
@@ -681,7 +692,9 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
         if len(g.ks) > 1:  # several predicted steps in one simulated drop
             pairs = [(k, g.js[0], k == g.ks[-1]) for k in g.ks]
         else:  # a pair, a predicted step taken in several simulated drops, or a step alone
-            pairs = [(g.ks[0] if g.ks else None, j, True) for j in g.js] or [(g.ks[0], None, True)]
+            # The flow reaches the predicted plateau after the last of its drops; the levels
+            # before it are pauses on the way, not that plateau.
+            pairs = [(g.ks[0] if g.ks else None, j, j == g.js[-1]) for j in g.js] or [(g.ks[0], None, True)]
         for r, (k, j, level_seen) in enumerate(pairs):
             s = found[j] if j is not None else None
             p = k is not None

@@ -418,3 +418,53 @@ def test_presets_train_discretely_on_request():
                        ({"learning_rate": "-1"}, "learning_rate")):
         with pytest.raises(ValueError, match=match):
             prepare("linear", overrides={**small, **bad})
+
+
+def test_a_loss_floor_is_checked_and_one_above_the_infimum_is_named():
+    # Teacher s = 3, 1.5, 0.75: its loss's infimum is 0. A floor of 0.05 ends the run where the
+    # loss crosses it, in the middle of the s = 0.75 drop (L 0.28 → 0), as "converged".
+    import warnings
+
+    task = ss.teacher_spectrum(jax.random.PRNGKey(0), 4, 4, [3.0, 1.5, 0.75])
+    model = ss.TwoLayer(4, 4, 4, "linear", key=jax.random.PRNGKey(1), init_scale=1e-4)
+    start = float(task.loss(model))
+    with pytest.raises(ValueError, match=r"^stop: expected a finite loss_floor"):
+        ss.Stop(loss_floor=float("nan"))
+    with pytest.raises(ValueError, match=rf"^stop: expected loss_floor below the initial loss L\(0\) = {start:.6g}, got 100"):
+        ss.simulate(model, task, t_max=25.0, stop=ss.Stop(loss_floor=100.0))
+    with pytest.warns(UserWarning, match=r"^stop: the run ended as converged at the loss_floor 0.05 while the loss was still falling"):
+        cut = ss.simulate(model, task, t_max=25.0, stop=ss.Stop(loss_floor=0.05))
+    assert cut.status == "converged" and cut.t_final < 20.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact = ss.simulate(model, task, t_max=25.0, stop=ss.Stop(loss_floor=0.0))  # the infimum: at rest
+    assert exact.status == "converged" and exact.t_final > cut.t_final
+    batch = eqx.filter_vmap(lambda k: ss.TwoLayer(4, 4, 4, "linear", key=k, init_scale=1e-4))(
+        jax.vmap(jax.random.PRNGKey)(jnp.arange(3)))
+    with pytest.warns(UserWarning, match=r"^stop: 3 of 3 members: the run ended as converged"):
+        ss.simulate(batch, task, t_max=25.0, stop=ss.Stop(loss_floor=0.05))
+
+
+def test_discrete_training_never_passes_t_max_and_is_plain_gd():
+    # η = 0.3 does not divide t_max = 1: three whole steps (t = 0.9), not four (t = 1.2); each is
+    # θ ← θ − η∇L, checked against a NumPy oracle of the two-layer linear network's gradient.
+    from saddlestep.methods import Discrete
+
+    model, task = _small()
+    model = eqx.tree_at(lambda m: m.init_scale, model, 0.5)
+    W, a = (np.asarray(model.W), np.asarray(model.a))  # f(x) = a (W x)
+    gd = ss.simulate(model, task, t_max=1.0, method=Discrete(0.3), n_save=4, n_snapshots=2)
+    np.testing.assert_allclose(gd.times, [0.0, 0.3, 0.6, 0.9], atol=1e-15)
+    assert gd.t_final == pytest.approx(0.9, abs=1e-12) and gd.t_final <= 1.0
+    C, T = np.asarray(task.sqrt_cov), np.asarray(task.target)
+    for _ in range(3):  # L = ½‖aW C − T‖² + L_min, C symmetric: ∇_β L = (βC − T)C
+        E = (a @ W @ C - T) @ C
+        W, a = W - 0.3 * a.T @ E, a - 0.3 * E @ W.T
+    np.testing.assert_allclose(np.asarray(gd.final.W), W, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(gd.final.a), a, rtol=1e-12, atol=1e-15)
+
+
+def test_observables_that_are_not_arrays_are_named():
+    model, task = _small()
+    with pytest.raises(ValueError, match=r"^observables: expected a function returning arrays"):
+        ss.simulate(model, task, t_max=1.0, save=ss.Save(observables=lambda m: {"s": "abc"}))

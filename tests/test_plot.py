@@ -352,3 +352,18 @@ def test_overlay_of_another_alpha_or_another_problem_is_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plot.staircase(named, at(1e-3, ("x", "y", "z")))
+
+
+def test_a_prediction_read_from_its_file_is_drawn_from_the_flows_first_plateau(tmp_path):
+    # prediction.json keeps no first plateau (initial_loss NaN once read); the dashed staircase
+    # starts on the flow's, as compare pairs it, instead of a gap.
+    pred = ss.Prediction("agf", [5.0, 10.0, 15.0], np.array([5.0, 10.0, 15.0]) / np.log(1e3), [0.3, 0.05, 0.01],
+                         ["a", "b", "c"], initial_loss=1.0, init_scale=1e-3)
+    (tmp_path / "prediction.json").write_text(pred.dumps())
+    back = ss.Prediction.load(str(tmp_path))
+    assert np.isnan(back.initial_loss)
+    ax = plot.staircase(staircase_run(), back, time="t").axes[0]
+    (line,) = [ln for ln in ax.lines if ln.get_label().startswith("prediction")]
+    y = np.asarray(line.get_ydata())
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y[:2], ss.detect_steps(staircase_run())[0].loss_before, rtol=1e-12)

@@ -235,7 +235,8 @@ def test_compare_a_pause_inside_a_predicted_drop_is_merged():
     assert list(table["kind"]) == ["prediction", "merged", "prediction", "prediction"]
     np.testing.assert_allclose(table["time_predicted"], [5.0, 11.0, 11.0, 14.0], rtol=1e-12)
     np.testing.assert_allclose(table["time_rel_error"], [0, -4 / 11, 0, 0], atol=1e-12)
-    np.testing.assert_allclose(table["loss_rel_error"], [0, 1.2 / 2, 0, 0], atol=1e-12)
+    # The pause at 2.2 is no predicted plateau: no level error (the flow's 1.0 is the match's).
+    np.testing.assert_allclose(table["loss_rel_error"], [0, np.nan, 0, 0], atol=1e-12)
 
 
 def test_compare_a_step_beyond_the_predicted_staircase_gets_its_own_row():
@@ -667,3 +668,15 @@ def test_compare_times_a_group_by_the_member_of_the_same_label_and_a_pause_has_n
 def _pred_like(pred):
     return ss.Prediction(pred.method, pred.times, pred.rescaled_times, pred.losses, [None] * pred.num_steps,
                          initial_loss=pred.initial_loss, init_scale=pred.init_scale)
+
+
+def test_detect_steps_names_a_bad_argument():
+    with pytest.raises(TypeError, match=r"^detect_steps: expected a Trajectory .*got list"):
+        detect_steps([1.0, 0.5])
+    t = np.linspace(0.0, 10.0, 101)
+    flat = ss.Trajectory(times=t, loss=np.ones_like(t), observables={}, init_scale=1e-6, status="t_max",
+                         t_final=10.0, stats={}, method="synthetic")
+    for name in ("threshold", "min_drop", "separation", "unfinished"):
+        for bad in (-1.0, math.nan):
+            with pytest.raises(ValueError, match=rf"^{name}: expected a finite number ≥ 0"):
+                detect_steps(flat, **{name: bad})

@@ -150,3 +150,29 @@ def test_missing_table_library_is_named(traj, monkeypatch):
     monkeypatch.setitem(sys.modules, "xarray", None)  # import xarray now raises ImportError
     with pytest.raises(ImportError, match="to_xarray needs xarray"):
         tr.to_xarray()
+
+
+def test_degree_three_trajectory_read_without_its_model_keeps_its_clock(tmp_path):
+    # κ = 3 neurons rescale time by α (t·α), not by ln(1/α); read back without `like=` (how a
+    # run's folder is read) the models are plain arrays, and the file's κ must say it.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 3))
+    task = ss.SampleRegression(X, (X @ np.array([1.0, 0.0, 0.0])) ** 2)
+    alpha = 1e-2
+    model = ss.TwoLayer(3, 3, 1, lambda z: z**2, kappa=3, key=jax.random.PRNGKey(0), init_scale=alpha)
+    tr = ss.simulate(model, task, t_max=50.0, n_save=101)
+    assert tr.kappa == tr.degree == 3
+    tr.save(tmp_path / "k3.npz")
+    back = ss.Trajectory.load(tmp_path / "k3.npz")
+    assert not isinstance(back.final, ss.models.AbstractModel) and back.degree == 3
+    for t in (tr, back):
+        ax = ss.plot.staircase(t, time="rescaled").axes[0]
+        (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("flow")]
+        np.testing.assert_allclose(line.get_xdata()[-1], 50.0 * alpha)  # t·α, not t/ln(1/α) = 10.9
+        plt.close("all")
+    assert ss.Trajectory.load(tmp_path / "k3.npz").kappa == 3

@@ -270,7 +270,8 @@ def discrete_core(params, static, task, scalars, *, optimizer, scaled, n_save, n
     lr = scalars["learning_rate"]
     L0 = loss_of(params)
     stop = _stop_condition(loss_of, L0, scalars["loss_floor"], scalars["converge_tol"])
-    total = jnp.ceil(scalars["t_max"] / lr - 1e-9).astype(jnp.int64)
+    # Whole steps up to t_max, never past it (a rate that does not divide t_max stops short).
+    total = jnp.maximum(jnp.floor(scalars["t_max"] / lr + 1e-9), 1).astype(jnp.int64)
     per_snap = (n_save - 1) // (n_snapshots - 1)
     if spacing == "log":
         fractions = grid_fractions(n_save, spacing, scalars["grid_start"])

@@ -21,7 +21,7 @@ import numpy as np
 from . import methods as _methods
 from ._integrate import discrete_grid, Observe, Problem, RESULTS as RESULTS, status_names, TRACE_COUNT as TRACE_COUNT
 from .methods import AbstractMethod, Discrete
-from .models.base import AbstractModel, parameters
+from .models.base import AbstractModel, degree as _model_degree, parameters
 from .progress import say
 from .tasks.base import AbstractTask, check_positive as _positive
 from .trajectory import Trajectory
@@ -87,7 +87,9 @@ class Save(eqx.Module):
 
     **Arguments:**
 
-    - `n`: points of the save grid; at least 3.
+    - `n`: points of the save grid; at least 3. Discrete training rounds it up so that the
+      snapshots fall on save points (n − 1 a multiple of snapshots − 1: 151 with 21 snapshots
+      gives 161).
     - `snapshots`: the parameters are kept at this many times; at least 2.
     - `observables`: `fn(model)` or `fn(model, task)` returning a dict of arrays (or any pytree),
       recorded on the save grid beside the task's into `Trajectory.observables` (pass the same
@@ -122,7 +124,9 @@ class Stop(eqx.Module):
     **Arguments:**
 
     - `converge_tol`: stop once L − L_floor ≤ converge_tol·(L(0) − L_floor).
-    - `loss_floor`: the infimum of the loss (None: the task's, when it knows one).
+    - `loss_floor`: the infimum of the loss (None: the task's, when it knows one). A floor above
+      the infimum ends the run where the loss reaches it, as "converged", mid-drop if need be
+      (`simulate` warns when the loss was still falling there).
     """
 
     converge_tol: float = 1e-12
@@ -131,6 +135,8 @@ class Stop(eqx.Module):
     def __check_init__(self):
         if not self.converge_tol >= 0:
             raise ValueError(f"stop: expected converge_tol ≥ 0, got {self.converge_tol}")
+        if self.loss_floor is not None and not math.isfinite(self.loss_floor):
+            raise ValueError(f"stop: expected a finite loss_floor (or None: the task's), got {self.loss_floor}")
 
 
 def simulate(
@@ -212,9 +218,64 @@ def simulate(
         shape[0] if batched else None, mesh,
         meter, save.spacing,
     )
+    if stop.loss_floor is not None:
+        start = _check_floor_below_start(model, task, float(stop.loss_floor), batched)
     traj = _trajectory(method.run(problem), method, problem, model, probe)
     _warn_budget(traj, method, t_max)
+    if stop.loss_floor is not None and converge_tol <= 1e-8:
+        # (A larger converge_tol stops by a fraction of the loss on purpose, mid-drop: the
+        # deep-ReLU presets' stop_loss_fraction.)
+        _warn_floor_reached_falling(traj, task, float(stop.loss_floor), start, batched)
     return traj
+
+
+def _loss_and_rate_one(model, task):
+    params, static = eqx.partition(parameters(model), eqx.is_inexact_array)
+    value, grad = jax.value_and_grad(lambda p: task.loss(eqx.combine(p, static)))(params)
+    return value, sum(jnp.sum(g**2) for g in jax.tree.leaves(grad))
+
+
+@eqx.filter_jit
+def _loss_and_rate(model, task, batched: bool):
+    """(L, ‖∇L‖²) of the model, or of each member of a batch."""
+    if batched:
+        return eqx.filter_vmap(_loss_and_rate_one, in_axes=(eqx.if_array(0), None))(model, task)
+    return _loss_and_rate_one(model, task)
+
+
+def _batched_loss_and_rate(model, task, batched: bool) -> tuple[np.ndarray, np.ndarray]:
+    value, rate = _loss_and_rate(model, task, batched)
+    return np.atleast_1d(np.asarray(value, dtype=float)), np.atleast_1d(np.asarray(rate, dtype=float))
+
+
+def _check_floor_below_start(model, task, floor: float, batched: bool) -> np.ndarray:
+    """L(0) of each member; a floor at or above it would end the run before it starts."""
+    start = _batched_loss_and_rate(model, task, batched)[0]
+    if not np.all(start > floor):
+        raise ValueError(f"stop: expected loss_floor below the initial loss L(0) = {float(np.min(start)):.6g}, "
+                         f"got {floor:.6g} (it is the loss's infimum, where a converged run ends)")
+    return start
+
+
+def _warn_floor_reached_falling(traj: Trajectory, task, floor: float, start: np.ndarray, batched: bool) -> None:
+    """A converged run should end at rest: at L − floor = ε·(L(0) − floor) near a minimum the
+    loss falls at ‖∇L‖² ≈ 2λε(L(0) − floor), so over the whole run it would fall by a fraction
+    2λ·t·ε of its drop, far below 10⁻³ for ε = 1e-12. A floor above the infimum ends the run
+    where the loss crosses it, mid-drop, falling at the drop's rate."""
+    status = np.atleast_1d(np.asarray(traj.status))
+    if traj.final is None or not (status == "converged").any():
+        return
+    _, rate = _batched_loss_and_rate(traj.final, task, batched)
+    t_end = np.atleast_1d(np.asarray(traj.t_final, dtype=float))
+    falling = (status == "converged") & (rate * t_end > 1e-3 * np.abs(start - floor))
+    if falling.any():
+        who = "" if traj.batch_size is None else f"{int(falling.sum())} of {falling.size} members: "
+        warnings.warn(
+            f"stop: {who}the run ended as converged at the loss_floor {floor:.6g} while the loss was still "
+            f"falling (at t = {float(t_end[falling].min()):.6g}, ‖∇L‖² = {float(rate[falling].max()):.3g}): the floor "
+            "is above the loss's infimum, so the record stops mid-drop; pass the infimum, or None for the task's",
+            stacklevel=3,
+        )
 
 
 def _warn_budget(traj: Trajectory, method: AbstractMethod, t_max: float) -> None:
@@ -354,7 +415,13 @@ def _observe(fn, probe, task) -> Observe:
         with_task = False
     observe = Observe(fn, with_task)
     p, static = eqx.partition(probe, eqx.is_inexact_array)
-    jax.eval_shape(lambda q: observe(eqx.combine(q, static), task), p)
+    try:
+        jax.eval_shape(lambda q: observe(eqx.combine(q, static), task), p)
+    except (TypeError, jax.errors.ConcretizationTypeError) as err:
+        # e.g. a string or None among the values: the raw JAX error names neither the argument
+        # nor what it expected.
+        raise ValueError(f"observables: expected a function returning arrays (a dict or pytree of them), "
+                         f"evaluating it on the model failed: {str(err).splitlines()[0]}") from None
     return observe
 
 
@@ -393,6 +460,7 @@ def _trajectory(out, method: AbstractMethod, problem: Problem, model, probe) -> 
         step_times=keep(step_times),
         step_loss=keep(step_loss),
         phases=phases,
+        kappa=_model_degree(probe),
     )
     return traj if batched else _trim(traj)
 

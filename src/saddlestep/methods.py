@@ -174,6 +174,7 @@ _OPTIMIZERS: dict[str, Any] = {"gd": None, "sgd": None, "adam": optax.scale_by_a
 
 class Discrete(AbstractMethod):
     """Full-batch discrete training; time is learning rate × steps, so it shares the flow's axis.
+    It takes ⌊t_max/η⌋ steps (at least one): a rate that does not divide t_max stops short of it.
 
     **Arguments:**
 

@@ -136,7 +136,13 @@ def detect_steps(
 
     **Returns:** a list of `Step`s in time order (a list of lists for a batch).
     """
+    if not isinstance(trajectory, Trajectory):
+        raise TypeError(f"detect_steps: expected a Trajectory (from simulate or Trajectory.load), "
+                        f"got {type(trajectory).__name__}")
     kw = dict(threshold=threshold, min_drop=min_drop, separation=separation, unfinished=unfinished)
+    for name, value in kw.items():
+        if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}: expected a finite number ≥ 0, got {value!r}")
     if trajectory.batch_size is not None:
         return [detect_steps(trajectory[i], **kw) for i in range(trajectory.batch_size)]
     grid_t = np.asarray(trajectory.times, dtype=float)
@@ -655,9 +661,9 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     inside one predicted drop), `"unmatched-predicted"` or `"unmatched-simulated"`. Every
     row with both sides has its `time_rel_error` (drops are short beside plateaus, so the time of
     the shared drop times each step in it). `loss_rel_error` is NaN on a predicted plateau the flow
-    never stopped on; elsewhere it is relative to max(|loss_predicted|, the predicted drop), so a plateau
-    predicted at ~0 gives an error in units of its drop; it is absolute when both are below
-    1e-12 × the initial loss scale.
+    never stopped on, and on a pause of the flow inside one predicted drop; elsewhere it is
+    relative to max(|loss_predicted|, the predicted drop), so a plateau predicted at ~0 gives an
+    error in units of its drop; it is absolute when both are below 1e-12 × the initial loss scale.
     """
     if not isinstance(prediction, Prediction):
         got = f"({type(steps).__name__}, {type(prediction).__name__})"

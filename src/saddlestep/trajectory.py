@@ -47,6 +47,9 @@ class Trajectory:
       in a batch.
     - `phases`: which solver ran when, `[{"solver", "t_start", "t_end", "steps"}]` (a list of
       those over the batch; None when read from a file).
+    - `kappa`: the model's degree κ (`models.base.degree`), which sets the rescaled clock
+      (t·α^{κ−2} for κ > 2); None where unknown. Kept in the file, so a trajectory read back
+      without `like` (its models then plain arrays) is still rescaled by it.
     """
 
     times: np.ndarray
@@ -65,6 +68,17 @@ class Trajectory:
     step_times: np.ndarray | None = None
     step_loss: np.ndarray | None = None
     phases: Any = None
+    kappa: float | None = None
+
+    @property
+    def degree(self) -> float | None:
+        """κ: of the model the trajectory holds (`final`, `snapshots`), else `kappa`."""
+        from .models.base import AbstractModel, degree
+
+        for model in (self.final, self.snapshots):
+            if isinstance(model, AbstractModel):
+                return degree(model)
+        return self.kappa
 
     @property
     def batch_size(self) -> int | None:
@@ -108,6 +122,7 @@ class Trajectory:
             step_times=None if self.step_times is None else _finite_row(self.step_times[i], self.step_times[i]),
             step_loss=None if self.step_loss is None else _finite_row(self.step_loss[i], self.step_times[i]),
             phases=None if self.phases is None else self.phases[i],
+            kappa=self.degree,
         )
 
     def snapshot(self, i: int) -> Any:
@@ -212,6 +227,7 @@ class Trajectory:
             "method": self.method,
             "feature_labels": self.feature_labels,
             "learning_rate": self.learning_rate,
+            "kappa": self.degree,
         }
         arrays["meta"] = np.asarray(json.dumps(meta))
         atomic_write_bytes(path, _npz_bytes(arrays))
@@ -277,6 +293,7 @@ class Trajectory:
             learning_rate=meta["learning_rate"],
             step_times=data.get("step_times"),
             step_loss=data.get("step_loss"),
+            kappa=meta.get("kappa"),  # older files lack it
         )
 
 

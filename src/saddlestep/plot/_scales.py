@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..clock import unit
-from ..models.base import AbstractModel, degree as model_degree
 from ..prediction import Prediction
 from ..trajectory import Trajectory
 
@@ -25,12 +24,9 @@ def check_time(time: str) -> str:
 
 
 def degree(trajectory: Trajectory) -> int | None:
-    """κ (`models.base.degree`: a neuron's degree, or a deep network's depth), when the
-    trajectory's model exposes it."""
-    for model in (trajectory.final, trajectory.snapshots):
-        if isinstance(model, AbstractModel):
-            return model_degree(model)
-    return None
+    """κ (`models.base.degree`: a neuron's degree, or a deep network's depth) of the
+    trajectory's model, or the one its file recorded (`Trajectory.degree`)."""
+    return trajectory.degree
 
 
 @dataclasses.dataclass(frozen=True)

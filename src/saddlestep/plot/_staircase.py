@@ -259,6 +259,13 @@ def staircase(
     """
     curves = _curves(trajectories, labels)
     _colour_and_axes = _colour(curves)
+    if prediction is not None and not math.isfinite(prediction.initial_loss):
+        # A prediction read from its file keeps no first plateau: the flow's, as `compare` takes it.
+        first = next((c.steps[0].loss_before for c in curves if c.steps), math.nan)
+        if not math.isfinite(first):
+            loss = np.asarray(curves[0].traj.loss, dtype=float)
+            first = float(loss[np.isfinite(loss)][0]) if np.isfinite(loss).any() else math.nan
+        prediction = dataclasses.replace(prediction, initial_loss=first)
     plateaus = [(s.loss_before, s.loss_after) for c in curves for s in c.steps]
     losses = [c.traj.loss for c in curves]
     if prediction is not None and prediction.num_steps:

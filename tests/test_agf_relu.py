@@ -158,3 +158,45 @@ def test_a_cost_phase_that_splits_near_copies_over_two_teachers_is_warned():
         _warnings.simplefilter("error")
         setup = _orthogonal_setup(1e-6)
         assert agf.predict(setup.model, setup.task).extra["split"] == []
+
+
+def _two_teacher_sample(scale: float = 1.0):
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((120, 4))
+    W = np.linalg.qr(rng.standard_normal((4, 4)))[0][:2]
+    Y = (2.0 * np.maximum(X @ W[0], 0) - np.maximum(X @ W[1], 0))[:, None]
+    return ss.SampleRegression(scale * X, scale * Y)
+
+
+def test_agf_is_the_same_in_other_data_units_and_at_any_alpha():
+    # X, Y × 0.02: utilities scale by 0.02² and every time by 2500 exactly (the gradient flow's
+    # own symmetry). AGF used to wait 10³·c time units for an activation whatever the data's
+    # scale, and predicted no step at all here. And AGF's state is directions and log-norms, so
+    # α = 1e-200 (O(α) norms whose squares underflow, e^{λt} past the largest float64) gives the
+    # same affine times in ln(1/α) and the same plateaus.
+    import warnings
+
+    model = lambda a: ss.TwoLayer(4, 6, 1, "relu", key=jax.random.PRNGKey(0), init_scale=a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (its cost phase took 9,324 BFGS steps in small units)
+        base = agf.predict(model(1e-6), _two_teacher_sample())
+        units = agf.predict(model(1e-6), _two_teacher_sample(0.02))
+        tiny = agf.predict(model(1e-6), _two_teacher_sample(1e-8))
+    assert base.num_steps == units.num_steps == tiny.num_steps == 2
+    for p, scale in ((units, 0.02), (tiny, 1e-8)):
+        np.testing.assert_allclose(p.times, np.asarray(base.times) / scale**2, rtol=1e-6)
+        np.testing.assert_allclose(p.losses[0], scale**2 * base.losses[0], rtol=1e-6)
+        assert p.losses[1] < 1e-12 * scale**2 * base.losses[0]  # the teachers learned: loss ~ 0
+    times = {a: agf.predict(model(a), _two_teacher_sample()) for a in (1e-30, 1e-100, 1e-200)}
+    slope = lambda a, b: (np.asarray(times[b].times) - np.asarray(times[a].times)) / math.log(a / b)
+    np.testing.assert_allclose(slope(1e-100, 1e-200), slope(1e-30, 1e-100), rtol=1e-6)
+    np.testing.assert_allclose(times[1e-200].losses, base.losses, rtol=1e-6, atol=1e-12)
+
+
+def test_agf_says_when_no_neuron_activates_within_its_wait():
+    import pytest
+
+    model = ss.TwoLayer(4, 6, 1, "relu", key=jax.random.PRNGKey(0), init_scale=1e-6)
+    with pytest.warns(UserWarning, match=r"^agf.predict: no neuron activated within t = 1 .*pass t_max"):
+        p = agf.predict(model, _two_teacher_sample(), t_max=1.0)
+    assert p.num_steps == 0

@@ -195,6 +195,13 @@ def bad_cases(tmp):
         "bad seed": (["run", "linear", "--seed", "-3"], "--seed"),
         "a size the data sets": (["run", "relu", "--data", _npz(tmp / "r.npz", X=X, Y=X[:, :1]), "--set", "n=10"],
                                  "--set n: the --data file sets it"),
+        "samples that overflow a ReLU loss": (["run", "relu", "--data", _npz(tmp / "hr.npz", X=X * 1e160, Y=X[:, :1] * 1e160)],
+                                              "--data: X and Y overflow float64 in the loss"),
+        "X all zeros for a ReLU net": (["run", "relu", "--data", _npz(tmp / "zr.npz", X=0 * X, Y=X[:, :1])],
+                                       "--data: X is zero"),
+        "deep ReLU samples that overflow, named as the file": (
+            ["run", "deep-relu-escape", "--data", _npz(tmp / "hd.npz", X=X * 1e160, Y=X[:, :1] * 1e160)],
+            "--data: X and Y overflow float64 in the loss"),
         "a grid over what the data sets": (
             ["sweep", "linear", "--data", _npz(tmp / "l.npz", X=X, Y=X[:, :2]), "--grid", "d=3,4"], "--grid d:"),
     }

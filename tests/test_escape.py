@@ -136,3 +136,26 @@ def test_a_strong_signal_runs_to_the_predicted_escape_plateau(tmp_path):
     assert r.summary["observables_final"]["loss"] <= plateau + 0.05 * (start - plateau) + 1e-12
     (step,) = r.steps
     assert abs(step.loss_after - plateau) < 0.1 * (start - plateau)
+
+
+def test_function_cosine_is_blind_to_the_symmetries_the_parameter_cosine_sees():
+    # Permuting the hidden units of a network (rows of W₁, W₂ and the matching columns of W₂, W₃)
+    # leaves its function unchanged: function cosine 1, parameter cosine well below it. A
+    # sign flip of the last layer is the opposite function: −1.
+    from saddlestep.models import DeepReLU
+    from saddlestep.tasks import SampleRegression
+    from saddlestep.theory.deep_relu import direction_cosine, function_cosine
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((30, 3))
+    task = SampleRegression(X, rng.standard_normal((30, 2)))
+    net = DeepReLU([3, 4, 4, 2], key=jax.random.PRNGKey(1), init_scale=1.0)
+    W1, W2, W3 = (np.asarray(w) for w in net.layers)
+    p, q = rng.permutation(4), rng.permutation(4)
+    swapped = eqx.tree_at(lambda m: m.layers, net, (jnp.asarray(W1[p]), jnp.asarray(W2[q][:, p]), jnp.asarray(W3[:, q])))
+    outputs = lambda m: np.asarray(jax.vmap(m)(jnp.asarray(X)))
+    np.testing.assert_allclose(outputs(swapped), outputs(net), rtol=1e-12, atol=1e-14)  # the same function
+    assert direction_cosine(net, swapped) < 0.9
+    assert function_cosine(net, task, net, swapped) == pytest.approx(1.0, abs=1e-12)
+    flipped = eqx.tree_at(lambda m: m.layers, net, (jnp.asarray(W1), jnp.asarray(W2), jnp.asarray(-W3)))
+    assert function_cosine(net, task, net, flipped) == pytest.approx(-1.0, abs=1e-12)

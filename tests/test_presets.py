@@ -120,3 +120,24 @@ def test_deep_relu_escape_on_one_output_data(tmp_path):
         assert report[key][-1] is None
         assert all(r >= 1.0 for r in report[key][:-1])
     assert (tmp_path / "run" / "singular_values.png").exists()
+
+
+def test_relu_on_a_constant_target_learns_it_and_its_horizon_follows_the_data_units(tmp_path):
+    # The student has no bias, yet y ≡ 2.5 is learnable in part (relu(wᵀx) ≥ 0 on half the
+    # inputs): it used to be refused as "Y is constant". And a neuron's growth rate scales like
+    # |x|·|y|, so the same data in units 100× smaller needs a horizon 10⁴× longer.
+    from saddlestep.presets import get_preset
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 4))
+    preset = get_preset("relu")
+    horizons = []
+    for scale in (1.0, 0.01):
+        path = tmp_path / f"c{scale}.npz"
+        np.savez(path, X=scale * X, Y=np.full((60, 1), 2.5 * scale))
+        params = preset.parameters({"width": "4"}, data=str(path))
+        setup = preset.setup(params, init_scale=1e-6, seed=0, data=str(path))
+        horizons.append(setup.t_max)
+    np.testing.assert_allclose(horizons[1], 1e4 * horizons[0], rtol=1e-9)
+    pred = setup.predict()
+    assert pred.num_steps >= 1 and pred.losses[-1] < 0.5 * 0.5 * (2.5 * 0.01) ** 2

@@ -680,3 +680,21 @@ def test_detect_steps_names_a_bad_argument():
         for bad in (-1.0, math.nan):
             with pytest.raises(ValueError, match=rf"^{name}: expected a finite number ≥ 0"):
                 detect_steps(flat, **{name: bad})
+
+
+def test_a_record_that_changes_by_a_few_parts_in_1e12_has_no_steps_at_any_loss_scale():
+    # A horizon that ends on the first plateau: the dormant neurons' creep moved the loss by
+    # 8e-12 of itself in wiggles, which read as 12 drops. A real staircase of the same tiny size
+    # (the loss scaled by 1e-4) keeps its steps.
+    from scipy.special import expit
+
+    t = np.linspace(0.0, 2300.0, 4001)
+    wiggles = sum(expit((t - c) / 15.0) for c in np.linspace(130.0, 2270.0, 12))
+    creep = 3.4696e-4 * (1.0 - 7e-13 * wiggles)
+    make = lambda L: ss.Trajectory(times=t, loss=L, observables={}, init_scale=1e-6, status="t_max",
+                                   t_final=2300.0, stats={}, method="synthetic")
+    assert detect_steps(make(creep)) == []
+    stairs = 1e-4 * (0.2 + 0.5 * expit(-(t - 600.0) / 15.0) + 0.3 * expit(-(t - 1500.0) / 15.0))
+    found = detect_steps(make(stairs))
+    assert len(found) == 2
+    np.testing.assert_allclose([s.time for s in found], [600.0, 1500.0], rtol=1e-3)

@@ -179,10 +179,14 @@ def _print_result(result) -> None:
     if len(result.steps):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
     if result.prediction is not None:
-        print(f"\nprediction ({result.prediction.method}) vs simulation:")
         cols = ["step", "kind", "feature_predicted", "feature_simulated", "rescaled_predicted", "rescaled_simulated",
                 "time_rel_error", "loss_predicted", "loss_simulated"]
-        print(compare(result.steps, result.prediction)[cols].to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+        rows = compare(result.steps, result.prediction)[cols]
+        if len(rows):
+            print(f"\nprediction ({result.prediction.method}) vs simulation:")
+            print(rows.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+        else:
+            print(f"\nprediction ({result.prediction.method}): no step predicted or simulated to compare")
     for line in s.get("warnings", []):
         print(f"warning: {line}")
     if result.folder:

@@ -75,7 +75,7 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
         try:
             setup = preset.setup(params, init_scale=init_scale, seed=seed, data=data)
         except ValueError as err:
-            raise _as_override(err, params) from None
+            raise _as_override(err, params, data) from None
     if setup.settle is not None and setup.predict is not None and params.get("t_max") == "auto":
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
             before, setup.t_max = setup.t_max, predicted_horizon(setup, params)
@@ -98,11 +98,14 @@ def effective_parameters(preset, params: dict[str, Any], setup: Setup, data: str
     return out
 
 
-def _as_override(err: ValueError, params: dict[str, Any]) -> ValueError:
+def _as_override(err: ValueError, params: dict[str, Any], data=None) -> ValueError:
     """A library error naming a preset parameter (`window: expected …`) as the override it is
-    (`overrides window: …`, which the CLI shows as `--set window: …`)."""
+    (`overrides window: …`, which the CLI shows as `--set window: …`). With a data file, `data:`
+    names that file (`--data`), not a preset's own `data` parameter (deep-relu's built-in sets)."""
     message = str(err)
     key = message.split(":", 1)[0]
+    if key == "data" and data is not None:
+        return err
     return ValueError(f"overrides {message}") if key in params and ":" in message else err
 
 

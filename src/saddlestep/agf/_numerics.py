@@ -40,6 +40,21 @@ def unflatten(flat, treedef, shapes) -> PyTree:
 # must still grow back, which plain floats (underflow below e^-745) cannot represent.
 
 
+def unit_rows(theta) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's direction and ln of its norm, with no underflow: at α ≲ 1e-154 the squares of
+    O(α) parameters are below the smallest float64, their norms 0 and their logs −∞ (AGF, whose
+    state is directions and log-norms, works at any α > 0 only if its start does too). A row of
+    zeros has norm 0: direction 0, log-norm −∞."""
+    theta = np.asarray(theta, dtype=float)
+    top = np.max(np.abs(theta), axis=1, keepdims=True)
+    safe = np.where(top > 0, top, 1.0)
+    scaled = theta / safe
+    norm = np.linalg.norm(scaled, axis=1)
+    with np.errstate(divide="ignore"):
+        log_norm = np.log(top[:, 0]) + np.log(np.where(norm > 0, norm, 1.0))
+    return scaled / np.where(norm > 0, norm, 1.0)[:, None], np.where(top[:, 0] > 0, log_norm, -np.inf)
+
+
 def log(x) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     with np.errstate(divide="ignore"):

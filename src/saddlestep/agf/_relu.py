@@ -351,6 +351,17 @@ class _March:
         return theta / norm[:, None], s * tau + np.log(norm)
 
 
+def _direction(lam, V, gamma, tau) -> tuple[np.ndarray, float]:
+    """The unit direction and ln‖θ‖ of θ(τ) = V(e^{λτ}γ) from a unit θ(0), with the largest
+    exponent factored out: a segment can last a whole phase, O(ln(1/α)), and e^{λτ} overflows
+    float64 past α ≈ 1e-150 where the direction itself is O(1)."""
+    present = lam[gamma != 0]
+    shift = float(np.max(present)) * tau if present.size else 0.0
+    theta = V @ (np.exp(lam * tau - shift) * gamma)
+    norm = float(np.linalg.norm(theta))
+    return theta / norm, shift + math.log(norm)
+
+
 class _Path:
     """One dormant neuron's exact path: a list of linear segments."""
 
@@ -509,17 +520,15 @@ class _Path:
                 self.hit = self.t + tau
                 return
             if kind == "collapse":
-                theta = V @ (np.exp(lam * tau) * gamma)
-                norm = np.linalg.norm(theta)
-                self.S += math.log(norm)
-                self.theta = theta / norm
+                theta, log_norm = _direction(lam, V, gamma, tau)
+                self.S += log_norm
+                self.theta = theta
                 self.t += tau
                 self.frozen = True
                 continue
-            theta = V @ (np.exp(lam * tau) * gamma)
-            norm = np.linalg.norm(theta)
-            self.S += math.log(norm)
-            self.theta = theta / norm
+            theta, log_norm = _direction(lam, V, gamma, tau)
+            self.S += log_norm
+            self.theta = theta
             last_gap = tau
             self.t += tau
             events += 1
@@ -795,7 +804,6 @@ class _Path:
             if t0 <= t and lam is None:
                 return gamma, S0  # collapsed: (θ, S) held
             if t0 <= t:
-                theta = V @ (np.exp(lam * (t - t0)) * gamma)
-                norm = np.linalg.norm(theta)
-                return theta / norm, S0 + math.log(norm)
+                theta, log_norm = _direction(lam, V, gamma, t - t0)
+                return theta, S0 + log_norm
         raise AssertionError("t before the path's start")

@@ -58,8 +58,8 @@ class DiagonalProblem(AbstractAGFProblem):
 
     def initial(self):
         theta = np.stack([np.asarray(self.template.u), np.asarray(self.template.v)], axis=1)
-        norm = np.linalg.norm(theta, axis=1)
-        return nx.log((theta / norm[:, None]) @ np.asarray(self.Q)), np.log(norm)
+        unit, log_norm = nx.unit_rows(theta)
+        return nx.log(unit @ np.asarray(self.Q)), log_norm
 
     def start(self, params, active):
         X, y = np.asarray(self.X), np.asarray(self.y)

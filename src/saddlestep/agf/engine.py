@@ -157,6 +157,21 @@ class _Calls:
             setattr(self, name, getattr(problem, name))
 
 
+def _default_horizon(problem: AbstractAGFProblem, x, c, rstate) -> float:
+    """How long a utility phase waits for an activation: 10³·max c_i, and at least ten times as
+    long as the best initial direction would take alone (S_i grows at κU_i, so c_i/(κ|U_i|)).
+    The second term carries the data's scale: utilities scale like |x|^κ·|y|, so data in other
+    units (X, Y × 0.02) stretches every time by 2500 (and 10³·c alone then ended AGF before its
+    first activation, predicting no step)."""
+    top = max(float(np.max(np.abs(c))), 1.0)
+    base = 1e3 * top
+    u = np.abs(np.asarray(problem.utility(jnp.asarray(x), rstate), dtype=float))
+    u = float(np.max(u)) if u.size and np.all(np.isfinite(u)) else 0.0
+    if u > 0:
+        base = max(base, min(10.0 * top / (problem.kappa * u), 1e250))
+    return base
+
+
 def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps, loss_tol, tie_tol, min_drop):
     """One AGF run with every initial norm multiplied by e^shift (same directions)."""
     calls = _Calls(problem)
@@ -175,7 +190,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
     # The loss is a mean of squares: with no known floor, 0 still bounds it (for stopping).
     stop_floor = floor if math.isfinite(floor) else 0.0
     if horizon is None:
-        horizon = 1e3 * max(float(np.max(np.abs(c))), 1.0)
+        horizon = _default_horizon(problem, x, c, rstate)
     t, loss = 0.0, loss0
     dtmin = problem.min_step * float(np.max(np.abs(c)))
     if rtol is None:
@@ -210,6 +225,7 @@ def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps,
             # stopped short of it — then later steps are missing, and the prediction says so.
             if float(t_new) < t + 0.999 * horizon:
                 record["stopped"] = "utility_solve"
+            record["waited"] = horizon
             break
         t = float(t_new)
         S1 = np.asarray(S1)
@@ -417,6 +433,7 @@ def predict(
         raise ValueError("limit: the ln(1/α) limit of rescaled times exists only for κ = 2")
     if not limit:
         record, loss0, c, steps = _run(problem, 0.0, **kw)
+        waited = record["waited"] if not record["times"] else None
         stopped, copies, split = record["stopped"], record["copies"], list(record["split"])
         phases = dict(record["phases"])
         events, minor, cost_steps = list(record["events"]), list(record["minor"]), list(record["cost_steps"])
@@ -430,6 +447,7 @@ def predict(
             kw["horizon"] = float(t_max) * hi / L
         rec1, _, _, s1 = _run(problem, L - lo, **kw)
         record, loss0, c, s2 = _run(problem, L - hi, **kw)
+        waited = record["waited"] if not record["times"] else None
         steps = s1 + s2
         stopped, copies, split = record["stopped"] or rec1["stopped"], record["copies"], list(record["split"])
         phases = dict(rec1["phases"] + record["phases"])
@@ -469,6 +487,10 @@ def predict(
             "there on (on modular addition, κ = 3: off by up to 2× against the flow; docs/performance.md)",
             stacklevel=2,
         )
+    if waited and stopped is None:
+        warnings.warn(
+            f"agf.predict: no neuron activated within t = {waited:.4g} (how long a utility phase waits; "
+            "pass t_max to wait longer), so no step is predicted", stacklevel=2)
     if stopped is not None:
         why = {
             "max_steps": f"hit max_steps = {max_steps} activations",

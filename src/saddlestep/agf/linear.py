@@ -86,10 +86,10 @@ class LinearProblem(AbstractAGFProblem):
         if self.bias:
             parts.append(np.asarray(self.template.b)[:, None])
         theta = np.concatenate(parts, axis=1)
-        norm = np.linalg.norm(theta, axis=1)
+        unit, log_norm = nx.unit_rows(theta)
         _, Q = self._basis(np.asarray(self.Syx))
         # Dormant neurons are the singular components of the dormant block (see `advance`).
-        rho, W = nx.orthogonalize(np.log(norm), (theta / norm[:, None]) @ Q)
+        rho, W = nx.orthogonalize(log_norm, unit @ Q)
         null = rho < rho[0] - 30.0  # beyond the rank (width > a + w): exactly zero
         rho[null], W[null] = -np.inf, 0.0
         return nx.log(W), rho

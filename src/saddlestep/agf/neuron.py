@@ -47,6 +47,7 @@ class NeuronProblem(AbstractAGFProblem):
     align: float = eqx.field(static=True, default=1e-4)
     factors: tuple = eqx.field(static=True, default=())
     exact: ReluPhase | None = None
+    loss_unit: Float[Array, ""] | float = 1.0
     atol: ClassVar[float] = 1e-12
     rtol: ClassVar[float] = 1e-8
     min_step: ClassVar[float] = 1e-5
@@ -56,6 +57,13 @@ class NeuronProblem(AbstractAGFProblem):
                  align: float = 1e-4, balance: bool = True):
         self.template = model
         self.task = task
+        # The cost phase minimizes L/loss_unit. BFGS starts from the identity Hessian with
+        # absolute tolerances (atol 1e-14) made for losses of order one: on data in small units
+        # (X, Y × 1e-8, L ~ 1e-16) its first steps were below atol and it stopped at once, at
+        # 2.5e-17 where the flow goes to 2e-27. Losses within 1e-3 … 1e3 keep unit 1.
+        start = 0.5 * float(np.mean(np.sum(np.square(np.asarray(task.Y, dtype=float)), axis=-1)))
+        unit = 10.0 ** round(math.log10(start)) if start > 0 and not 1e-3 <= start <= 1e3 else 1.0
+        self.loss_unit = jnp.asarray(unit)
         _, self.treedef, self.shapes = nx.flatten(model.neurons())
         self.factors = _factor_columns(model, self.shapes) if balance else ()
         self.kappa = int(model.kappa)
@@ -74,8 +82,7 @@ class NeuronProblem(AbstractAGFProblem):
 
     def initial(self):
         flat, _, _ = nx.flatten(self.template.neurons())
-        norm = np.linalg.norm(flat, axis=1)
-        return flat / norm[:, None], np.log(norm)
+        return nx.unit_rows(flat)
 
     def start(self, params, active):
         r, loss = _residual(self, jnp.asarray(params), jnp.asarray(active, dtype=float))
@@ -284,7 +291,7 @@ def _minimize(problem: NeuronProblem, params, mask):
 
     def loss(p, m):
         f = jnp.sum(problem._outputs(p * m[:, None]), axis=1)
-        value = 0.5 * jnp.mean(jnp.sum((problem.task.Y - f) ** 2, axis=-1))
+        value = 0.5 * jnp.mean(jnp.sum((problem.task.Y - f) ** 2, axis=-1)) / problem.loss_unit
         if problem.factors:
             # Zero on balanced neurons, so the minimum is unchanged; it pins the rescaling
             # orbits, along which the loss is flat and BFGS otherwise drifts for thousands of steps.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 import zipfile
@@ -330,6 +331,22 @@ def parse_value(key: str, text: str, default: Any) -> Any:
 
 # The arrays a preset's --data file may hold (every preset's keys).
 DATA_KEYS = frozenset({"X", "Y", "y", "Sxx", "Syx", "Syy", "P", "template"})
+
+def sample_scales(X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
+    """The root mean squares of a sample's X and Y, refusing data a network cannot learn from:
+    squares that overflow float64 (the loss would be inf from the start), X ≡ 0 or Y ≡ 0."""
+    X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rms_x, rms_y = float(np.sqrt(np.mean(X**2))), float(np.sqrt(np.mean(Y**2)))
+    if not (math.isfinite(rms_x) and math.isfinite(rms_y)):
+        raise ValueError(f"data: X and Y overflow float64 in the loss (|X| up to {np.abs(X).max():.3g}, "
+                         f"|Y| up to {np.abs(Y).max():.3g}); rescale the data")
+    if not rms_x > 0:
+        raise ValueError("data: X is zero; a network of it predicts nothing")
+    if not rms_y > 0:
+        raise ValueError("data: Y is zero; there is nothing to learn")
+    return rms_x, rms_y
+
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import load_npz, Preset, register, Setup
+from .base import load_npz, Preset, register, sample_scales, Setup
 
 if TYPE_CHECKING:
     from ..tasks import SampleRegression
@@ -24,7 +24,9 @@ def _task(params, data) -> SampleRegression:
 
     if data is not None:
         arrays = load_npz(data, required=("X", "Y"))
-        return SampleRegression(arrays["X"], arrays["Y"])
+        task = SampleRegression(arrays["X"], arrays["Y"])
+        sample_scales(task.X, task.Y)
+        return task
     if params["data"] == "digits":
         return digits(params["n"], seed=params["data_seed"])
     if params["data"] == "teacher":
@@ -91,7 +93,7 @@ def _build_escape(params, *, init_scale, seed, data):
 
     def summarize(traj):
         flow = _pre_drop(traj, task)
-        from ..theory.deep_relu import direction_cosine, gap_ratio
+        from ..theory.deep_relu import direction_cosine, function_cosine, gap_ratio
 
         return {
             "escape_speed": escape.speed,
@@ -99,8 +101,11 @@ def _build_escape(params, *, init_scale, seed, data):
             # null where a layer has no second singular value (a one-output last layer): JSON has no inf.
             "escape_singular_value_ratios": _finite(escape.singular_value_ratios()),
             "flow_singular_value_ratios": _finite([gap_ratio(s) for s in _svals(flow)]),
+            # Parameter cosines, and the outputs' (blind to the escape direction's symmetries).
             "cosine_flow_basin": direction_cosine(flow, basin),
             "cosine_flow_optimal": direction_cosine(flow, escape),
+            "function_cosine_flow_basin": _finite([function_cosine(model, task, flow, basin)])[0],
+            "function_cosine_flow_optimal": _finite([function_cosine(model, task, flow, escape)])[0],
         }
 
     def write_extra(traj, folder):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import load_npz, Preset, register, Setup
+from .base import load_npz, Preset, register, sample_scales, Setup
 
 if TYPE_CHECKING:
     from ..tasks import PopulationRegression
@@ -150,9 +150,9 @@ def _build_relu(params, *, init_scale, seed, data):
     if data is not None:
         arrays = load_npz(data, required=("X", "Y"))
         task = SampleRegression(arrays["X"], arrays["Y"])
-        scale = float(np.std(np.asarray(task.Y)))
-        if not scale > 0:
-            raise ValueError("data: Y is constant; there is nothing to learn")
+        rms_x, rms_y = sample_scales(task.X, task.Y)
+        # A neuron's growth rate scales like |x|·|y| (bias-free: a constant Y is learnable too).
+        scale = rms_x * rms_y
     else:
         task = relu_teacher(
             jax.random.PRNGKey(params["teacher_seed"]),

@@ -16,6 +16,7 @@ from .deep_relu import (
     basin_direction as basin_direction,
     correlation as correlation,
     direction_cosine as direction_cosine,
+    function_cosine as function_cosine,
     escape_direction as escape_direction,
     escape_time as escape_time,
     EscapeDirection as EscapeDirection,

@@ -354,6 +354,27 @@ def direction_cosine(a, b) -> float:
     return num / den
 
 
+def function_cosine(model: AbstractModel, task: AbstractTask, a, b) -> float:
+    """cos∠(F_a(X), F_b(X)): the two directions' network outputs on the task's inputs, compared
+    as functions. Unlike `direction_cosine` it is blind to the symmetries of an escape direction
+    (hidden units permuted, a rank-one layer's mass spread over units with the next layer's row
+    along it), under which equally good directions can have parameter cosines of 0.6.
+
+    **Arguments:** `model`, a layered network of the shapes of `a`, `b` (its layers are replaced);
+    `task`, a sample task (with inputs `X`); `a`, `b`: networks or `EscapeDirection`s.
+
+    **Returns:** the cosine, in [−1, 1] (NaN where a direction's outputs vanish on X).
+    """
+    X = getattr(task, "X", None)
+    if X is None:
+        raise ValueError(f"task: expected a sample task with inputs X, got {type(task).__name__}")
+    pick = lambda x: x.layers if isinstance(x, EscapeDirection) else direction(x)
+    outputs = [np.asarray(jax.vmap(_with_layers(model, tuple(jnp.asarray(w) for w in pick(x))))(X)).ravel()
+               for x in (a, b)]
+    den = float(np.linalg.norm(outputs[0]) * np.linalg.norm(outputs[1]))
+    return float(outputs[0] @ outputs[1]) / den if den > 0 else math.nan
+
+
 def parameter_norm(model: AbstractModel) -> float:
     """‖θ‖ over all layers (the radius r of the escape analysis)."""
     return math.sqrt(sum(float(np.sum(np.asarray(w) ** 2)) for w in _layers_of(model)))

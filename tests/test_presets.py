@@ -141,3 +141,26 @@ def test_relu_on_a_constant_target_learns_it_and_its_horizon_follows_the_data_un
     np.testing.assert_allclose(horizons[1], 1e4 * horizons[0], rtol=1e-9)
     pred = setup.predict()
     assert pred.num_steps >= 1 and pred.losses[-1] < 0.5 * 0.5 * (2.5 * 0.01) ** 2
+
+
+def test_relu_data_with_its_teacher_names_each_step_by_the_teacher_neuron(tmp_path):
+    # Teacher neurons of opposite signs (2, −1) on Gaussian inputs: each is learned in a step of
+    # its own, in the flow and in AGF, and with the teacher in the file both name it.
+    from saddlestep import compare
+    from saddlestep.runs import run_preset
+
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((120, 4))
+    W = np.linalg.qr(rng.standard_normal((4, 4)))[0][:2]
+    A = np.array([[2.0], [-1.0]])
+    path = tmp_path / "teacher.npz"
+    np.savez(path, X=X, Y=np.maximum(X @ W.T, 0) @ A, teacher_w=W, teacher_a=A)
+    result = run_preset("relu", init_scale=1e-6, data=str(path), overrides={"width": "6"}, progress=False)
+    assert [s.feature for s in result.steps] == ["teacher 1", "teacher 2"]
+    assert list(result.prediction.order) == ["teacher 1", "teacher 2"]
+    table = compare(result.steps, result.prediction)
+    assert list(table["kind"]) == ["prediction", "prediction"]
+    bad = tmp_path / "half.npz"
+    np.savez(bad, X=X, Y=np.maximum(X @ W.T, 0) @ A, teacher_w=W)
+    with pytest.raises(ValueError, match=r"^data: teacher_w, teacher_a: give both or neither"):
+        run_preset("relu", init_scale=1e-6, data=str(bad), progress=False)

@@ -330,7 +330,7 @@ def parse_value(key: str, text: str, default: Any) -> Any:
 
 
 # The arrays a preset's --data file may hold (every preset's keys).
-DATA_KEYS = frozenset({"X", "Y", "y", "Sxx", "Syx", "Syy", "P", "template"})
+DATA_KEYS = frozenset({"X", "Y", "y", "Sxx", "Syx", "Syy", "P", "template", "teacher_w", "teacher_a"})
 
 def sample_scales(X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
     """The root mean squares of a sample's X and Y, refusing data a network cannot learn from:

@@ -149,7 +149,15 @@ def _build_relu(params, *, init_scale, seed, data):
 
     if data is not None:
         arrays = load_npz(data, required=("X", "Y"))
-        task = SampleRegression(arrays["X"], arrays["Y"])
+        # A teacher of one's own (its neurons' w and a), when the file has one, names each step by
+        # the teacher neuron it learns, in the flow and in the prediction alike.
+        teacher = {k: arrays[k] for k in ("teacher_w", "teacher_a") if k in arrays}
+        try:
+            task = SampleRegression(arrays["X"], arrays["Y"], **teacher)
+        except ValueError as err:
+            if str(err).startswith("teacher_w, teacher_a:"):
+                raise ValueError(f"data: {err}") from None
+            raise
         rms_x, rms_y = sample_scales(task.X, task.Y)
         # A neuron's growth rate scales like |x|·|y| (bias-free: a constant Y is learnable too).
         scale = rms_x * rms_y
@@ -252,7 +260,7 @@ register(
         },
         build=_build_relu,
         init_scale=1e-6,
-        data_help="an .npz with X (n, d) and Y (n, out)",
+        data_help="an .npz with X (n, d) and Y (n, out)[, teacher_w (m, d) and teacher_a (m, out): steps named by teacher neuron]",
         data_sets=("d", "teacher_norms", "n", "inputs", "teacher_seed"),
         # rtol stays 1e-6 although ReLU steps are set by sliding chatter (steps ∝ 1/rtol) and
         # rtol 1e-4 takes 20-100× fewer: at 1e-4 the first drop is right to ~1e-4, but on some

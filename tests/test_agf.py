@@ -311,3 +311,25 @@ def test_diagonal_squares_variant_follows_its_flow(seed):
     df = ss.converge(make, [1e-4, 1e-7], prediction=p, simulate_kwargs={"n_save": 2001, "rtol": 1e-9})
     slopes = df.groupby("step")["slope"].first().to_numpy()
     np.testing.assert_allclose(slopes, p.rescaled_times, rtol=0.01)
+
+
+def test_closed_form_families_predict_the_same_in_other_data_units():
+    # X, y × 1e-3: the flow is the same with time × 1e6 (the loss's scale s² multiplies its
+    # gradient), so AGF's times must be too; a wait of 10³·c in absolute time predicted nothing.
+    import warnings
+
+    X = np.asarray(r1_task().X)
+    y = np.asarray(r1_task().Y)[:, 0]
+    s = 1e-3
+    Syx = np.diag([3.0, 2.0, 1.0, 0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for model, plain, scaled in (
+            (ss.DiagonalLinear(2, init_scale=1e-6), ss.SampleRegression(X, y), ss.SampleRegression(s * X, s * y)),
+            (ss.TwoLayer(4, 4, 4, "linear", key=jax.random.PRNGKey(0), init_scale=1e-6), r3_task(),
+             ss.PopulationRegression(s**2 * np.eye(4), s**2 * Syx)),
+        ):
+            a, b = agf.predict(model, plain), agf.predict(model, scaled)
+            assert a.num_steps == b.num_steps >= 2
+            np.testing.assert_allclose(b.times, np.asarray(a.times) / s**2, rtol=1e-8)
+            np.testing.assert_allclose(b.losses, s**2 * np.asarray(a.losses), rtol=1e-8, atol=1e-12 * s**2)

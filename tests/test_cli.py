@@ -202,6 +202,9 @@ def bad_cases(tmp):
         "deep ReLU samples that overflow, named as the file": (
             ["run", "deep-relu-escape", "--data", _npz(tmp / "hd.npz", X=X * 1e160, Y=X[:, :1] * 1e160)],
             "--data: X and Y overflow float64 in the loss"),
+        "a Barlow Twins spectrum with nothing shared": (
+            ["run", "barlow-twins-synthetic", "--set", "spectrum=-0.5,-0.2"],
+            "--set spectrum: expected at least one positive eigenvalue"),
         "a grid over what the data sets": (
             ["sweep", "linear", "--data", _npz(tmp / "l.npz", X=X, Y=X[:, :2]), "--grid", "d=3,4"], "--grid d:"),
     }
@@ -400,3 +403,13 @@ def test_the_default_run_folder_names_the_init_scale(tmp_path, monkeypatch):
     assert main(["run", "diagonal", "--set", "n=20", "--set", "d=12", "--seed", "2"]) == 0
     alpha = get_preset("diagonal").init_scale
     assert (tmp_path / "runs" / f"diagonal-a{alpha:g}-s2" / "summary.json").exists()
+
+
+def test_a_warning_names_the_flag_of_the_command_that_ran():
+    from saddlestep.cli import warning_line
+
+    msg = "init_scale: α = 1e-14 is below the float64 floor 1e-12"
+    assert warning_line("run", msg) == "saddlestep: warning: --init-scale: α = 1e-14 is below the float64 floor 1e-12\n"
+    assert warning_line("converge", msg).startswith("saddlestep: warning: --init-scales: α = 1e-14")
+    assert warning_line("sweep", msg).startswith("saddlestep: warning: --grid init_scale: α = 1e-14")
+    assert warning_line("converge", "overrides p: odd") == "saddlestep: warning: --set p: odd\n"

@@ -1,3 +1,4 @@
+import math
 import types
 
 import equinox as eqx
@@ -304,3 +305,29 @@ def test_a_killed_converge_resumes_from_its_finished_flows(tmp_path, monkeypatch
     with pytest.raises(ValueError):
         converge_preset("deep-linear", scales, out=str(tmp_path / "none"), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k", "whole"]
+
+
+def test_converge_names_slope_errors_that_still_drift_with_alpha():
+    # Step 1: t = 2L − 30 + 60/L·… a finite-α approach (local slopes move toward 2); step 2:
+    # t = 3.3L + 1, a constant 10% slope error (a wrong prediction, not drift); step 3: exact.
+    import warnings
+
+    import pandas as pd
+
+    from saddlestep.convergence import _warn_drift
+
+    rows = []
+    for a in (1e-3, 1e-5, 1e-7):
+        L = math.log(1 / a)
+        for k, t in ((1, 2.0 * L - 30.0 * math.exp(-L / 8)), (2, 3.3 * L + 1.0), (3, 5.0 * L)):
+            rows.append({"step": k, "feature": f"f{k}", "init_scale": a, "clock": L, "time": t})
+    df = pd.DataFrame(rows)
+    slopes = {k: float(np.polyfit(g["clock"], g["time"], 1)[0]) for k, g in df.groupby("step")}
+    predicted = np.array([2.0, 3.0, 5.0])
+    assert abs(slopes[1] / 2.0 - 1) > 0.02 and abs(slopes[2] / 3.0 - 1) > 0.02
+    with pytest.warns(UserWarning, match=r"local slopes still move with α at step 1 \(f1\)") as caught:
+        _warn_drift(df, slopes, predicted)
+    assert "step 2" not in str(caught[0].message) and "step 3" not in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_drift(df[df.init_scale > 1e-6], slopes, predicted)  # two α: no local slopes to compare

@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     command = lambda: _COMMANDS[args.command](args)
     if argv is None:
         # A warning is one line, as the run's own are (not Python's file:line and source echo).
-        warnings.formatwarning = lambda message, *rest, **kw: f"saddlestep: warning: {in_flags(str(message))}\n"
+        warnings.formatwarning = lambda message, *rest, **kw: warning_line(args.command, str(message))
     # Ray sets its own SIGTERM handler, and only from the main thread.
     threaded = argv is None and args.command != "list" and getattr(args, "executor", "local") != "ray"
     if threaded:
@@ -441,6 +441,15 @@ def main(argv: list[str] | None = None) -> int:
 # The library's errors name its Python arguments; here they become the flags a user typed.
 FLAGS = {"overrides": "--set", "data": "--data", "init_scale": "--init-scale", "init_scales": "--init-scales",
          "seed": "--seed", "grid": "--grid", "out": "--out", "executor": "--executor"}
+
+
+def warning_line(command: str, message: str) -> str:
+    """A library warning as the command line shows it: one line, its argument named by the flag
+    that command takes (`converge` and `sweep` take α from --init-scales and --grid init_scale=…)."""
+    alphas = {"converge": "init_scales", "sweep": "grid init_scale"}.get(command)
+    if alphas and message.startswith("init_scale:"):
+        message = f"{alphas}:{message.partition(':')[2]}"
+    return f"saddlestep: warning: {in_flags(message)}\n"
 
 
 def in_flags(message: str) -> str:

@@ -71,7 +71,7 @@ def feature_change(before: dict, after: dict) -> np.ndarray:
 # Changes of the loss below this fraction of its size are never a drop: rounding (float64 sums
 # over samples, ~1e-16 per term), or the creep of dormant O(α) neurons on a first plateau that
 # a short horizon cut (8e-12 of the loss at α = 1e-6 on a ReLU teacher, read as 12 "drops").
-_ROUNDING = 1e-9
+_ROUNDING = 1e-10
 
 
 # A drop out of a valley makes the loss fall at least this much faster than at the valley.

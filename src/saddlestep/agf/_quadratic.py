@@ -30,6 +30,11 @@ def utility(x: Float[Array, "width p"], rstate: QuadraticState) -> Float[Array, 
     return 0.5 * jnp.sum(jnp.asarray(rstate.lam) * x**2, axis=1)
 
 
+def growth_rate(rstate: QuadraticState) -> float:
+    """The fastest rate κU = Σ_k λ_k x_k² of any unit direction: max λ."""
+    return float(np.max(np.asarray(rstate.lam)))
+
+
 def advance(x, S, c, dormant, rstate: QuadraticState, horizon):
     """The utility phase in closed form: (duration, x, S, whether a neuron reached its threshold
     within `horizon`), directions renormalized (log-magnitudes)."""

@@ -53,6 +53,9 @@ class DiagonalProblem(AbstractAGFProblem):
     def utility(self, x, rstate):
         return quad.utility(x, rstate)
 
+    def growth_rate(self, x, rstate):
+        return quad.growth_rate(rstate)
+
     def advance(self, x, S, c, dormant, rstate, horizon):
         return quad.advance(x, S, c, dormant, rstate, horizon)
 

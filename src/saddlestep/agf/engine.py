@@ -158,18 +158,15 @@ class _Calls:
 
 
 def _default_horizon(problem: AbstractAGFProblem, x, c, rstate) -> float:
-    """How long a utility phase waits for an activation: 10³·max c_i, and at least ten times as
-    long as the best initial direction would take alone (S_i grows at κU_i, so c_i/(κ|U_i|)).
-    The second term carries the data's scale: utilities scale like |x|^κ·|y|, so data in other
-    units (X, Y × 0.02) stretches every time by 2500 (and 10³·c alone then ended AGF before its
-    first activation, predicting no step)."""
+    """How long a utility phase waits for an activation: 10³·max c_i time units, a unit being
+    1/rate where the problem's rate scale (`growth_rate`, S_i grows at κU_i) is below one. This
+    carries the data's scale: utilities scale like |x|^κ·|y|, so data in other units (X, Y ×
+    0.02) stretches every time by 2500, and 10³·c in absolute time ended AGF before its first
+    activation, predicting no step."""
     top = max(float(np.max(np.abs(c))), 1.0)
-    base = 1e3 * top
-    u = np.abs(np.asarray(problem.utility(jnp.asarray(x), rstate), dtype=float))
-    u = float(np.max(u)) if u.size and np.all(np.isfinite(u)) else 0.0
-    if u > 0:
-        base = max(base, min(10.0 * top / (problem.kappa * u), 1e250))
-    return base
+    rate = problem.growth_rate(x, rstate)
+    unit = 1.0 / rate if rate is not None and math.isfinite(rate) and 0 < rate < 1 else 1.0
+    return min(1e3 * top * unit, 1e250)
 
 
 def _run(problem: AbstractAGFProblem, shift: float, *, horizon, rtol, max_steps, loss_tol, tie_tol, min_drop):

@@ -147,6 +147,9 @@ class LinearProblem(AbstractAGFProblem):
     def utility(self, x, rstate):
         return quad.utility(x, rstate)
 
+    def growth_rate(self, x, rstate):
+        return quad.growth_rate(rstate)
+
     def to_params(self, x, rstate):
         return quad.to_params(x, rstate)
 

@@ -80,6 +80,12 @@ class NeuronProblem(AbstractAGFProblem):
     def utility(self, x, rstate):
         return jnp.einsum("nho,no->h", self._outputs(x), rstate.r) / self.task.X.shape[0]
 
+    def growth_rate(self, x, rstate):
+        # The initial directions' own utilities: not the best direction's, but of its scale
+        # (random directions reach a fraction of it), which is what the wait needs.
+        u = np.abs(np.asarray(self.utility(jnp.asarray(x), rstate), dtype=float))
+        return self.kappa * float(np.max(u)) if u.size and np.all(np.isfinite(u)) else None
+
     def initial(self):
         flat, _, _ = nx.flatten(self.template.neurons())
         return nx.unit_rows(flat)

@@ -94,6 +94,11 @@ class AbstractAGFProblem(eqx.Module):
     def exhausted(self, x, dormant, rstate) -> bool:
         """True when no dormant neuron can ever gain utility."""
 
+    def growth_rate(self, x: np.ndarray, rstate) -> float | None:
+        """The scale of the rate κU_i at which S_i grows, at the start: a time unit in the data's
+        own units, for how long a utility phase waits (`engine._default_horizon`). None: unknown."""
+        return None
+
     @abc.abstractmethod
     def model(self, params: np.ndarray) -> AbstractNeuronModel:
         """The model with these neuron parameters."""

@@ -11,7 +11,6 @@ import numpy as np
 
 from ..clock import rescale
 from ..prediction import Prediction
-from ..tasks.base import evaluate_observables
 
 # ----------------------------------------------------------------------------- feature merging
 def label_and_merge(pred: Prediction, task, model) -> Prediction:
@@ -19,6 +18,7 @@ def label_and_merge(pred: Prediction, task, model) -> Prediction:
     between consecutive plateau models, the first against the initial `model`), then merge
     consecutive steps with the same feature, timed by the first (see `feature_steps`)."""
     from ..steps import feature_change
+    from ..tasks.base import evaluate_observables  # (not at import: `saddlestep list` loads no JAX)
 
     if not pred.num_steps or pred.plateau_parameters is None:
         return pred

@@ -80,6 +80,12 @@ def _build_barlow_twins_synthetic(params, *, init_scale, seed, data):
     from ..tasks.barlow_twins import latent_pairs
 
     spectrum = params["spectrum"]
+    if not any(float(g) > 0 for g in spectrum):
+        # The empirical Γ of n noisy pairs still has tiny positive eigenvalues (≈ 1e-3 of the
+        # spectrum's scale): the flow and the closed form would both "learn" that sampling noise.
+        raise ValueError(f"overrides spectrum: expected at least one positive eigenvalue (a direction the two "
+                         f"views share), got {', '.join(f'{float(g):g}' for g in spectrum)}: with none, only the "
+                         "sampling noise of the pairs is learned")
     if params["m"] < len(spectrum):
         raise ValueError(f"overrides m: expected an input dimension ≥ len(spectrum) = {len(spectrum)}, got {params['m']}")
     xa, xb, _ = latent_pairs(spectrum, params["n"], params["m"], noise=params["noise"], seed=params["data_seed"])

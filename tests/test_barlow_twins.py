@@ -200,3 +200,14 @@ def test_fewer_pairs_than_dimensions_learn_only_the_modes_they_have(n):
     # The task's floor counts the same modes, so a run that settles there is `converged`.
     assert task.loss_floor(model) == 8 - positive
     assert np.all(np.isfinite(pred.times)) and pred.times[-1] < 1e6
+
+
+def test_the_original_loss_runs_without_a_prediction_and_says_why():
+    from saddlestep.presets import get_preset
+
+    preset = get_preset("barlow-twins-synthetic")
+    with pytest.warns(UserWarning, match=r"^overrides loss: loss=original has no prediction"):
+        setup = preset.setup(preset.parameters({"loss": "original"}), init_scale=1e-6, seed=0)
+    assert setup.predict is None
+    with pytest.raises(ValueError, match=r"^overrides scale: applies to loss=original only .*got 0.5; add --set loss=original"):
+        preset.setup(preset.parameters({"scale": "0.5"}), init_scale=1e-6, seed=0)

@@ -68,3 +68,28 @@ def test_plateau_law(depth):
     ratio = (tau[2] - tau[1]) / (tau[1] - tau[0])
     expected = (g[2] - g[1]) / (g[1] - g[0])
     assert abs(ratio / expected - 1) < 0.05
+
+
+def test_the_preset_gamma_sweep_runs_at_the_runs_own_init_scale(tmp_path):
+    # richness.json's plateau times came from a sweep built at α = 1 whatever --init-scale said:
+    # at α = 0.5 they must be those of RichReLU at α = 0.5 (an independent run here), and differ
+    # from α = 1's.
+    import json
+
+    from saddlestep.runs import run_preset
+
+    over = {"depth": "2", "width": "8", "n": "64", "gamma": "10", "gammas": "10,30"}
+    run_preset("richness", init_scale=0.5, overrides=over, out=str(tmp_path / "r"), progress=False)
+    report = json.loads((tmp_path / "r" / "richness.json").read_text())
+    assert report["init_scale"] == 0.5
+    task = digits(64, seed=0)
+    dims = [64, 8, 10]
+    own = {}
+    for alpha in (0.5, 1.0):
+        batch = jax.tree.map(lambda *x: jnp.stack(x), *[ss.RichReLU(dims, key=jax.random.PRNGKey(0), gamma=g,
+                                                                     init_scale=alpha) for g in (10.0, 30.0)])
+        tr = ss.simulate(batch, task, t_max=1e4 * 8 * 30.0, rtol=1e-7, n_save=11, n_snapshots=2,
+                         loss_floor=0.0, converge_tol=0.9)
+        own[alpha] = np.asarray(tr.t_final) / (8 * np.array([10.0, 30.0]) ** (2.0 / 2))
+    np.testing.assert_allclose(report["plateau_tau"], own[0.5], rtol=1e-6)
+    assert abs(own[1.0][0] / own[0.5][0] - 1) > 0.05

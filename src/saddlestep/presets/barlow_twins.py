@@ -18,6 +18,13 @@ def _bt_setup(task, model, params):
     d = model.W.shape[0]
     simplified = task.kind == "simplified"
     pred = predict_barlow_twins(model, task) if simplified else None
+    if not simplified:
+        import warnings
+
+        warnings.warn(
+            "overrides loss: loss=original has no prediction: its batch normalization makes the loss blind to "
+            "the weights' scale, so small initialization gives no plateaus and the Γ-mode staircase of the "
+            "simplified loss (the theory's case) need not happen; the run shows the flow only", stacklevel=2)
     gam = np.asarray(task.gamma_eigenvalues)
     pos = gam[learnable(gam)]
     if pos.size == 0:
@@ -58,7 +65,7 @@ def _bt_task(xa, xb, params):
     for name in ("off_diagonal", "scale"):
         if params[name] != _BT_LOSS[name]:
             raise ValueError(f"overrides {name}: applies to loss=original only (the simplified loss ‖C − I‖²_F "
-                             f"has none); add --set loss=original, got {params[name]}")
+                             f"has none), got {params[name]}; add --set loss=original to use it")
     return BarlowTwins(xa, xb, loss=kind)
 
 

@@ -171,13 +171,13 @@ register(
 
 
 # ----------------------------------------------------------------------------- richness
-def _rich_batch(dims, seed, gammas, centred):
+def _rich_batch(dims, seed, gammas, centred, init_scale):
     import jax
     import jax.numpy as jnp
     from ..models import RichReLU
 
     key = jax.random.PRNGKey(seed)
-    models = [RichReLU(dims, key=key, gamma=g, centred=centred) for g in gammas]
+    models = [RichReLU(dims, key=key, gamma=g, centred=centred, init_scale=init_scale) for g in gammas]
     return jax.tree.map(lambda *x: jnp.stack(x), *models)
 
 
@@ -216,7 +216,8 @@ def _build_richness(params, *, init_scale, seed, data):
     def write_extra(traj, folder):
         from .. import plot
 
-        batch = _rich_batch(dims, seed, gammas, params["centred"])
+        # The γ sweep at the run's own α and seed (it was built at α = 1 whatever --init-scale said).
+        batch = _rich_batch(dims, seed, gammas, params["centred"], init_scale)
         gs = np.asarray(gammas)
         # First pass: each γ stops at a 10% drop, which marks the end of its plateau.
         first = simulate(batch, task, t_max=1e4 * width * gs.max(), rtol=params["rtol"], n_save=11,
@@ -233,6 +234,7 @@ def _build_richness(params, *, init_scale, seed, data):
                   os.path.join(folder, "richness_collapse.png"))
         A, B = np.polyfit(_plateau_law(gs, depth), tau_p, 1)
         report = {
+            "init_scale": float(init_scale),
             "gammas": gs.tolist(),
             "plateau_tau": tau_p.tolist(),
             "law": law,

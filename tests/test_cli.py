@@ -335,6 +335,7 @@ def _tiny_diagonal(path):
         (["sweep", "diagonal", "--grid", "t_max=50,-1"], "--grid t_max: expected a positive number"),
         (["sweep", "diagonal", "--grid", "rtol=1e-6,5"], "--grid rtol: expected a tolerance in (0, 1)"),
         (["sweep", "diagonal", "--grid", "variant=uv,bad"], "--grid variant: expected 'uv' or 'squares'"),
+        (["sweep", "diagonal", "--grid", "seed=0,4294967296"], "--grid seed: expected an integer in [0, 4294967295]"),
         # A single value beside its own grid axis would be ignored, yet recorded in sweep.json.
         (["sweep", "diagonal", "--seed", "3", "--grid", "seed=0:2"], "--seed: also a grid axis; give it in one place"),
         (["sweep", "diagonal", "--seed", "0", "--grid", "seed=0:2"], "--seed: also a grid axis"),

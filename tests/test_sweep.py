@@ -92,7 +92,7 @@ def test_sweep_one_trace_for_alphas_and_seeds(small_sweep):
 def test_sweep_dataset_and_folders(small_sweep):
     out, grid, ds, _ = small_sweep
     assert ds.loss.dims == ("init_scale", "seed", "save")
-    assert ds.drop_time.dims == ("init_scale", "seed", "drop")
+    assert ds.drop_time.dims == ("init_scale", "seed", "detected_step")
     assert list(ds.seed.values) == [0, 1, 2]
     assert list(ds.feature.values) == ["mode 1", "mode 2"]
     assert np.all(ds.status.values == 0)  # converged
@@ -102,6 +102,11 @@ def test_sweep_dataset_and_folders(small_sweep):
     assert ds.predicted_rescaled_time.dims == ("init_scale", "seed", "predicted_step")
     predicted = ds.predicted_rescaled_time.values * np.log(1 / ds.init_scale.values)[:, None, None]
     np.testing.assert_allclose(predicted, ds.drop_time.values, rtol=1e-3)
+    # Every run names its drops, and `compare` pairs each predicted step with one of them.
+    assert {tuple(v) for v in ds.drop_feature.values.reshape(-1, 2)} == {("mode 1", "mode 2")}
+    np.testing.assert_allclose(ds.matched_time.values, ds.drop_time.values, rtol=0)
+    np.testing.assert_allclose(ds.matched_rescaled_time.values,
+                               ds.matched_time.values / np.log(1 / ds.init_scale.values)[:, None, None], rtol=1e-15)
     assert "closed-form" in ds.attrs["prediction_method"]
     names = sorted(os.listdir(out / "runs"))
     assert len(names) == 6 and not any(n.startswith(".") for n in names)
@@ -303,3 +308,89 @@ def test_a_run_folder_left_without_its_summary_is_redone_on_resume(tmp_path):
     assert (out / "runs" / victim / "summary.json").is_file()
     assert (out / "runs" / victim / "notes.txt").read_text() == "mine"
     assert kept == os.stat(out / "runs" / next(n for n in os.listdir(out / "runs") if n != victim) / "summary.json").st_mtime_ns
+
+
+def test_collect_pairs_each_predicted_step_with_its_own_drop_in_every_run(tmp_path):
+    # At α = 1e-2 the flow learns β[7] and β[2] in one drop (10 → 5, named β[2]), at 1e-4 in two:
+    # detected step 1 is β[11] in one run and β[2] in the other, so a slope fitted along it mixes
+    # features. `matched_time` holds each predicted step's own drop (β[7]'s is the shared one at
+    # 1e-2, as compare merges it); and seeds past 2³¹ (netCDF3 has no int64) are kept exactly.
+    from saddlestep.prediction import Prediction
+    from saddlestep.sweep.collect import collect
+    from saddlestep.sweep.grid import run_name
+
+    order = ["β[7]", "β[2]", "β[11]"]
+    runs = {1e-2: [("β[2]", 2.0, 10.0, 5.0), ("β[11]", 7.0, 5.0, 1.0)],
+            1e-4: [("β[7]", 2.5, 10.0, 8.0), ("β[2]", 4.0, 8.0, 5.0), ("β[11]", 14.0, 5.0, 1.0)]}
+    seeds = [3_000_000_000, 1]
+    for alpha, found in runs.items():
+        L = np.log(1 / alpha)
+        times = np.array([1.1, 1.8, 3.2]) * L
+        pred = Prediction("closed-form:test", times, times / L, [8.0, 5.0, 1.0], order, init_scale=alpha)
+        for seed in seeds:
+            folder = tmp_path / "runs" / run_name({"init_scale": alpha, "seed": seed})
+            folder.mkdir(parents=True)
+            t = np.linspace(0.0, 20.0, 11)
+            Trajectory(times=t, loss=np.linspace(10.0, 1.0, 11), observables={}, init_scale=alpha, status="converged",
+                       t_final=20.0, stats={}, method="test").save(folder / "trajectory.npz")
+            steps = [{"time": tm, "rescaled_time": tm / L, "loss_before": b, "loss_after": a, "feature": f}
+                     for f, tm, b, a in found]
+            summary = {"init_scale": alpha, "steps": steps, "prediction": pred.to_json(), "wall_time_s": 1.0,
+                       "solver": {"t_final": 20.0, "steps": 10, "status": "converged"}}
+            (folder / "summary.json").write_text(json.dumps(summary))
+    ds = collect(tmp_path, {"init_scale": [1e-2, 1e-4], "seed": seeds})
+    first = ds.sel(seed=seeds[0])
+    assert list(first.drop_feature.sel(init_scale=1e-2).values) == ["β[2]", "β[11]", ""]
+    np.testing.assert_array_equal(first.matched_time.sel(init_scale=1e-2).values, [2.0, 2.0, 7.0])
+    np.testing.assert_array_equal(first.matched_time.sel(init_scale=1e-4).values, [2.5, 4.0, 14.0])
+    assert first.drop_time.sel(init_scale=1e-2).values[1] == 7.0  # detected step 1 there: β[11]
+    import io
+
+    import xarray as xr
+
+    back = xr.open_dataset(io.BytesIO(ds.to_netcdf(engine="scipy")), engine="scipy").load()
+    assert [int(v) for v in back.seed.values] == seeds
+    assert list(back.drop_feature.values[1, 1]) == ["β[7]", "β[2]", "β[11]"]
+
+
+def test_sweep_keeps_each_runs_warnings_and_names_its_own_arguments(tmp_path):
+    # A non-commuting teacher with nearly tied whitened modes: its prediction warns (`theory`),
+    # and `saddlestep run` keeps that in summary.json; so must every run of a sweep, and the
+    # sweep says which run it was. sweep.nc's attrs carry no α or seed a grid axis varies; a
+    # preset's own check of a grid value names --grid.
+    import warnings
+
+    rng = np.random.default_rng(107)
+    A = rng.standard_normal((4, 4))
+    Sxx = A @ A.T / 4 + 0.3 * np.eye(4)
+    path = tmp_path / "tied.npz"
+    np.savez(path, Sxx=Sxx, Syx=1.5 * rng.standard_normal((4, 4)) @ Sxx)
+    grid = sw.parse_grid(["seed=0:2"], "linear")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = sw.sweep("linear", grid, data=str(path), init_scale=1e-3, out=tmp_path / "s", progress=False)
+    said = [str(w.message) for w in caught if "nearly tied" in str(w.message)]
+    assert sorted(m.split(":")[0] for m in said) == ["seed=0", "seed=1"]  # each once, named by its run
+    for name in os.listdir(tmp_path / "s" / "runs"):
+        summary = json.loads((tmp_path / "s" / "runs" / name / "summary.json").read_text())
+        assert any("nearly tied" in line for line in summary["warnings"]), name
+    assert "seed" not in ds.attrs and ds.attrs["init_scale"] == 1e-3
+    with pytest.raises(ValueError, match=r"^grid depth: expected an integer ≥ 2"):
+        sw.sweep("deep-linear", sw.parse_grid(["depth=1,2"], "deep-linear"), out=tmp_path / "d", progress=False)
+
+
+def test_a_sweep_member_is_set_up_as_saddlestep_run_sets_it_up():
+    # attention saves on a log grid from a fraction of its horizon; when the prediction lengthens
+    # the horizon, `run` keeps the grid's start where the preset put it, and so must a sweep.
+    from saddlestep.presets import get_preset
+    from saddlestep.runs import prepare
+    from saddlestep.sweep.cells import _build, Member
+
+    over = {"heads": "2", "N": "8"}
+    _, params, single, alpha, seed = prepare("attention", init_scale=1e-3, seed=0, overrides=over)
+    preset = get_preset("attention")
+    member = Member(point={"seed": 0}, params=preset.parameters(over), init_scale=alpha, seed=seed)
+    swept = _build(preset, member, None)
+    assert "save_start" in single.simulate_kwargs
+    assert swept.t_max == single.t_max
+    assert swept.simulate_kwargs == single.simulate_kwargs

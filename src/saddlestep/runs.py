@@ -20,7 +20,7 @@ from . import methods as _methods
 from .flow import budget_noted_by_caller, simulate
 from .prediction import Prediction
 from .presets import get_preset, Setup
-from .presets.base import predicted_horizon
+from .presets.base import extend_horizon
 from .progress import phase, reporting
 from .tasks.base import evaluate_observables
 from .steps import compare, detect_steps, finest_record, steps_table, Step
@@ -78,12 +78,7 @@ def prepare(preset_name: str, *, init_scale=None, seed=0, data=None, overrides=N
             raise _as_override(err, params, data) from None
     if setup.settle is not None and setup.predict is not None and params.get("t_max") == "auto":
         with phase(f"{preset_name}: predicting, to set the horizon", enabled=progress):
-            before, setup.t_max = setup.t_max, predicted_horizon(setup, params)
-            if "save_start" in setup.simulate_kwargs and setup.t_max > before:
-                # A log grid starts where the preset put it (a fraction of its own horizon), not
-                # that fraction of the longer one, which could pass the first drop.
-                setup.simulate_kwargs = {**setup.simulate_kwargs,
-                                         "save_start": setup.simulate_kwargs["save_start"] * before / setup.t_max}
+            extend_horizon(setup, params)
     return preset, effective_parameters(preset, params, setup, data), setup, init_scale, seed
 
 

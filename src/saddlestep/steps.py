@@ -694,7 +694,7 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     cost, groups, found, drop, floor = min((_plan(c, prediction) for c in candidates), key=lambda plan: plan[0])
     groups = _pair_swapped_labels(groups, found, prediction)
     matched_kind = "lower-bound" if prediction.is_lower_bound else "prediction"
-    rows = []
+    rows, row_step = [], []
     for g in groups:
         if len(g.ks) > 1:  # several predicted steps in one simulated drop
             pairs = [(k, g.js[0], k == g.ks[-1]) for k in g.ks]
@@ -716,6 +716,7 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
                 kind = matched_kind if r == g.primary else "merged"
             else:
                 kind = "unmatched-predicted" if p else "unmatched-simulated"
+            row_step.append(k)
             rows.append(
                 {
                     "step": len(rows) + 1,
@@ -735,7 +736,29 @@ def compare(steps: Trajectory | list[Step], prediction: Prediction, *, merge: bo
     columns = ["step", "kind", "feature_predicted", "feature_simulated", "time_predicted", "time_simulated",
                "time_rel_error", "rescaled_predicted", "rescaled_simulated", "loss_predicted", "loss_simulated",
                "loss_rel_error"]
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    table.attrs["predicted_step"] = row_step  # each row's predicted step (0-based), None where it has none
+    return table
+
+
+def matched_times(steps: list[Step], prediction: Prediction) -> np.ndarray:
+    """For each predicted step, the time of the flow's step that `compare` pairs with it (its
+    match, or the drop it was merged into), NaN where the flow has none: the flow's times in the
+    prediction's order, so that step k means the same feature at every α and seed.
+
+    **Returns:** an array of `prediction.num_steps` times.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (compare's notes are for a reader of its table)
+        table = compare(steps, prediction)
+    out = np.full(prediction.num_steps, np.nan)
+    primary = np.zeros(prediction.num_steps, bool)
+    for k, (kind, t) in zip(table.attrs["predicted_step"], zip(table["kind"], table["time_simulated"])):
+        if k is None or not np.isfinite(t):
+            continue
+        if kind in ("prediction", "lower-bound") or not (primary[k] or np.isfinite(out[k])):
+            out[k], primary[k] = t, kind in ("prediction", "lower-bound")
+    return out
 
 
 def steps_table(steps: list[Step]) -> pd.DataFrame:

@@ -23,7 +23,7 @@ def check_time(time: str) -> str:
     return time
 
 
-def degree(trajectory: Trajectory) -> int | None:
+def degree(trajectory: Trajectory) -> float | None:
     """κ (`models.base.degree`: a neuron's degree, or a deep network's depth) of the
     trajectory's model, or the one its file recorded (`Trajectory.degree`)."""
     return trajectory.degree
@@ -71,7 +71,7 @@ class TimeAxis:
         return prediction.times * self.factor(a)
 
 
-def common_kappa(trajectories: Sequence[Trajectory]) -> int | None:
+def common_kappa(trajectories: Sequence[Trajectory]) -> float | None:
     """The degree shared by every trajectory, or None if unknown or mixed."""
     kappas = {degree(tr) for tr in trajectories}
     return kappas.pop() if len(kappas) == 1 else None

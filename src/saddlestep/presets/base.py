@@ -109,6 +109,17 @@ def predicted_horizon(setup: Setup, params: dict[str, Any]) -> float:
     return max(float(setup.t_max), HORIZON_FACTOR * last + float(setup.settle))
 
 
+def extend_horizon(setup: Setup, params: dict[str, Any]) -> None:
+    """Set `setup.t_max` to `predicted_horizon`, keeping a log save grid's start where the preset
+    put it (a fraction of its own horizon, not that fraction of the longer one, which could pass
+    the first drop). `saddlestep run` and every member of a sweep go through here alike."""
+    before = float(setup.t_max)
+    setup.t_max = predicted_horizon(setup, params)
+    if "save_start" in setup.simulate_kwargs and setup.t_max > before:
+        setup.simulate_kwargs = {**setup.simulate_kwargs,
+                                 "save_start": setup.simulate_kwargs["save_start"] * before / setup.t_max}
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """A named experiment.
@@ -332,7 +343,7 @@ def parse_value(key: str, text: str, default: Any) -> Any:
 # The arrays a preset's --data file may hold (every preset's keys).
 DATA_KEYS = frozenset({"X", "Y", "y", "Sxx", "Syx", "Syy", "P", "template", "teacher_w", "teacher_a"})
 
-def sample_scales(X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
+def sample_scales(X: Any, Y: Any) -> tuple[float, float]:
     """The root mean squares of a sample's X and Y, refusing data a network cannot learn from:
     squares that overflow float64 (the loss would be inf from the start), X ≡ 0 or Y ≡ 0."""
     X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)

@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from ..flow import budget_noted_by_caller, simulate
 from ..models.base import parameters
 from ..presets import get_preset, Preset, Setup
-from ..presets.base import predicted_horizon
+from ..presets.base import extend_horizon
 from ..trajectory import Trajectory
 
 
@@ -55,7 +56,7 @@ def _build(preset: Preset, member: Member, data: str | None) -> Setup:
     # a sweep's member equals `saddlestep run` with its settings; the prediction is kept for its summary.
     params = dict(member.params)
     setup = preset.setup(params, init_scale=member.init_scale, seed=member.seed, data=data)
-    setup.t_max = predicted_horizon(setup, params)
+    extend_horizon(setup, params)
     return setup
 
 
@@ -115,7 +116,9 @@ def run_cell(cell: Cell, mesh: jax.sharding.Mesh | None = None) -> CellResult:
     **Returns:** a `CellResult` with one (trimmed) trajectory per member, in order.
     """
     preset = get_preset(cell.preset)
-    setups = [_build(preset, m, cell.data) for m in cell.members]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the driver built these runs first, and told their warnings)
+        setups = [_build(preset, m, cell.data) for m in cell.members]
     first = setups[0]
     if any(_cell_key(s) != _cell_key(first) for s in setups[1:]):
         raise ValueError("cell: its runs differ in model shapes, task, horizon or solver settings")

@@ -20,6 +20,7 @@ from ..outputs import (
 )
 from ..presets import get_preset
 from ..progress import Progress
+from ..runs import _told
 from .cells import _build, _cell_key, Cell, Member
 from .collect import _read_summary, collect
 from .executors import _executor, AbstractExecutor
@@ -128,12 +129,19 @@ def sweep(
         _say(f"sweep: {len(members) - len(pending):,} runs already finished in {out}, {len(pending):,} to go")
 
     # Build every pending run first: bad parameters fail here, before anything is written.
-    setups = {}
+    setups, told = {}, {}
     for i, (n, m) in enumerate(pending):
         try:
-            setups[n] = _build(preset, m, data)
+            # What building a run warns about (its prediction, above all) goes into that run's
+            # summary.json, as `saddlestep run` keeps it, and is said naming the run.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                setups[n] = _build(preset, m, data)
         except ValueError as err:
             raise _as_argument(err, typed_grid, base) from None
+        told[n] = _told(caught)
+        for line in told[n]:
+            warnings.warn(f"{n}: {line}", stacklevel=2)
         if len(pending) >= 50 and (i + 1) % max(1, len(pending) // 5) == 0:
             _say(f"sweep: built {i + 1:,}/{len(pending):,} setups")
     cells, cell_names = _group(preset.name, data, pending, setups)
@@ -153,7 +161,7 @@ def sweep(
             for name, member, traj in zip(cell_names[i], cells[i].members, result.trajectories):
                 _write_run(
                     os.path.join(runs_dir, name), preset, member, setups[name], traj, data,
-                    wall=result.wall_time_s, ensemble_size=size, device=result.device,
+                    wall=result.wall_time_s, ensemble_size=size, device=result.device, told=told.get(name, []),
                     # A run folder of ours left unfinished (no summary: removed by hand, or a
                     # second copy of this sweep wrote it meanwhile) is redone, not refused.
                     overwrite=replace or is_output(os.path.join(runs_dir, name), "run"),
@@ -168,8 +176,8 @@ def sweep(
         preset=preset.name,
         parameters=json.dumps(_jsonable(preset.recorded(base, data))),
         data=data or "",
-        init_scale=alpha,
-        seed=seed,
+        # α and the seed of every run, unless they are grid axes (then the coordinates hold them).
+        **{k: v for k, v in (("init_scale", alpha), ("seed", seed)) if k not in typed_grid},
     )
     atomic_write_bytes(os.path.join(out, "sweep.nc"), bytes(dataset.to_netcdf(engine="scipy")))
     record_files(out, "sweep", ["sweep.json", "runs", "sweep.nc"])
@@ -287,6 +295,11 @@ def _as_argument(err: ValueError, grid, params) -> ValueError:
     """A library error naming a parameter (`variant: expected …`) as the argument that gave it:
     `grid variant: …` for a grid axis, `overrides variant: …` for a fixed parameter."""
     message = str(err)
+    if message.startswith("overrides "):
+        # A preset's own check already names it as an override: a grid axis is named as such.
+        message = message[len("overrides "):]
+        key = message.partition(":")[0]
+        return ValueError(f"grid {message}" if key in grid else f"overrides {message}")
     key, colon, _ = message.partition(":")
     if colon and key in grid:
         return ValueError(f"grid {message}")
@@ -337,15 +350,20 @@ def _group(preset_name, data, pending, setups) -> tuple[list[Cell], list[list[st
     return cells, [[n for n, _ in g] for g in groups.values()]
 
 
-def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size, device, overwrite=False) -> None:
-    """The run folder `saddlestep run` would write, from a member of an ensemble."""
+def _write_run(folder, preset, member, setup, traj, data, *, wall, ensemble_size, device, overwrite=False,
+               told=()) -> None:
+    """The run folder `saddlestep run` would write, from a member of an ensemble (`told`: what
+    building it warned about)."""
     from ..runs import _jsonable as jsonable, effective_parameters, summarize, write_run_folder
 
     params = effective_parameters(preset, member.params, setup, data)  # as `saddlestep run` records them
     # The ensemble's wall time is shared among its members (compilation included).
-    summary, steps, prediction = summarize(
-        preset.name, params, setup, member.init_scale, member.seed, traj, wall / ensemble_size, data=data
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary, steps, prediction = summarize(
+            preset.name, params, setup, member.init_scale, member.seed, traj, wall / ensemble_size, data=data
+        )
+    summary["warnings"] = list(dict.fromkeys([*told, *_told(caught), *summary["warnings"]]))
     summary["sweep"] = {
         "point": jsonable(member.point),
         "ensemble_size": ensemble_size,

@@ -109,8 +109,10 @@ def _typed(key: str, value, default):
         from ..validate import check_init_scale
 
         check_init_scale(typed, "grid init_scale")  # 0 < α < 1, as `run --init-scale` asks
-    if key == "seed" and typed < 0:
-        raise ValueError(f"grid seed: expected non-negative integers, got {text!r}")
+    if key == "seed":
+        from ..validate import check_seed
+
+        check_seed(typed, "grid seed")  # [0, 2³² − 1], as `run --seed` asks
     return typed
 
 

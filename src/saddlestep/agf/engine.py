@@ -388,7 +388,9 @@ def predict(
 
     - `model`: an `AbstractNeuronModel` (κ ≥ 2) at its initialization.
     - `task`: a `SampleRegression`, or a `PopulationRegression` for linear two-layer networks.
-    - `t_max`: how long one utility phase may wait for an activation (default 10³·max c_i).
+    - `t_max`: how long one utility phase may wait for an activation (default 10³·max c_i, in
+      units of the data's own time scale where its utilities are small; warned when no neuron
+      activates at all).
     - `rtol`: relative tolerance of the utility-phase solve (default 1e-8; unused where the
       phases are solved in closed form: diagonal and linear networks, tied embeddings, and
       exactly between kinks for two-layer ReLU networks).

@@ -417,8 +417,7 @@ def converge_checkpoint(out: str | os.PathLike) -> str:
     """
     out = os.path.abspath(os.fspath(out))
     path = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.converge-partial")
-    if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)
-                                      and os.path.isfile(os.path.join(path, _TOKEN))):
+    if os.path.lexists(path) and not _holds_token(path):
         raise ValueError(f"out: {path} exists and saddlestep did not make it; move it, or choose another --out")
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, _TOKEN), "a"):
@@ -428,8 +427,13 @@ def converge_checkpoint(out: str | os.PathLike) -> str:
 
 def remove_checkpoint(path: str | None) -> None:
     """Remove a `converge_checkpoint` folder once its output is written (ours only: it holds our token)."""
-    if path is not None and os.path.isdir(path) and not os.path.islink(path) and os.path.isfile(os.path.join(path, _TOKEN)):
+    if path is not None and _holds_token(path):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _holds_token(path: str) -> bool:
+    """A real folder (not a link) holding our `_TOKEN`: one saddlestep made."""
+    return os.path.isdir(path) and not os.path.islink(path) and os.path.isfile(os.path.join(path, _TOKEN))
 
 
 def _is_cwd(path: str) -> bool:

@@ -752,12 +752,11 @@ def matched_times(steps: list[Step], prediction: Prediction) -> np.ndarray:
         warnings.simplefilter("ignore")  # (compare's notes are for a reader of its table)
         table = compare(steps, prediction)
     out = np.full(prediction.num_steps, np.nan)
-    primary = np.zeros(prediction.num_steps, bool)
-    for k, (kind, t) in zip(table.attrs["predicted_step"], zip(table["kind"], table["time_simulated"])):
-        if k is None or not np.isfinite(t):
-            continue
-        if kind in ("prediction", "lower-bound") or not (primary[k] or np.isfinite(out[k])):
-            out[k], primary[k] = t, kind in ("prediction", "lower-bound")
+    rows = [(k, kind, t) for k, kind, t in zip(table.attrs["predicted_step"], table["kind"], table["time_simulated"])
+            if k is not None and np.isfinite(t)]
+    # The match first; a step with none takes the drop it was merged into.
+    for k, kind, t in sorted(rows, key=lambda row: row[1] == "merged", reverse=True):
+        out[k] = t
     return out
 
 

@@ -54,6 +54,13 @@ def _speed(S, log_norm0, kappa):
 
 
 @eqx.filter_jit
+def evaluate_utility(problem: AbstractAGFProblem, x, rstate):
+    """`problem.utility(x, rstate)` as one compiled program (eagerly, each of its operations
+    compiles on first use, for every new problem shape)."""
+    return problem.utility(x, rstate)
+
+
+@eqx.filter_jit
 def _utility_phase(problem: AbstractAGFProblem, x, S, c, log_norm0, dormant, rstate, t0, t1, rtol, dtmin):
     TRACE_COUNT["utility"] += 1
     kappa = problem.kappa
@@ -127,7 +134,7 @@ def _phase(problem, x, S, c, log_norm0, dormant, rstate, t, horizon, rtol, dtmin
         if bool(hit):
             return t, x, S, True, steps
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        U = np.where(dormant, np.asarray(problem.utility(jnp.asarray(x), rstate)), 0.0)
+        U = np.where(dormant, np.asarray(evaluate_utility(problem, jnp.asarray(x), rstate)), 0.0)
         history.append(U)
         if len(history) >= 3:
             scale = max(float(np.max(np.abs(U))), 1e-300)

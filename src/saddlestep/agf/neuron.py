@@ -19,7 +19,7 @@ from ._relu import ReluPhase
 from ..models.base import AbstractNeuronModel
 from ..tasks.base import evaluate_observables
 from ..tasks.regression import SampleRegression
-from .engine import TRACE_COUNT
+from .engine import evaluate_utility, TRACE_COUNT
 from .problem import AbstractAGFProblem, register_fallback, require_sample
 
 
@@ -83,7 +83,7 @@ class NeuronProblem(AbstractAGFProblem):
     def growth_rate(self, x, rstate):
         # The initial directions' own utilities: not the best direction's, but of its scale
         # (random directions reach a fraction of it), which is what the wait needs.
-        u = np.abs(np.asarray(self.utility(jnp.asarray(x), rstate), dtype=float))
+        u = np.abs(np.asarray(evaluate_utility(self, jnp.asarray(x), rstate), dtype=float))
         return self.kappa * float(np.max(u)) if u.size and np.all(np.isfinite(u)) else None
 
     def initial(self):

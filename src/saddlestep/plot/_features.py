@@ -7,7 +7,7 @@ import numpy as np
 
 from ..models.base import AbstractNeuronModel
 from ..trajectory import Trajectory
-from ._scales import TimeAxis, check_time, degree
+from ._scales import TimeAxis, check_time
 
 _MAX_LEGEND = 12
 
@@ -94,7 +94,7 @@ def features(
         raise TypeError(f"trajectory: expected a Trajectory, got {type(trajectory).__name__}")
     if trajectory.batch_size is not None:
         raise ValueError("trajectory: is batched; plot one member, e.g. features(trajectory[0])")
-    axis = TimeAxis(check_time(time if time is not None else "rescaled" if rescaled else "t"), degree(trajectory))
+    axis = TimeAxis(check_time(time if time is not None else "rescaled" if rescaled else "t"), trajectory.degree)
     name, t, v, labels = _series(trajectory, what)
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True) if ax is None else (ax.figure, ax)
     alpha = float(np.atleast_1d(np.asarray(trajectory.init_scale, dtype=float))[0])

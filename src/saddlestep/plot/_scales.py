@@ -23,12 +23,6 @@ def check_time(time: str) -> str:
     return time
 
 
-def degree(trajectory: Trajectory) -> float | None:
-    """κ (`models.base.degree`: a neuron's degree, or a deep network's depth) of the
-    trajectory's model, or the one its file recorded (`Trajectory.degree`)."""
-    return trajectory.degree
-
-
 @dataclasses.dataclass(frozen=True)
 class TimeAxis:
     """How physical time t maps onto the plotted axis.
@@ -73,7 +67,7 @@ class TimeAxis:
 
 def common_kappa(trajectories: Sequence[Trajectory]) -> float | None:
     """The degree shared by every trajectory, or None if unknown or mixed."""
-    kappas = {degree(tr) for tr in trajectories}
+    kappas = {tr.degree for tr in trajectories}
     return kappas.pop() if len(kappas) == 1 else None
 
 
